@@ -1,0 +1,96 @@
+//! Wiring the processor stack together, shared by `herald run`, `herald dev` and the tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+
+use crate::deliver::processor::{self, ProcessorError};
+use crate::deliver::route::Router;
+use crate::destinations::{DestinationContext, http};
+use crate::history::OutcomeWriter;
+use crate::history::skips::SkipSummaries;
+use crate::kafka;
+use crate::settings::Settings;
+use crate::telemetry::{Health, Metrics};
+use crate::workspace::interpolate::Vars;
+use crate::workspace::table::{WorkspaceTable, spawn_loader};
+
+/// The destination context the settings describe.
+pub fn destination_context(settings: &Settings) -> DestinationContext {
+    DestinationContext {
+        http: http::client(settings.destinations.allow_private_networks),
+        default_timeout: settings.destination_timeout(),
+        allow_private_networks: settings.destinations.allow_private_networks,
+    }
+}
+
+/// A running workspace table plus everything the processor needs.
+pub struct App {
+    pub settings: Settings,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub router: Arc<Router>,
+    loader_stop: Arc<AtomicBool>,
+    loader: Option<JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts following `herald.workspaces` and prepares the processor.
+    pub fn start(settings: Settings, vars: Vars) -> Result<Self, KafkaError> {
+        let ctx = destination_context(&settings);
+        let table = Arc::new(WorkspaceTable::default());
+        let loader_stop = Arc::new(AtomicBool::new(false));
+        let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
+        let producer: FutureProducer = kafka::producer_config(&settings).create()?;
+        let metrics = Metrics::new();
+        let router = Arc::new(Router {
+            table: table.clone(),
+            writer: OutcomeWriter::new(producer, &settings.topics.deliveries, &settings.topics.dlq),
+            skips: SkipSummaries::new(Duration::from_millis(
+                settings.processor.skip_summary_interval_ms,
+            )),
+            metrics: metrics.clone(),
+        });
+        Ok(Self {
+            health: Arc::new(Health::new(table)),
+            metrics,
+            router,
+            settings,
+            loader_stop,
+            loader: Some(loader),
+        })
+    }
+
+    /// The `/healthz`, `/readyz`, `/metrics` routes.
+    pub fn http_routes(&self) -> axum::Router {
+        crate::api::router(self.health.clone(), self.metrics.clone())
+    }
+
+    /// Runs the processor until `shutdown`.
+    pub async fn run_processor(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ProcessorError> {
+        processor::run(
+            &self.settings,
+            self.router.clone(),
+            self.health.clone(),
+            shutdown,
+        )
+        .await
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.loader_stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.loader.take() {
+            let _ = handle.join();
+        }
+    }
+}

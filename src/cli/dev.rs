@@ -1,0 +1,132 @@
+//! `herald dev`: everything on one machine with nothing but cargo. An embedded Kafka-protocol
+//! broker (librdkafka's mock cluster, on its own thread because it is not `Send`), the topics,
+//! the sandbox, the example workspaces pointed at it, and the processor.
+
+use std::sync::mpsc;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+
+use crate::app::App;
+use crate::kafka::topic_plan;
+use crate::sandbox::Sandbox;
+use crate::settings::Settings;
+use crate::workspace::interpolate::Vars;
+
+/// The example workspaces, compiled in so `herald dev` runs from any directory.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "examples/academy.yaml",
+        include_str!("../../examples/academy.yaml"),
+    ),
+    (
+        "examples/onboarding.yaml",
+        include_str!("../../examples/onboarding.yaml"),
+    ),
+];
+
+/// The webhook secret the examples use in `herald dev`; the sandbox verifies it.
+pub const DEV_WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==";
+
+/// The `lesson.completed` payload of seed 000.
+const SEED_LESSON: &str = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address of the HTTP server (sandbox, health, metrics).
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    http: String,
+}
+
+/// The values `${env:…}` references resolve to in dev: everything points at the sandbox.
+pub fn dev_vars(sandbox_url: &str) -> Vars {
+    Vars::from_env()
+        .with("HERALD_SANDBOX_URL", sandbox_url)
+        .with("ACADEMYFLOW_SLACK_TOKEN", "xoxb-sandbox-token")
+        .with("ACADEMYFLOW_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+        .with(
+            "NORTHSTAR_SLACK_WEBHOOK_URL",
+            format!("{sandbox_url}/slack/services/T0DEV/B0DEV/sandbox"),
+        )
+        .with("NORTHSTAR_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+}
+
+pub fn dev(
+    mut settings: Settings,
+    args: DevArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let plan = topic_plan(&settings);
+    let (booted_tx, booted_rx) = mpsc::channel::<Result<String, String>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let broker = std::thread::Builder::new()
+        .name("herald-dev-broker".into())
+        .spawn(move || {
+            let cluster = match MockCluster::new(1) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = booted_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            for topic in &plan {
+                if let Err(e) = cluster.create_topic(&topic.name, topic.partitions, 1) {
+                    let _ = booted_tx.send(Err(format!("cannot create {}: {e}", topic.name)));
+                    return;
+                }
+            }
+            let _ = booted_tx.send(Ok(cluster.bootstrap_servers()));
+            // The cluster lives until `herald dev` stops.
+            let _ = stop_rx.recv();
+        })
+        .context("cannot start the embedded broker thread")?;
+    let brokers = booted_rx
+        .recv()
+        .map_err(|_| anyhow!("the embedded broker thread ended early"))?
+        .map_err(|e| anyhow!("cannot start the embedded broker: {e}"))?;
+
+    settings.kafka.brokers = brokers.clone();
+    settings.destinations.allow_private_networks = true;
+    // One member, one broker: short timeouts make the first assignment quick.
+    settings.kafka.session_timeout_ms = settings.kafka.session_timeout_ms.min(6000);
+
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.http)
+            .await
+            .with_context(|| format!("cannot listen on {} (choose another with --http)", args.http))?;
+        let http = format!("http://{}", listener.local_addr()?);
+        let vars = dev_vars(&http);
+        let files: Vec<(String, String)> =
+            EXAMPLES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        let configs = super::workspace::validate_files(&settings, &files, &vars)?;
+        super::workspace::publish(&settings, &configs).await?;
+
+        let app = App::start(settings, vars)?;
+        let sandbox = Sandbox::new(Some(DEV_WEBHOOK_SECRET)).map_err(|e| anyhow!(e))?;
+        let routes = app.http_routes().merge(sandbox.router());
+        let shutdown = super::shutdown_signal();
+        let mut http_stop = shutdown.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .into_future(),
+        );
+        println!("kafka: {brokers}");
+        println!("http: {http}");
+        println!("workspaces: {}", configs.iter().map(|c| c.workspace.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "try: herald emit --brokers {brokers} --workspace ws_academyflow --event lesson.completed \
+             --resource course --resource-id creator-accelerator '{SEED_LESSON}'"
+        );
+        println!("then: curl -s {http}/_sandbox/requests ; herald history --brokers {brokers} --workspace ws_academyflow");
+        app.run_processor(shutdown).await?;
+        let _ = server.await;
+        anyhow::Ok(())
+    });
+    let _ = stop_tx.send(());
+    let _ = broker.join();
+    result
+}

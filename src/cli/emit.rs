@@ -1,0 +1,88 @@
+//! `herald emit`: produce one event in the seeds' emit shape.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+use super::KafkaArgs;
+use crate::kafka;
+use crate::settings::Settings;
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Workspace id (also the record key).
+    #[arg(long)]
+    workspace: String,
+    /// Event name, e.g. lesson.completed.
+    #[arg(long)]
+    event: String,
+    #[arg(long)]
+    resource: Option<String>,
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// Event id (default: a new unique id).
+    #[arg(long)]
+    event_id: Option<String>,
+    /// The payload: inline JSON, `@file`, or `-` for standard input.
+    #[arg(value_name = "PAYLOAD")]
+    payload: String,
+}
+
+pub async fn emit(settings: &Settings, args: &EmitArgs) -> anyhow::Result<()> {
+    let text = match args.payload.as_str() {
+        "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the payload from stdin")?;
+            s
+        }
+        p if p.starts_with('@') => std::fs::read_to_string(&p[1..])
+            .with_context(|| format!("cannot read the payload file {}", &p[1..]))?,
+        inline => inline.to_owned(),
+    };
+    let payload: serde_json::Value =
+        serde_json::from_str(&text).context("PAYLOAD is not valid JSON")?;
+    if !payload.is_object() {
+        bail!("PAYLOAD must be a JSON object");
+    }
+    let event_id = args
+        .event_id
+        .clone()
+        .unwrap_or_else(|| format!("evt_{}", uuid::Uuid::now_v7().simple()));
+    let event = json!({
+        "event_id": event_id,
+        "workspace_id": args.workspace,
+        "event": args.event,
+        "resource": args.resource,
+        "resource_id": args.resource_id,
+        "payload": payload,
+        "occurred_at": chrono::Utc::now(),
+    });
+    let producer: FutureProducer = kafka::producer_config(settings).create()?;
+    let value = serde_json::to_vec(&event)?;
+    let record = FutureRecord::to(&settings.topics.events)
+        .key(args.workspace.as_bytes())
+        .payload(&value);
+    let delivered = producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .with_context(|| {
+            format!(
+                "cannot produce to {} on {}",
+                settings.topics.events, settings.kafka.brokers
+            )
+        })?;
+    println!(
+        "emitted {event_id} to {} (partition {}, offset {})",
+        settings.topics.events, delivered.partition, delivered.offset
+    );
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The `herald` command line. `anyhow` lives here, at the edge; errors print with their causes.
+//! Exit codes: 0 success, 1 failure (including an invalid workspace config), 2 bad usage.
+
+mod dev;
+mod emit;
+mod history;
+mod run;
+mod sandbox;
+mod topics;
+pub mod workspace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::Settings;
+
+/// Herald: one business event in, the right call to every tool each workspace connected.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    /// Configuration file (default: ./herald.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the processor and its HTTP server (health, readiness, metrics).
+    Run(KafkaArgs),
+    /// Everything on one machine: embedded broker, sandbox, example workspaces, processor.
+    Dev(dev::DevArgs),
+    /// Serve the destination simulators alone.
+    Sandbox(sandbox::SandboxArgs),
+    /// Manage Herald's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Manage workspace configurations.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Produce one event.
+    Emit(emit::EmitArgs),
+    /// Show a workspace's delivery history.
+    History(history::HistoryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create every topic Herald uses (compaction, partitions from the configuration).
+    Create(KafkaArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCommand {
+    /// Validate workspace files and publish them to the workspace topic.
+    Apply(workspace::ApplyArgs),
+}
+
+/// Where Kafka is, overriding `kafka.brokers`.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers (default: `kafka.brokers` from the configuration).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+}
+
+impl KafkaArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(b) = &self.brokers {
+            settings.kafka.brokers = b.clone();
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init_logging(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(k) => {
+            k.apply(&mut settings);
+            runtime.block_on(run::run(settings))
+        }
+        Command::Dev(args) => dev::dev(settings, args, &runtime),
+        Command::Sandbox(args) => runtime.block_on(sandbox::serve(args)),
+        Command::Topics(TopicsCommand::Create(k)) => {
+            k.apply(&mut settings);
+            runtime.block_on(topics::create(&settings))
+        }
+        Command::Workspace(WorkspaceCommand::Apply(args)) => {
+            args.kafka.apply(&mut settings);
+            runtime.block_on(workspace::apply(&settings, &args))
+        }
+        Command::Emit(args) => {
+            args.kafka.apply(&mut settings);
+            runtime.block_on(emit::emit(&settings, &args))
+        }
+        Command::History(args) => {
+            args.kafka.apply(&mut settings);
+            history::show(&settings, &args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A watch channel that turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers see `true`, not a closed channel.
+        std::future::pending::<()>().await;
+    });
+    rx
+}

@@ -1,0 +1,248 @@
+//! The processor: a consumer-group member on `herald.events`.
+//!
+//! Guarantee: at-least-once. An event's offset is stored (and later committed) only after every
+//! outcome of the event — history records, dead letters — was acknowledged by Kafka, and only
+//! once every earlier event of its partition is finished too ([`offsets`](super::offsets)).
+//! Events run concurrently up to `processor.max_in_flight_events`; events with the same key
+//! (workspace) run one after another ([`order`](super::order)). On revocation, stored offsets
+//! are committed and unfinished events of the revoked partitions store nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::offsets::{Claim, OffsetTracker};
+use super::order::{KeyOrder, Turn};
+use super::route::Router;
+use crate::history::writer::DeadLetter;
+use crate::ingest::{RawRecord, decode};
+use crate::kafka;
+use crate::settings::Settings;
+use crate::telemetry::Health;
+
+/// Keeps the offset tracker in step with the group's assignment.
+pub struct ProcessorContext {
+    tracker: Arc<OffsetTracker>,
+}
+
+impl ClientContext for ProcessorContext {}
+
+impl ConsumerContext for ProcessorContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Commit what finished before the partitions move; after an involuntary loss the
+            // group has moved on and a commit would be refused anyway.
+            if !consumer.assignment_lost() {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => tracing::warn!(error = %e, "commit on revocation failed"),
+                }
+            }
+            for e in tpl.elements() {
+                self.tracker.revoke(e.partition());
+            }
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.tracker.assign(e.partition());
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+type EventConsumer = StreamConsumer<ProcessorContext>;
+
+/// Errors that stop the processor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+struct Shared {
+    consumer: Arc<EventConsumer>,
+    tracker: Arc<OffsetTracker>,
+    order: KeyOrder,
+    router: Arc<Router>,
+    topic: String,
+    max_event_bytes: usize,
+}
+
+/// Runs the processor until `shutdown` turns true (or its sender is dropped), then drains
+/// in-flight events for up to `processor.shutdown_timeout_ms` and commits what finished.
+pub async fn run(
+    settings: &Settings,
+    router: Arc<Router>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProcessorError> {
+    let tracker = Arc::new(OffsetTracker::default());
+    let consumer: Arc<EventConsumer> = Arc::new(
+        kafka::consumer_config(settings).create_with_context(ProcessorContext {
+            tracker: tracker.clone(),
+        })?,
+    );
+    tokio::select! {
+        _ = router.table.wait_ready() => {}
+        _ = stopped(&mut shutdown) => return Ok(()),
+    }
+    consumer.subscribe(&[&settings.topics.events])?;
+    health.consuming.store(true, Ordering::Relaxed);
+    tracing::info!(topic = %settings.topics.events, group = %settings.kafka.group_id, "consuming");
+
+    let shared = Arc::new(Shared {
+        consumer: consumer.clone(),
+        tracker,
+        order: KeyOrder::default(),
+        router: router.clone(),
+        topic: settings.topics.events.clone(),
+        max_event_bytes: settings.processor.max_event_bytes,
+    });
+    let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
+    let mut tasks = JoinSet::new();
+    let flusher = tokio::spawn({
+        let router = router.clone();
+        let every = Duration::from_millis(settings.processor.skip_summary_interval_ms);
+        async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                router.flush_skips().await;
+            }
+        }
+    });
+
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stopped(&mut shutdown) => break,
+        };
+        let message = tokio::select! {
+            m = consumer.recv() => m,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let m = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                continue;
+            }
+        };
+        let claim = shared.tracker.begin(m.partition(), m.offset());
+        let raw = RawRecord {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        };
+        // Joined here, in offset order, so a key's events start in that order.
+        let turn = raw.key.as_deref().map(|k| shared.order.join(k));
+        tasks.spawn(process(shared.clone(), raw, claim, turn, permit));
+    }
+
+    health.consuming.store(false, Ordering::Relaxed);
+    flusher.abort();
+    if let Ok(assigned) = consumer.assignment() {
+        // Stop fetching; what is in flight may still finish.
+        let _ = consumer.pause(&assigned);
+    }
+    let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
+    let in_flight = shared.tracker.in_flight();
+    tracing::info!(in_flight, "shutting down: waiting for in-flight events");
+    let drained = tokio::time::timeout(timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            unfinished = tasks.len(),
+            "shutdown timeout reached; unfinished events stay uncommitted and will be redelivered"
+        );
+        tasks.shutdown().await;
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "final commit failed"),
+    }
+    tracing::info!("processor stopped");
+    Ok(())
+}
+
+async fn process(
+    shared: Arc<Shared>,
+    raw: RawRecord,
+    claim: Claim,
+    mut turn: Option<Turn>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let router = &shared.router;
+    router.metrics.in_flight.inc();
+    match decode(&raw, shared.max_event_bytes, Utc::now()) {
+        Err(e) => {
+            router
+                .metrics
+                .events
+                .with_label_values(&["dead_lettered"])
+                .inc();
+            let reason = e.to_string();
+            tracing::warn!(partition = raw.partition, offset = raw.offset, %reason,
+                "undecodable input sent to the dead-letter topic");
+            let letter = DeadLetter {
+                kind: "undecodable_input",
+                reason: &reason,
+                source_topic: &raw.topic,
+                source_partition: raw.partition,
+                source_offset: raw.offset,
+            };
+            let original = raw.payload.as_deref().unwrap_or_default();
+            router
+                .writer
+                .dead_letter(raw.key.as_deref(), original, letter)
+                .await;
+        }
+        Ok(envelope) => {
+            if let Some(turn) = turn.as_mut() {
+                turn.wait().await;
+            }
+            let span = tracing::info_span!("event", event_id = %envelope.event_id,
+                event = %envelope.event, partition = raw.partition, offset = raw.offset);
+            router.route(&envelope).instrument(span).await;
+        }
+    }
+    if let Some(turn) = turn {
+        shared.order.leave(turn);
+    }
+    shared.tracker.finish(claim, |position| {
+        let mut tpl = TopicPartitionList::new();
+        let stored = tpl
+            .add_partition_offset(&shared.topic, claim.partition, Offset::Offset(position))
+            .and_then(|()| shared.consumer.store_offsets(&tpl));
+        if let Err(e) = stored {
+            // The partition was revoked meanwhile; its new owner re-reads from the last commit.
+            tracing::debug!(partition = claim.partition, position, error = %e, "offset not stored");
+        }
+    });
+    router.metrics.in_flight.dec();
+}
+
+/// Resolves when `shutdown` is true or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,238 @@
+//! The HTTP client every destination shares: connection pooling, no redirects, and an SSRF
+//! guard that refuses non-public addresses both in URLs and in DNS answers (so a hostname that
+//! later resolves to 169.254.169.254 is refused at connect time, not just at config time).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::Outcome;
+use crate::workspace::spec::FieldError;
+
+/// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
+/// private, link-local or otherwise non-public addresses are refused.
+pub fn client(allow_private_networks: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60));
+    if !allow_private_networks {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    // Building fails only when the TLS backend cannot initialise, which rustls always can.
+    builder.build().expect("HTTP client builds")
+}
+
+/// Parses a destination URL and applies the SSRF rules to its literal host.
+pub fn check_url(
+    field: &str,
+    raw: &str,
+    allow_private_networks: bool,
+) -> Result<url::Url, FieldError> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| FieldError::new(field, format!("`{raw}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "scheme `{}` is not allowed; use https (or http)",
+                url.scheme()
+            ),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FieldError::new(
+            field,
+            "credentials in the URL are not allowed",
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| FieldError::new(field, "the URL has no host"))?;
+    if !allow_private_networks {
+        let ip = match host {
+            url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+            url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
+                Some(IpAddr::from([127, 0, 0, 1]))
+            }
+            url::Host::Domain(_) => None,
+        };
+        if let Some(ip) = ip.filter(|ip| !is_public(*ip)) {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{ip} is not a public address; destinations may not reach internal networks \
+                     (set destinations.allow_private_networks for local development)"
+                ),
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// Whether `ip` is an ordinary public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// A resolver that drops non-public addresses and fails when none is left.
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address (SSRF guard)").into());
+            }
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Reads `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The outcome of a request that got no response.
+pub fn transport_failure(err: &reqwest::Error) -> Outcome {
+    let reason = if err.is_timeout() {
+        "request timed out".to_owned()
+    } else if err.is_connect() {
+        format!("could not connect: {}", error_chain(err))
+    } else {
+        format!("request failed: {}", error_chain(err))
+    };
+    Outcome::Retry {
+        after: None,
+        reason,
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Cuts a response body to a length fit for a history record.
+pub fn excerpt(body: &str) -> String {
+    const MAX: usize = 300;
+    let body = body.trim();
+    if body.len() <= MAX {
+        return body.to_owned();
+    }
+    let mut end = MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &body[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://100.64.0.1/",
+        ] {
+            let err = check_url("url", url, false).unwrap_err();
+            assert_eq!(err.path, "url");
+            assert!(err.message.contains("not a public address"), "{url}: {err}");
+            assert!(check_url("url", url, true).is_ok(), "{url}");
+        }
+        assert!(check_url("url", "https://hooks.example.com/x", false).is_ok());
+    }
+
+    #[test]
+    fn only_http_urls_without_userinfo_are_accepted() {
+        assert!(check_url("url", "file:///etc/passwd", true).is_err());
+        assert!(check_url("url", "gopher://x", true).is_err());
+        assert!(check_url("url", "https://user:pw@example.com", true).is_err());
+        assert!(check_url("url", "not a url", true).is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! Slack connection settings: an incoming-webhook URL, or a bot token for `chat.postMessage`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::destinations::{DestinationContext, http, parse_settings};
+use crate::workspace::spec::{ConnectionSpec, FieldError};
+
+/// Slack's Web API.
+pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// Settings beside `id` and `type` in a Slack connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Channel for `chat.postMessage` when a rule's `with.channel` is absent.
+    channel: Option<String>,
+    /// Web API base URL; only tests and the sandbox change it.
+    base_url: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// How a Slack connection posts.
+#[derive(Debug, Clone)]
+pub enum SlackAuth {
+    /// `credentials.webhook_url`: the URL is the secret, the channel is fixed by Slack.
+    IncomingWebhook(url::Url),
+    /// `credentials.token`: a bot token (`xoxb-…`) for `chat.postMessage`.
+    BotToken {
+        token: String,
+        api_base: url::Url,
+        channel: Option<String>,
+    },
+}
+
+/// A validated Slack connection.
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub auth: SlackAuth,
+    pub timeout: Duration,
+}
+
+impl SlackConfig {
+    /// Reads and checks `spec`.
+    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
+        let settings: Settings = parse_settings(spec)?;
+        if settings.timeout_ms == Some(0) {
+            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
+        }
+        for key in spec.credentials.keys() {
+            if key != "webhook_url" && key != "token" {
+                return Err(FieldError::new(
+                    format!("credentials.{key}"),
+                    "unknown credential; Slack connections take `webhook_url` or `token`",
+                ));
+            }
+        }
+        let allow = ctx.allow_private_networks;
+        let auth = match (
+            spec.credentials.get("webhook_url"),
+            spec.credentials.get("token"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "credentials",
+                    "give either `webhook_url` or `token`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(FieldError::new(
+                    "credentials",
+                    "needs `webhook_url` (incoming webhook) or `token` (bot token)",
+                ));
+            }
+            (Some(url), None) => {
+                if settings.channel.is_some() || settings.base_url.is_some() {
+                    return Err(FieldError::new(
+                        "channel",
+                        "`channel` and `base_url` apply to bot tokens; an incoming webhook \
+                         posts to the channel it was created for",
+                    ));
+                }
+                SlackAuth::IncomingWebhook(http::check_url(
+                    "credentials.webhook_url",
+                    url.expose(),
+                    allow,
+                )?)
+            }
+            (None, Some(token)) => {
+                if token.expose().trim().is_empty() {
+                    return Err(FieldError::new("credentials.token", "must not be empty"));
+                }
+                let base = settings.base_url.as_deref().unwrap_or(DEFAULT_API_BASE);
+                let mut api_base = http::check_url("base_url", base, allow)?;
+                if !api_base.path().ends_with('/') {
+                    api_base.set_path(&format!("{}/", api_base.path()));
+                }
+                SlackAuth::BotToken {
+                    token: token.expose().to_owned(),
+                    api_base,
+                    channel: settings.channel,
+                }
+            }
+        };
+        Ok(Self {
+            auth,
+            timeout: settings
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(ctx.default_timeout),
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! Reading delivery history back: the whole compacted topic, latest record per delivery id.
+//! This is a scan, fit for the CLI and for workspaces' recent history; a later issue
+//! materialises the owned partitions for dedupe.
+
+use std::collections::HashMap;
+
+use rdkafka::Message;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
+
+use crate::kafka;
+use crate::records::DeliveryRecord;
+use crate::settings::Settings;
+
+/// Which records to return.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryQuery {
+    pub workspace_id: String,
+    pub event_id: Option<String>,
+}
+
+/// The latest state of every delivery matching `query`, oldest first. Records that cannot be
+/// read are counted in the second value, not hidden.
+pub fn read(
+    settings: &Settings,
+    query: &HistoryQuery,
+) -> Result<(Vec<DeliveryRecord>, usize), KafkaError> {
+    let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    let mut latest: HashMap<String, (usize, DeliveryRecord)> = HashMap::new();
+    let mut unreadable = 0;
+    let mut seq = 0;
+    kafka::read_to_end(&consumer, &settings.topics.deliveries, |m| {
+        seq += 1;
+        let Some(value) = m.payload() else {
+            return;
+        };
+        match serde_json::from_slice::<DeliveryRecord>(value) {
+            Ok(r) => {
+                let wanted = r.workspace_id == query.workspace_id
+                    && query.event_id.as_ref().is_none_or(|e| *e == r.event_id);
+                if wanted {
+                    latest.insert(r.delivery_id.clone(), (seq, r));
+                }
+            }
+            Err(_) => unreadable += 1,
+        }
+    })?;
+    let mut records: Vec<_> = latest.into_values().collect();
+    records.sort_by_key(|(seq, r)| (r.created_at, *seq));
+    Ok((records.into_iter().map(|(_, r)| r).collect(), unreadable))
+}

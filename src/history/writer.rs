@@ -1,0 +1,112 @@
+//! Producing outcomes (history records, dead letters) so that none is ever skipped: a produce
+//! that fails is produced again until Kafka acknowledges it. The caller stores the event's
+//! offset only after every outcome of the event came back acknowledged.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::records::DeliveryRecord;
+
+/// Writes history records and dead letters.
+#[derive(Clone)]
+pub struct OutcomeWriter {
+    producer: FutureProducer,
+    deliveries_topic: String,
+    dlq_topic: String,
+}
+
+/// Why an input record went to the dead-letter topic, and where it came from.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    /// A stable kind, e.g. `undecodable_input`.
+    pub kind: &'a str,
+    pub reason: &'a str,
+    pub source_topic: &'a str,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+impl OutcomeWriter {
+    /// A writer producing to the given topics.
+    pub fn new(producer: FutureProducer, deliveries_topic: &str, dlq_topic: &str) -> Self {
+        Self {
+            producer,
+            deliveries_topic: deliveries_topic.to_owned(),
+            dlq_topic: dlq_topic.to_owned(),
+        }
+    }
+
+    /// Writes the latest state of a delivery; returns once Kafka acknowledged it.
+    pub async fn history(&self, record: &DeliveryRecord) {
+        // A DeliveryRecord always serialises.
+        let value = serde_json::to_vec(record).expect("history records serialise");
+        self.produce_until_acked(
+            &self.deliveries_topic,
+            Some(record.delivery_id.as_bytes()),
+            &value,
+            None,
+        )
+        .await;
+    }
+
+    /// Writes an input record that cannot be processed, with its original bytes as the value
+    /// and the reason in headers; returns once Kafka acknowledged it.
+    pub async fn dead_letter(&self, key: Option<&[u8]>, original: &[u8], letter: DeadLetter<'_>) {
+        let partition = letter.source_partition.to_string();
+        let offset = letter.source_offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "herald.dlq.kind",
+                value: Some(letter.kind),
+            })
+            .insert(Header {
+                key: "herald.dlq.reason",
+                value: Some(letter.reason),
+            })
+            .insert(Header {
+                key: "herald.source.topic",
+                value: Some(letter.source_topic),
+            })
+            .insert(Header {
+                key: "herald.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "herald.source.offset",
+                value: Some(&offset),
+            });
+        self.produce_until_acked(&self.dlq_topic, key, original, Some(headers))
+            .await;
+    }
+
+    async fn produce_until_acked(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut record = FutureRecord::to(topic).payload(value);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(h) = headers.clone() {
+                record = record.headers(h);
+            }
+            match self.producer.send(record, Timeout::Never).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(topic, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "outcome not acknowledged by Kafka; producing it again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Decoding input records. Accepted: the seeds' emit shape as JSON (`event`, `resource`,
+//! `resource_id`, `payload`, plus `workspace_id` unless the record key carries it, optional
+//! `event_id` and `occurred_at`), and Avro single-object encoding of `EventEnvelope`.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::records::EventEnvelope;
+use crate::records::avro::{self, SINGLE_OBJECT_MAGIC};
+
+/// A record as read from Kafka, owned so it can move to a task.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Why a record is not an event. The text names the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record is {size} bytes, over processor.max_event_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("record has no value")]
+    Empty,
+    #[error("invalid JSON at `{path}`: {message}")]
+    Json { path: String, message: String },
+    #[error("invalid Avro single-object EventEnvelope: {0}")]
+    Avro(String),
+    #[error("`{field}` {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEvent {
+    event: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    resource_id: Option<String>,
+    #[serde(default)]
+    payload: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    workspace_id: Option<String>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    occurred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    received_at: Option<DateTime<Utc>>,
+}
+
+/// Decodes `raw` into an envelope; `received_at` is set to `now` unless the record carries one.
+pub fn decode(
+    raw: &RawRecord,
+    max_bytes: usize,
+    now: DateTime<Utc>,
+) -> Result<EventEnvelope, DecodeError> {
+    let bytes = raw.payload.as_deref().ok_or(DecodeError::Empty)?;
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: max_bytes,
+        });
+    }
+    let key = match raw.key.as_deref().map(std::str::from_utf8) {
+        None => None,
+        Some(Ok(k)) if k.is_empty() => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => {
+            return Err(DecodeError::Invalid {
+                field: "key",
+                problem: "is not UTF-8; the record key is the workspace id".into(),
+            });
+        }
+    };
+    let mut envelope = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+        avro::from_single_object::<EventEnvelope>(bytes)
+            .map_err(|e| DecodeError::Avro(e.to_string()))?
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let json: JsonEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            DecodeError::Json {
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        EventEnvelope {
+            event_id: json.event_id.unwrap_or_default(),
+            workspace_id: json.workspace_id.unwrap_or_default(),
+            event: json.event,
+            resource: json.resource,
+            resource_id: json.resource_id,
+            payload: json.payload.unwrap_or_default(),
+            occurred_at: json.occurred_at,
+            received_at: json.received_at,
+        }
+    };
+    match (envelope.workspace_id.is_empty(), key) {
+        (true, Some(k)) => envelope.workspace_id = k.to_owned(),
+        (true, None) => {
+            return Err(DecodeError::Invalid {
+                field: "workspace_id",
+                problem: "is missing: set it in the event or use it as the record key".into(),
+            });
+        }
+        (false, Some(k)) if k != envelope.workspace_id => {
+            return Err(DecodeError::Invalid {
+                field: "workspace_id",
+                problem: format!(
+                    "`{}` differs from the record key `{k}`",
+                    envelope.workspace_id
+                ),
+            });
+        }
+        (false, _) => {}
+    }
+    if envelope.event.trim().is_empty() {
+        return Err(DecodeError::Invalid {
+            field: "event",
+            problem: "must not be empty".into(),
+        });
+    }
+    if envelope.event_id.is_empty() {
+        // Derived from the record's coordinates, never random: re-reading the same record after
+        // a crash or a replay yields the same event id, hence the same delivery ids.
+        envelope.event_id = format!("kafka:{}/{}/{}", raw.topic, raw.partition, raw.offset);
+    }
+    envelope.received_at.get_or_insert(now);
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: Option<&str>, payload: &[u8]) -> RawRecord {
+        RawRecord {
+            topic: "herald.events".into(),
+            partition: 2,
+            offset: 41,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            payload: Some(payload.to_vec()),
+        }
+    }
+
+    const SEED: &str = r#"{"event":"lesson.completed","resource":"course","resource_id":"creator-accelerator",
+        "payload":{"email":"nina@academyflow.io","completion_percentage":62}}"#;
+
+    #[test]
+    fn seed_emit_shape_with_workspace_in_the_key() {
+        let e = decode(
+            &raw(Some("ws_academyflow"), SEED.as_bytes()),
+            1 << 20,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(e.workspace_id, "ws_academyflow");
+        assert_eq!(e.event, "lesson.completed");
+        assert_eq!(e.resource_id.as_deref(), Some("creator-accelerator"));
+        assert_eq!(e.payload["completion_percentage"], 62);
+        assert_eq!(
+            e.event_id, "kafka:herald.events/2/41",
+            "derived from coordinates"
+        );
+        assert!(e.received_at.is_some());
+    }
+
+    #[test]
+    fn producer_event_id_and_workspace_field_are_kept() {
+        let body = r#"{"event":"page.completed","workspace_id":"ws_n","event_id":"evt_9",
+            "occurred_at":"2026-03-21T15:06:00Z","payload":{}}"#;
+        let e = decode(&raw(None, body.as_bytes()), 1 << 20, Utc::now()).unwrap();
+        assert_eq!(
+            (e.workspace_id.as_str(), e.event_id.as_str()),
+            ("ws_n", "evt_9")
+        );
+        assert_eq!(
+            e.occurred_at.unwrap().to_rfc3339(),
+            "2026-03-21T15:06:00+00:00"
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        let max = 1 << 20;
+        let cases: Vec<(RawRecord, &str)> = vec![
+            (raw(Some("ws"), b"{not json"), "invalid JSON"),
+            (raw(None, br#"{"event":"x","payload":{}}"#), "workspace_id"),
+            (
+                raw(Some("ws"), br#"{"event":"x","payload":[1]}"#),
+                "payload",
+            ),
+            (raw(Some("ws"), br#"{"event":"","payload":{}}"#), "event"),
+            (raw(Some("ws"), br#"{"evnt":"x"}"#), "evnt"),
+            (
+                raw(Some("a"), br#"{"event":"x","workspace_id":"b"}"#),
+                "differs",
+            ),
+            (
+                raw(Some("ws"), br#"{"event":"x","occurred_at":"yesterday"}"#),
+                "occurred_at",
+            ),
+            (raw(Some("ws"), &[0xC3, 0x01, 1, 2, 3]), "Avro"),
+        ];
+        for (r, expect) in cases {
+            let err = decode(&r, max, Utc::now()).unwrap_err().to_string();
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+        let mut empty = raw(Some("ws"), b"");
+        empty.payload = None;
+        assert_eq!(
+            decode(&empty, max, Utc::now()).unwrap_err(),
+            DecodeError::Empty
+        );
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let big = format!(
+            r#"{{"event":"x","payload":{{"pad":"{}"}}}}"#,
+            "a".repeat(2000)
+        );
+        let err = decode(&raw(Some("ws"), big.as_bytes()), 1000, Utc::now()).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TooLarge { max: 1000, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn avro_single_object_encoding_is_accepted() {
+        let sent = EventEnvelope {
+            event_id: "evt_1".into(),
+            workspace_id: "ws".into(),
+            event: "lesson.completed".into(),
+            resource: Some("course".into()),
+            resource_id: None,
+            payload: serde_json::json!({"email": "a@b.c"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            occurred_at: None,
+            received_at: None,
+        };
+        let bytes = avro::to_single_object(&sent).unwrap();
+        let got = decode(&raw(Some("ws"), &bytes), 1 << 20, Utc::now()).unwrap();
+        assert_eq!(got.payload, sent.payload);
+        assert_eq!(got.event_id, "evt_1");
+    }
+}

@@ -1,0 +1,6 @@
+//! Ingest: turning a raw `herald.events` record into an [`EventEnvelope`](crate::records::EventEnvelope),
+//! or into a reason it cannot be one (the record then goes to the dead-letter topic).
+
+pub mod decode;
+
+pub use decode::{DecodeError, RawRecord, decode};

@@ -1,0 +1,239 @@
+//! Kafka clients as Herald configures them, the topic plan, and reading a topic to its end.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::settings::Settings;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn base(settings: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.brokers);
+    for (k, v) in &settings.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The processor's consumer: a group member that commits only offsets Herald stored, which are
+/// only ever those of fully finished events.
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base(settings);
+    c.set("group.id", &settings.kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            settings.kafka.commit_interval_ms.to_string(),
+        )
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            settings.kafka.session_timeout_ms.to_string(),
+        )
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    for (k, v) in &settings.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The producer for history, dead letters and events: idempotent (no duplicates or reordering
+/// from its own retries), lz4-compressed, and partitioning keys like the Java client does so
+/// that every producer of a workspace's events picks the same partition.
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base(settings);
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", settings.kafka.linger_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            settings.kafka.message_timeout_ms.to_string(),
+        )
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random");
+    for (k, v) in &settings.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer outside any group, for reading whole topics (workspaces, history).
+pub fn reader_config(settings: &Settings) -> ClientConfig {
+    let mut c = base(settings);
+    c.set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("group.id", "herald-reader");
+    for (k, v) in &settings.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// One topic Herald needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// `cleanup.policy=compact`: the topic keeps the latest value per key.
+    pub compacted: bool,
+}
+
+/// Every topic Herald uses, with its settings.
+pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
+    let t = &settings.topics;
+    vec![
+        TopicSpec {
+            name: t.events.clone(),
+            partitions: t.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.workspaces.clone(),
+            partitions: t.workspace_partitions,
+            compacted: true,
+        },
+        // Same partition count as the events, so a workspace's history can later be read by
+        // the member that owns its events.
+        TopicSpec {
+            name: t.deliveries.clone(),
+            partitions: t.partitions,
+            compacted: true,
+        },
+        TopicSpec {
+            name: t.dlq.clone(),
+            partitions: t.partitions,
+            compacted: false,
+        },
+    ]
+}
+
+/// What happened to each topic of the plan.
+#[derive(Debug)]
+pub enum TopicCreated {
+    Created,
+    AlreadyExists,
+}
+
+/// Creates every topic of the plan through the admin API; existing topics are left as they are.
+pub async fn create_topics(
+    settings: &Settings,
+) -> Result<Vec<(TopicSpec, TopicCreated)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = base(settings).create()?;
+    let plan = topic_plan(settings);
+    let new: Vec<NewTopic<'_>> = plan
+        .iter()
+        .map(|t| {
+            let topic = NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(settings.topics.replication_factor),
+            );
+            if t.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+        )
+        .await?;
+    let mut out = Vec::new();
+    for (spec, result) in plan.into_iter().zip(results) {
+        match result {
+            Ok(_) => out.push((spec, TopicCreated::Created)),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                out.push((spec, TopicCreated::AlreadyExists))
+            }
+            Err((name, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(
+                    |_| tracing::error!(topic = name, error = %code, "topic creation failed"),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Assigns every partition of `topic` from the beginning and returns, for each partition that
+/// holds records, its end offset at this moment.
+pub fn assign_from_beginning(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))?;
+    if let Some(err) = t.error() {
+        return Err(KafkaError::MetadataFetch(err.into()));
+    }
+    if t.partitions().is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), METADATA_TIMEOUT)?;
+        if high > low {
+            ends.insert(p.id(), high);
+        }
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(ends)
+}
+
+/// Reads every record of `topic` that exists now, in partition order, and hands each to `f`.
+pub fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    mut f: impl FnMut(OwnedMessage),
+) -> Result<(), KafkaError> {
+    let mut ends = assign_from_beginning(consumer, topic)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some(end) = ends.get(&m.partition())
+                    && m.offset() + 1 >= *end
+                {
+                    ends.remove(&m.partition());
+                }
+                f(m.detach());
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                let positions = consumer.position()?;
+                ends.retain(|p, end| {
+                    !matches!(positions.find_partition(topic, *p).map(|e| e.offset()),
+                        Some(Offset::Offset(pos)) if pos >= *end)
+                });
+            }
+        }
+    }
+    Ok(())
+}

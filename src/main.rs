@@ -1,0 +1,5 @@
+//! The `herald` binary.
+
+fn main() -> std::process::ExitCode {
+    herald::cli::main()
+}

@@ -1,0 +1,160 @@
+//! The records Herald reads and writes. JSON is the wire format of the internal topics; the
+//! Avro schemas in `schemas/` describe the same records (see [`avro`]) and Avro single-object
+//! encoding is accepted on input.
+
+pub mod avro;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One business event for one workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub event_id: String,
+    pub workspace_id: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+/// One delivery (event × matched rule) waiting for an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    pub delivery_id: String,
+    pub envelope: EventEnvelope,
+    pub rule_id: String,
+    pub connection_id: String,
+    /// The rule's rendered `with`.
+    pub request: serde_json::Value,
+    /// Number of the next attempt, starting at 1.
+    pub attempt: u32,
+    pub due_at: DateTime<Utc>,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Retrying,
+    Failed,
+    Dead,
+    Skipped,
+}
+
+impl DeliveryStatus {
+    /// All statuses, in schema order.
+    pub const ALL: [DeliveryStatus; 6] = [
+        Self::Pending,
+        Self::Delivered,
+        Self::Retrying,
+        Self::Failed,
+        Self::Dead,
+        Self::Skipped,
+    ];
+
+    /// The lowercase name used on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attempt at calling a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// The outcome's kind: `delivered`, `retry`, `rate_limited`, `permanent`, `connection_broken`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// The latest state of one delivery: the value of `herald.deliveries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub workspace_id: String,
+    pub event_id: String,
+    pub event: String,
+    #[serde(default)]
+    pub rule_id: Option<String>,
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    #[serde(default)]
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    pub status: DeliveryStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// For skip summaries: events skipped for this reason since the record was first written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The deterministic id of the delivery of `event_id` by `rule_id` in `workspace_id`: a replay of
+/// the same event maps to the same id. The workspace is part of the hash because event ids are
+/// chosen by producers and rule ids by workspace owners; neither is unique across workspaces.
+pub fn delivery_id(workspace_id: &str, event_id: &str, rule_id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [workspace_id, event_id, rule_id] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut id = String::with_capacity(35);
+    id.push_str("dl_");
+    for b in &digest[..16] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_id_is_deterministic_and_distinguishes_its_parts() {
+        let a = delivery_id("ws", "evt_1", "rule");
+        assert_eq!(a, delivery_id("ws", "evt_1", "rule"));
+        assert_eq!(a.len(), 35);
+        assert_ne!(a, delivery_id("ws2", "evt_1", "rule"));
+        assert_ne!(a, delivery_id("ws", "evt_2", "rule"));
+        // Length prefixes keep ("a", "bc") and ("ab", "c") apart.
+        assert_ne!(delivery_id("w", "a", "bc"), delivery_id("w", "ab", "c"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Local stand-ins for the destinations (`herald sandbox`, and inside `herald dev`), so demos
+//! and tests run without real accounts. Each simulator records what it receives;
+//! `GET /_sandbox/requests[?destination=slack]` lists the requests as JSON and
+//! `DELETE /_sandbox/requests` forgets them.
+//!
+//! | path | simulates |
+//! |---|---|
+//! | `POST /webhook/{anything}` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
+//! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
+//! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
+
+pub mod slack;
+pub mod webhook;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Requests kept; older ones are dropped.
+const MAX_RECORDED: usize = 10_000;
+
+/// One request a simulator received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub destination: String,
+    pub method: String,
+    pub path: String,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// The body as JSON when it parses, else as text.
+    pub body: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+    /// The status the simulator answered with.
+    pub status: u16,
+    /// For webhooks: whether the Standard Webhooks signature verified (absent when the sandbox
+    /// was not given the secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_valid: Option<bool>,
+}
+
+/// The simulators' shared state.
+#[derive(Clone, Default)]
+pub struct Sandbox {
+    requests: Arc<Mutex<VecDeque<RecordedRequest>>>,
+    /// The key of the `whsec_…` secret webhook requests are checked against.
+    webhook_key: Option<Arc<Vec<u8>>>,
+}
+
+impl Sandbox {
+    /// A sandbox; with `webhook_secret` it verifies webhook signatures.
+    pub fn new(webhook_secret: Option<&str>) -> Result<Self, String> {
+        let webhook_key = webhook_secret
+            .map(crate::destinations::webhook::config::decode_secret)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
+            requests: Arc::default(),
+            webhook_key,
+        })
+    }
+
+    /// All simulators and the inspection endpoint.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/_sandbox/requests", get(list).delete(clear))
+            .merge(webhook::router())
+            .merge(slack::router())
+            .with_state(self.clone())
+    }
+
+    /// The recorded requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn record(&self, request: RecordedRequest) {
+        let mut requests = self.lock();
+        if requests.len() >= MAX_RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(request);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Builds a record of a request.
+fn recorded(
+    destination: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    status: u16,
+) -> RecordedRequest {
+    let headers = headers
+        .iter()
+        .filter(|(name, _)| name.as_str() != "authorization")
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                serde_json::Value::String(value.to_str().unwrap_or("(binary)").to_owned()),
+            )
+        })
+        .collect();
+    let body = serde_json::from_slice(body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
+    RecordedRequest {
+        destination: destination.to_owned(),
+        method: "POST".to_owned(),
+        path: path.to_owned(),
+        headers,
+        body,
+        received_at: Utc::now(),
+        status,
+        signature_valid: None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    destination: Option<String>,
+}
+
+async fn list(
+    State(sandbox): State<Sandbox>,
+    Query(filter): Query<Filter>,
+) -> Json<Vec<RecordedRequest>> {
+    let mut requests = sandbox.requests();
+    if let Some(d) = filter.destination {
+        requests.retain(|r| r.destination == d);
+    }
+    Json(requests)
+}
+
+async fn clear(State(sandbox): State<Sandbox>) -> &'static str {
+    sandbox.lock().clear();
+    "cleared\n"
+}

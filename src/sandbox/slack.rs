@@ -1,0 +1,80 @@
+//! Slack: an incoming webhook (`200 ok`, or plain-text error codes with real statuses) and
+//! `chat.postMessage` (HTTP 200 with `{"ok": false, "error": …}` for application errors).
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::{Sandbox, recorded};
+
+pub(super) fn router() -> Router<Sandbox> {
+    Router::new()
+        .route("/slack/services/{*path}", post(incoming_webhook))
+        .route("/slack/api/chat.postMessage", post(post_message))
+}
+
+fn has_text_or_blocks(body: &Value) -> bool {
+    let text = body
+        .get("text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.trim().is_empty());
+    text || body.get("blocks").is_some_and(Value::is_array)
+}
+
+async fn incoming_webhook(
+    State(sandbox): State<Sandbox>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let (status, text) = match serde_json::from_slice::<Value>(&body) {
+        Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
+        Ok(v) if !has_text_or_blocks(&v) => (StatusCode::BAD_REQUEST, "no_text"),
+        Ok(_) => (StatusCode::OK, "ok"),
+    };
+    sandbox.record(recorded(
+        "slack",
+        &format!("/slack/services/{path}"),
+        &headers,
+        &body,
+        status.as_u16(),
+    ));
+    (status, text)
+}
+
+async fn post_message(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let reply = match (token, &parsed) {
+        (None, _) => json!({"ok": false, "error": "not_authed"}),
+        (Some(t), _) if !t.starts_with("xoxb-") => json!({"ok": false, "error": "invalid_auth"}),
+        (_, Err(_)) => json!({"ok": false, "error": "invalid_json"}),
+        (_, Ok(v)) => match v.get("channel").and_then(Value::as_str) {
+            None | Some("") => json!({"ok": false, "error": "channel_not_found"}),
+            Some(_) if !has_text_or_blocks(v) => json!({"ok": false, "error": "no_text"}),
+            Some(channel) => {
+                let ts = format!("{:.6}", chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+                json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": v.get("text")}})
+            }
+        },
+    };
+    sandbox.record(recorded(
+        "slack",
+        "/slack/api/chat.postMessage",
+        &headers,
+        &body,
+        200,
+    ));
+    Json(reply)
+}

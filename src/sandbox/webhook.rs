@@ -1,0 +1,57 @@
+//! A webhook receiver: answers 200 and records each request; with the connection's secret it
+//! verifies the Standard Webhooks signature and answers 401 when it does not match.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+
+use super::{Sandbox, recorded};
+use crate::destinations::webhook::request::signature;
+
+pub(super) fn router() -> Router<Sandbox> {
+    Router::new().route("/webhook/{*path}", post(receive))
+}
+
+async fn receive(
+    State(sandbox): State<Sandbox>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let valid = sandbox.webhook_key.as_ref().map(|key| {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match (
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        ) {
+            (Some(id), Some(ts), Some(sig)) => ts
+                .parse::<i64>()
+                .map(|ts| sig.split(' ').any(|s| s == signature(key, id, ts, &body)))
+                .unwrap_or(false),
+            _ => false,
+        }
+    });
+    let status = if valid == Some(false) {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let mut request = recorded(
+        "webhook",
+        &format!("/webhook/{path}"),
+        &headers,
+        &body,
+        status.as_u16(),
+    );
+    request.signature_valid = valid;
+    sandbox.record(request);
+    let text = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "invalid signature"
+    };
+    (status, text)
+}

@@ -1,0 +1,295 @@
+//! Configuration: the documented defaults in `defaults.toml`, then `herald.toml` (or
+//! `--config FILE`), then `HERALD__SECTION__KEY` environment variables.
+//!
+//! Every struct denies unknown fields, so a misspelt key fails start-up instead of being
+//! ignored, and `validate` checks ranges with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults, compiled into the binary so `herald` runs with no file at all.
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// Everything Herald can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub topics: TopicSettings,
+    pub processor: ProcessorSettings,
+    pub destinations: DestinationSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub session_timeout_ms: u64,
+    pub commit_interval_ms: u64,
+    pub message_timeout_ms: u64,
+    pub linger_ms: u64,
+    /// Extra librdkafka properties, passed as is.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+/// Topic names and sizes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    pub events: String,
+    pub workspaces: String,
+    pub deliveries: String,
+    pub dlq: String,
+    pub partitions: i32,
+    pub workspace_partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// The processor's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorSettings {
+    pub max_in_flight_events: usize,
+    pub max_event_bytes: usize,
+    pub skip_summary_interval_ms: u64,
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Defaults shared by every destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSettings {
+    pub timeout_ms: u64,
+    pub allow_private_networks: bool,
+    pub max_attempts_recorded: usize,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` (or `herald.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the
+    /// process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        use config::{Config, Environment, File, FileFormat};
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        builder = match file {
+            Some(path) => builder.add_source(File::from(path).format(FileFormat::Toml)),
+            None => builder.add_source(File::new("herald.toml", FileFormat::Toml).required(false)),
+        };
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("HERALD__"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("HERALD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone.
+    pub fn defaults() -> Self {
+        // The embedded defaults are checked by the `defaults_are_valid` test.
+        Self::load_from(None::<&Path>, std::iter::empty()).expect("embedded defaults are valid")
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        fn positive(key: &'static str, v: u64) -> Result<(), SettingsError> {
+            if v == 0 {
+                return Err(SettingsError::Invalid {
+                    key,
+                    problem: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        fn nonempty(key: &'static str, v: &str) -> Result<(), SettingsError> {
+            if v.trim().is_empty() {
+                return Err(SettingsError::Invalid {
+                    key,
+                    problem: "must not be empty".into(),
+                });
+            }
+            Ok(())
+        }
+        nonempty("kafka.brokers", &self.kafka.brokers)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        positive("kafka.session_timeout_ms", self.kafka.session_timeout_ms)?;
+        positive("kafka.commit_interval_ms", self.kafka.commit_interval_ms)?;
+        positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        for (key, name) in [
+            ("topics.events", &self.topics.events),
+            ("topics.workspaces", &self.topics.workspaces),
+            ("topics.deliveries", &self.topics.deliveries),
+            ("topics.dlq", &self.topics.dlq),
+        ] {
+            nonempty(key, name)?;
+        }
+        positive("topics.partitions", self.topics.partitions.max(0) as u64)?;
+        positive(
+            "topics.workspace_partitions",
+            self.topics.workspace_partitions.max(0) as u64,
+        )?;
+        positive(
+            "topics.replication_factor",
+            self.topics.replication_factor.max(0) as u64,
+        )?;
+        positive(
+            "processor.max_in_flight_events",
+            self.processor.max_in_flight_events as u64,
+        )?;
+        positive(
+            "processor.max_event_bytes",
+            self.processor.max_event_bytes as u64,
+        )?;
+        positive(
+            "processor.skip_summary_interval_ms",
+            self.processor.skip_summary_interval_ms,
+        )?;
+        positive("destinations.timeout_ms", self.destinations.timeout_ms)?;
+        positive(
+            "destinations.max_attempts_recorded",
+            self.destinations.max_attempts_recorded as u64,
+        )?;
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(SettingsError::Invalid {
+                key: "http.listen",
+                problem: format!("`{}` is not an address like 0.0.0.0:8080", self.http.listen),
+            });
+        }
+        Ok(())
+    }
+
+    /// The per-request timeout destinations use unless a connection overrides it.
+    pub fn destination_timeout(&self) -> Duration {
+        Duration::from_millis(self.destinations.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::defaults();
+        assert_eq!(s.topics.events, "herald.events");
+        assert_eq!(s.processor.max_event_bytes, 1024 * 1024);
+        assert!(!s.destinations.allow_private_networks);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"g\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("HERALD__KAFKA__BROKERS", "env:9092"),
+                ("HERALD__PROCESSOR__MAX_IN_FLIGHT_EVENTS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "env:9092");
+        assert_eq!(s.kafka.group_id, "g");
+        assert_eq!(s.processor.max_in_flight_events, 7);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, "[processor]\nmax_inflight = 3\n").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_inflight"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_key_is_rejected() {
+        let err = Settings::load_from(None, env(&[("HERALD__KAFKA__BROKER", "x:1")])).unwrap_err();
+        assert!(err.to_string().contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let err = Settings::load_from(
+            None,
+            env(&[("HERALD__PROCESSOR__MAX_IN_FLIGHT_EVENTS", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("processor.max_in_flight_events"),
+            "{err}"
+        );
+        let err =
+            Settings::load_from(None, env(&[("HERALD__HTTP__LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
+        let err = Settings::load_from(None, env(&[("HERALD__LOG__FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("format"), "{err}");
+    }
+}

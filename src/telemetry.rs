@@ -1,0 +1,136 @@
+//! Logs, metrics and health. Metric names follow `herald_<noun>_<unit>`; labels never carry a
+//! workspace id, an email or a URL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::settings::{LogFormat, LogSettings};
+use crate::workspace::table::WorkspaceTable;
+
+/// Installs the global tracing subscriber (text or JSON lines on stderr).
+pub fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second install (tests) keeps the first subscriber.
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The processor's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Input records by outcome: `routed`, `skipped`, `dead_lettered`.
+    pub events: IntCounterVec,
+    /// Delivery attempts by destination type, action and outcome kind.
+    pub deliveries: IntCounterVec,
+    /// Duration of one destination call.
+    pub attempt_latency: HistogramVec,
+    /// Events being processed.
+    pub in_flight: IntGauge,
+    /// Workspaces in the table.
+    pub workspaces: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let events = IntCounterVec::new(
+            Opts::new("herald_events_total", "Input records consumed, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "herald_deliveries_total",
+                "Delivery attempts, by destination type, action and outcome.",
+            ),
+            &["destination", "action", "outcome"],
+        )
+        .expect("valid metric");
+        let attempt_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_delivery_attempt_latency_seconds",
+                "Duration of one destination call.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["destination"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("herald_in_flight_events", "Events being processed.")
+            .expect("valid metric");
+        let workspaces =
+            IntGauge::new("herald_workspaces", "Workspaces in the table.").expect("valid metric");
+        // Names are unique within this fresh registry, so registering cannot fail.
+        for c in [
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(deliveries.clone()),
+            Box::new(attempt_latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(workspaces.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            registry,
+            events,
+            deliveries,
+            attempt_latency,
+            in_flight,
+            workspaces,
+        }
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub table: Arc<WorkspaceTable>,
+    /// Set once the processor's consumer subscribed (it may still wait for an assignment).
+    pub consuming: AtomicBool,
+}
+
+impl Health {
+    /// Health over `table`.
+    pub fn new(table: Arc<WorkspaceTable>) -> Self {
+        Self {
+            table,
+            consuming: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready when the workspace table is loaded and the consumer is in its group.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if !self.table.is_ready() {
+            return Err("workspace table not loaded yet");
+        }
+        if !self.consuming.load(Ordering::Relaxed) {
+            return Err("consumer not subscribed yet");
+        }
+        Ok(())
+    }
+}

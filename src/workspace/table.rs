@@ -1,0 +1,201 @@
+//! The workspace table: every processor reads the compacted `herald.workspaces` topic to its
+//! end before it consumes events (like a Kafka Streams GlobalKTable), then follows it live.
+//! A tombstone (key with no value) deletes a workspace.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::compile::CompiledWorkspace;
+use super::interpolate::Vars;
+use super::spec::WorkspaceConfig;
+use crate::destinations::DestinationContext;
+use crate::kafka;
+use crate::settings::Settings;
+
+/// What the table holds for one workspace id.
+#[derive(Debug, Clone)]
+pub enum WorkspaceEntry {
+    Ready(Arc<CompiledWorkspace>),
+    /// The published config did not compile here (e.g. a secret's variable is not set in this
+    /// processor's environment); its events are skipped with this reason.
+    Invalid(String),
+}
+
+/// The current configuration of every workspace.
+#[derive(Debug)]
+pub struct WorkspaceTable {
+    entries: RwLock<HashMap<String, WorkspaceEntry>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for WorkspaceTable {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl WorkspaceTable {
+    /// The entry for `workspace_id`, if the table has one.
+    pub fn get(&self, workspace_id: &str) -> Option<WorkspaceEntry> {
+        // A poisoned lock means a panic while swapping an entry; the map is still whole.
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(workspace_id).cloned()
+    }
+
+    /// Number of workspaces known, valid or not.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether the table holds no workspace.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies one record of `herald.workspaces`.
+    pub fn apply(&self, key: &str, value: Option<&[u8]>, ctx: &DestinationContext, vars: &Vars) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let Some(value) = value else {
+            if entries.remove(key).is_some() {
+                tracing::info!(workspace = key, "workspace deleted");
+            }
+            return;
+        };
+        let entry = match WorkspaceConfig::from_json(value) {
+            Err(e) => WorkspaceEntry::Invalid(format!("config record is unreadable: {e}")),
+            Ok(config) if config.workspace != key => WorkspaceEntry::Invalid(format!(
+                "config record for `{}` is stored under key `{key}`",
+                config.workspace
+            )),
+            Ok(config) => match CompiledWorkspace::compile(&config, ctx, vars) {
+                Ok(ws) => WorkspaceEntry::Ready(Arc::new(ws)),
+                Err(e) => WorkspaceEntry::Invalid(format!("config does not compile here: {e}")),
+            },
+        };
+        match &entry {
+            WorkspaceEntry::Ready(ws) => {
+                tracing::info!(workspace = key, rules = ws.rules.len(), "workspace loaded")
+            }
+            WorkspaceEntry::Invalid(reason) => {
+                tracing::error!(workspace = key, %reason, "workspace config rejected")
+            }
+        }
+        entries.insert(key.to_owned(), entry);
+    }
+
+    /// Marks the initial load done.
+    pub fn mark_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Whether the table has been read to the end once.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the table has been read to the end once.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+/// Starts the thread that loads `herald.workspaces` into `table` and follows it until `stop`.
+pub fn spawn_loader(
+    settings: &Settings,
+    table: Arc<WorkspaceTable>,
+    ctx: DestinationContext,
+    vars: Vars,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, KafkaError> {
+    let topic = settings.topics.workspaces.clone();
+    let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    let handle = std::thread::Builder::new()
+        .name("herald-workspaces".into())
+        .spawn(move || follow(consumer, &topic, &table, &ctx, &vars, &stop))
+        .map_err(|e| KafkaError::ClientCreation(format!("cannot start loader thread: {e}")))?;
+    Ok(handle)
+}
+
+fn follow(
+    consumer: BaseConsumer,
+    topic: &str,
+    table: &WorkspaceTable,
+    ctx: &DestinationContext,
+    vars: &Vars,
+    stop: &AtomicBool,
+) {
+    let poll = Duration::from_millis(100);
+    // Until the topic exists and its end offsets are known, keep trying: a processor started
+    // before `herald topics create` becomes ready once the topic appears.
+    let mut ends = loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match kafka::assign_from_beginning(&consumer, topic) {
+            Ok(ends) => break ends,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cannot read the workspace topic yet; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    ends.retain(|_, end| *end > 0);
+    if ends.is_empty() {
+        table.mark_ready();
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(poll) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "workspace topic read failed"),
+            Some(Ok(m)) => {
+                match m.key().map(std::str::from_utf8) {
+                    Some(Ok(key)) => table.apply(key, m.payload(), ctx, vars),
+                    _ => tracing::error!(
+                        topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "workspace record without a UTF-8 key ignored"
+                    ),
+                }
+                if !table.is_ready() {
+                    if let Some(end) = ends.get(&m.partition())
+                        && m.offset() + 1 >= *end
+                    {
+                        ends.remove(&m.partition());
+                    }
+                    if ends.is_empty() {
+                        tracing::info!(workspaces = table.len(), "workspace table loaded");
+                        table.mark_ready();
+                    }
+                }
+            }
+        }
+        // Partitions whose remaining records were all compacted away have nothing more to
+        // deliver; their position tells us they are done.
+        if !table.is_ready()
+            && let Ok(positions) = consumer.position()
+        {
+            ends.retain(|p, end| {
+                !matches!(positions.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(pos)) if pos >= *end)
+            });
+            if ends.is_empty() {
+                table.mark_ready();
+            }
+        }
+    }
+    let _ = consumer.assign(&TopicPartitionList::new());
+}
