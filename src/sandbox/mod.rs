@@ -5,7 +5,7 @@
 //!
 //! | path | simulates |
 //! |---|---|
-//! | `POST /webhook/{anything}` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
+//! | `POST /webhook/{anything}[?delay_ms=N&status=N]` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
 //! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
 

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
@@ -14,12 +14,24 @@ pub(super) fn router() -> Router<Sandbox> {
     Router::new().route("/webhook/{*path}", post(receive))
 }
 
+/// `?delay_ms=N` makes the receiver answer after N ms (capped at 60 s), to simulate a slow
+/// endpoint; `?status=N` makes it answer with that status.
+#[derive(serde::Deserialize)]
+struct Behaviour {
+    delay_ms: Option<u64>,
+    status: Option<u16>,
+}
+
 async fn receive(
     State(sandbox): State<Sandbox>,
     Path(path): Path<String>,
+    Query(behaviour): Query<Behaviour>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
+    if let Some(ms) = behaviour.delay_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let valid = sandbox.webhook_key.as_ref().map(|key| {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match (
@@ -37,7 +49,10 @@ async fn receive(
     let status = if valid == Some(false) {
         StatusCode::UNAUTHORIZED
     } else {
-        StatusCode::OK
+        behaviour
+            .status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK)
     };
     let mut request = recorded(
         "webhook",

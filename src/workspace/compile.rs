@@ -116,6 +116,7 @@ impl CompiledWorkspace {
 
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Strict);
+        templates.add_filter(NATIVE_FILTER, native_json);
         let mut rules = Vec::new();
         let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
         let mut seen = HashSet::new();
@@ -313,7 +314,7 @@ fn compile_value(
     Ok(match value {
         Value::String(s) if s.contains("{{") || s.contains("{%") => {
             let (source, native) = match single_expression(s) {
-                Some(expr) => (format!("{{{{ ({expr}) | tojson }}}}"), true),
+                Some(expr) => (format!("{{{{ ({expr}) | {NATIVE_FILTER} }}}}"), true),
                 None => (s.clone(), false),
             };
             templates
@@ -346,6 +347,22 @@ fn compile_value(
         ),
         other => Template::Literal(other.clone()),
     })
+}
+
+/// The filter single-expression templates render through.
+const NATIVE_FILTER: &str = "herald_native_json";
+
+/// Renders a value as JSON so it keeps its type; unlike `tojson` it refuses undefined values, so
+/// `{{ payload.missing }}` fails the delivery instead of sending `null`.
+fn native_json(value: minijinja::Value) -> Result<String, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "the expression has no value for this event",
+        ));
+    }
+    serde_json::to_string(&value)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))
 }
 
 /// `{{ expr }}` and nothing else: such a template renders the expression's value with its type
@@ -382,4 +399,111 @@ fn describe(e: &minijinja::Error) -> String {
         text.push_str(detail);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::spec::WorkspaceConfig;
+
+    fn workspace(rules: &str) -> Result<CompiledWorkspace, ConfigErrors> {
+        let text = format!(
+            "workspace: ws\nconnections:\n  - id: hook\n    type: webhook\n    url: http://127.0.0.1:9/h\n    credentials: {{ secret: whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA== }}\nrules:\n{rules}"
+        );
+        let config = WorkspaceConfig::parse(&text).expect("parses");
+        let ctx = DestinationContext {
+            http: reqwest::Client::new(),
+            default_timeout: std::time::Duration::from_secs(1),
+            allow_private_networks: true,
+        };
+        CompiledWorkspace::compile(&config, &ctx, &Vars::default())
+    }
+
+    fn envelope(payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            event_id: "e".into(),
+            workspace_id: "ws".into(),
+            event: "lesson.completed".into(),
+            resource: Some("course".into()),
+            resource_id: Some("c1".into()),
+            payload: payload.as_object().unwrap().clone(),
+            occurred_at: None,
+            received_at: None,
+        }
+    }
+
+    fn rule(when: &str) -> String {
+        format!(
+            "  - {{ id: r, event: lesson.completed, connection: hook, action: post, when: \"{when}\" }}\n"
+        )
+    }
+
+    #[test]
+    fn conditions_evaluate_against_the_event() {
+        let payload =
+            serde_json::json!({"completion_percentage": 62, "plan": "pro", "tags": ["a"]});
+        let cases: &[(&str, Option<bool>)] = &[
+            ("payload.completion_percentage >= 50", Some(true)),
+            ("payload.completion_percentage >= 75", Some(false)),
+            ("payload.plan == 'pro' and resource == 'course'", Some(true)),
+            ("'a' in payload.tags", Some(true)),
+            ("payload.missing is defined", Some(false)),
+            ("payload.missing >= 50", None),
+        ];
+        for (when, expect) in cases {
+            let ws = workspace(&rule(when)).unwrap();
+            let env = envelope(payload.clone());
+            let got = ws.condition_holds(&ws.rules[0], &render_context(&env)).ok();
+            assert_eq!(got, *expect, "{when}");
+        }
+    }
+
+    #[test]
+    fn templates_render_text_and_single_expressions_keep_their_type() {
+        let ws = workspace(
+            "  - id: r\n    event: lesson.completed\n    connection: hook\n    action: post\n    with:\n      pct: \"{{ payload.completion_percentage }}\"\n      text: \"{{ payload.completion_percentage }}% of {{ resource_id }}\"\n      list: [\"{{ payload.tags[0] }}\", 7]\n      flag: true\n",
+        )
+        .unwrap();
+        let env = envelope(serde_json::json!({"completion_percentage": 62, "tags": ["x<y"]}));
+        let out = ws.render(&ws.rules[0], &render_context(&env)).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"pct": 62, "text": "62% of c1", "list": ["x<y", 7], "flag": true})
+        );
+        let missing = envelope(serde_json::json!({}));
+        let err = ws
+            .render(&ws.rules[0], &render_context(&missing))
+            .unwrap_err();
+        assert_eq!(err.field, "with.pct");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field_path() {
+        let err = workspace(
+            "  - { id: a, event: e, connection: nope, action: post }\n  - { id: b, event: e, connection: hook, action: launch }\n  - { id: c, event: e, connection: hook, action: post, when: \"payload.x >\" }\n  - { id: d, event: e, connection: hook, action: post, with: { x: \"{{ payload.\" } }\n  - { id: a, event: e, connection: hook, action: post }\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "rules[0].connection",
+                "rules[1].action",
+                "rules[2].when",
+                "rules[3].with.x",
+                "rules[4].id"
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_on_resource_and_resource_id() {
+        let ws = workspace(
+            "  - { id: any, event: lesson.completed, connection: hook, action: post }\n  - { id: course, event: lesson.completed, resource: course, connection: hook, action: post }\n  - { id: other, event: lesson.completed, resource_id: c2, connection: hook, action: post }\n  - { id: else, event: page.completed, connection: hook, action: post }\n",
+        )
+        .unwrap();
+        let env = envelope(serde_json::json!({}));
+        let ids: Vec<&str> = ws.candidate_rules(&env).map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["any", "course"]);
+    }
 }

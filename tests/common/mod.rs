@@ -1,0 +1,212 @@
+//! Shared pieces of the in-process integration tests: a MockCluster broker with Herald's
+//! topics, the sandbox on 127.0.0.1:0, a processor that can be started and dropped, and
+//! helpers that wait for what a user would look at (history, the sandbox, the DLQ).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::app::App;
+use herald::history::reader::{self, HistoryQuery};
+use herald::kafka::{self, topic_plan};
+use herald::records::DeliveryRecord;
+use herald::sandbox::{RecordedRequest, Sandbox};
+use herald::settings::Settings;
+use herald::workspace::interpolate::Vars;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==";
+
+/// How long a test waits for something that should happen in well under a second.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Harness {
+    pub mock: MockCluster<'static, DefaultProducerContext>,
+    pub settings: Settings,
+    pub sandbox: Sandbox,
+    pub sandbox_url: String,
+    pub producer: FutureProducer,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        let mut settings = Settings::defaults();
+        settings.kafka.brokers = mock.bootstrap_servers();
+        settings.kafka.group_id = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
+        settings.kafka.session_timeout_ms = 6000;
+        settings.kafka.commit_interval_ms = 200;
+        settings.topics.partitions = 3;
+        settings.destinations.allow_private_networks = true;
+        settings.destinations.timeout_ms = 5000;
+        settings.processor.skip_summary_interval_ms = 100;
+        for t in topic_plan(&settings) {
+            mock.create_topic(&t.name, t.partitions, 1).expect("topic");
+        }
+        let sandbox = Sandbox::new(Some(WEBHOOK_SECRET)).expect("sandbox");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
+        let router = sandbox.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let producer = kafka::producer_config(&settings)
+            .create()
+            .expect("producer");
+        Self {
+            mock,
+            settings,
+            sandbox,
+            sandbox_url,
+            producer,
+        }
+    }
+
+    pub fn vars(&self) -> Vars {
+        Vars::default()
+            .with("HERALD_SANDBOX_URL", &self.sandbox_url)
+            .with("ACADEMYFLOW_SLACK_TOKEN", "xoxb-test")
+            .with("ACADEMYFLOW_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with(
+                "NORTHSTAR_SLACK_WEBHOOK_URL",
+                format!("{}/slack/services/T1/B1/x", self.sandbox_url),
+            )
+            .with("NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with("WEBHOOK_SECRET", WEBHOOK_SECRET)
+    }
+
+    /// Validates and publishes workspace files given as (name, YAML).
+    pub async fn apply(&self, files: &[(&str, &str)]) {
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        let configs = herald::cli::workspace::validate_files(&self.settings, &files, &self.vars())
+            .expect("valid workspaces");
+        herald::cli::workspace::publish(&self.settings, &configs)
+            .await
+            .expect("published");
+    }
+
+    pub async fn apply_examples(&self) {
+        self.apply(&[
+            ("academy.yaml", include_str!("../../examples/academy.yaml")),
+            (
+                "onboarding.yaml",
+                include_str!("../../examples/onboarding.yaml"),
+            ),
+        ])
+        .await;
+    }
+
+    /// Produces a raw record to the events topic.
+    pub async fn produce(&self, key: Option<&str>, value: &[u8]) {
+        let mut record = FutureRecord::to(&self.settings.topics.events).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produced");
+    }
+
+    /// Produces an event in the emit shape with the given id.
+    pub async fn emit(
+        &self,
+        workspace: &str,
+        event: &str,
+        event_id: &str,
+        resource: Option<&str>,
+        payload: serde_json::Value,
+    ) {
+        let body = serde_json::json!({
+            "event_id": event_id,
+            "event": event,
+            "resource": resource,
+            "payload": payload,
+        });
+        self.produce(Some(workspace), &serde_json::to_vec(&body).unwrap())
+            .await;
+    }
+
+    pub fn start(&self) -> Running {
+        Running::start(self.settings.clone(), self.vars())
+    }
+
+    /// History of `workspace`, read the way `herald history` reads it.
+    pub async fn history(&self, workspace: &str) -> Vec<DeliveryRecord> {
+        let settings = self.settings.clone();
+        let query = HistoryQuery {
+            workspace_id: workspace.into(),
+            event_id: None,
+        };
+        tokio::task::spawn_blocking(move || reader::read(&settings, &query))
+            .await
+            .unwrap()
+            .expect("history readable")
+            .0
+    }
+
+    /// Waits until `workspace`'s history satisfies `done`, and returns it.
+    pub async fn wait_for_history(
+        &self,
+        workspace: &str,
+        what: &str,
+        done: impl Fn(&[DeliveryRecord]) -> bool,
+    ) -> Vec<DeliveryRecord> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let records = self.history(workspace).await;
+            if done(&records) {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; history: {records:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn requests(&self, destination: &str) -> Vec<RecordedRequest> {
+        self.sandbox
+            .requests()
+            .into_iter()
+            .filter(|r| r.destination == destination)
+            .collect()
+    }
+}
+
+/// A processor running in the background.
+pub struct Running {
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn start(settings: Settings, vars: Vars) -> Self {
+        let app = Arc::new(App::start(settings, vars).expect("app"));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn({
+            let app = app.clone();
+            async move { app.run_processor(rx).await.expect("processor ran") }
+        });
+        Self { app, stop, task }
+    }
+
+    /// Graceful stop: drain, commit, return.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.expect("processor task");
+    }
+
+    /// Abrupt stop: the processor and its in-flight work are dropped mid-stream.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
