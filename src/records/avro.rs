@@ -19,17 +19,50 @@ const TASK_AVSC: &str = include_str!("../../schemas/DeliveryTask.avsc");
 const RECORD_AVSC: &str = include_str!("../../schemas/DeliveryRecord.avsc");
 const WORKSPACE_AVSC: &str = include_str!("../../schemas/WorkspaceConfig.avsc");
 
-// The schema files are compiled in; the `schemas_parse` test keeps them valid.
+// The schema files are compiled in; the tests in `tests/schemas.rs` keep them valid.
 static SCHEMAS: LazyLock<[Schema; 4]> = LazyLock::new(|| {
-    let parsed = Schema::parse_list([ENVELOPE_AVSC, TASK_AVSC]).expect("schemas/ parse");
-    let [envelope, task]: [Schema; 2] = parsed.try_into().expect("two schemas");
     [
-        envelope,
-        task,
+        Schema::parse_str(ENVELOPE_AVSC).expect("EventEnvelope.avsc parses"),
+        Schema::parse_str(&inline_named_type(
+            TASK_AVSC,
+            "io.herald.EventEnvelope",
+            ENVELOPE_AVSC,
+        ))
+        .expect("DeliveryTask.avsc parses"),
         Schema::parse_str(RECORD_AVSC).expect("DeliveryRecord.avsc parses"),
         Schema::parse_str(WORKSPACE_AVSC).expect("WorkspaceConfig.avsc parses"),
     ]
 });
+
+/// `schema` with every reference to the named type `name` replaced by its definition
+/// `definition`, so that the result stands alone (apache-avro's writers need a schema without
+/// unresolved references). Both texts come from `schemas/`.
+pub fn inline_named_type(schema: &str, name: &str, definition: &str) -> String {
+    fn replace(v: &mut serde_json::Value, name: &str, def: &serde_json::Value, done: &mut bool) {
+        match v {
+            serde_json::Value::String(s) if s == name && !*done => {
+                *v = def.clone();
+                *done = true;
+            }
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|i| replace(i, name, def, done))
+            }
+            serde_json::Value::Object(fields) => fields
+                .values_mut()
+                .for_each(|f| replace(f, name, def, done)),
+            _ => {}
+        }
+    }
+    let (Ok(mut schema_json), Ok(def)) = (
+        serde_json::from_str::<serde_json::Value>(schema),
+        serde_json::from_str::<serde_json::Value>(definition),
+    ) else {
+        return schema.to_owned();
+    };
+    let mut done = false;
+    replace(&mut schema_json, name, &def, &mut done);
+    schema_json.to_string()
+}
 
 /// A record with an Avro schema in `schemas/`.
 pub trait AvroRecord: Sized {

@@ -74,6 +74,8 @@ impl CompiledWorkspace {
         check_name("workspace", &config.workspace, &mut errors);
 
         let mut connections: HashMap<&str, BoundConnection> = HashMap::new();
+        // Connections that exist but did not build; their errors are already reported.
+        let mut broken: HashSet<&str> = HashSet::new();
         for (i, spec) in config.connections.iter().enumerate() {
             let at = format!("connections[{i}]");
             check_name(&format!("{at}.id"), &spec.id, &mut errors);
@@ -110,7 +112,10 @@ impl CompiledWorkspace {
                         },
                     );
                 }
-                Err(e) => errors.push(e.under(&at)),
+                Err(e) => {
+                    broken.insert(&spec.id);
+                    errors.push(e.under(&at));
+                }
             }
         }
 
@@ -133,15 +138,16 @@ impl CompiledWorkspace {
             if spec.event.trim().is_empty() {
                 errors.push(FieldError::new(format!("{at}.event"), "must not be empty"));
             }
-            match compile_rule(spec, &at, &connections, &mut templates) {
-                Ok(rule) => {
+            match compile_rule(spec, &at, &connections, &broken, &mut templates) {
+                Ok(Some(rule)) => {
                     by_event
                         .entry(rule.event.clone())
                         .or_default()
                         .push(rules.len());
                     rules.push(rule);
                 }
-                Err(e) => errors.push(e),
+                Ok(None) => {}
+                Err(e) => errors.extend(e),
             }
         }
 
@@ -262,38 +268,61 @@ pub fn render_context(envelope: &EventEnvelope) -> minijinja::Value {
     minijinja::Value::from_serialize(envelope)
 }
 
+/// Compiles one rule. `Ok(None)` when its connection is one that failed to build: its templates
+/// were still checked, the connection's own error is reported elsewhere.
 fn compile_rule(
     spec: &RuleSpec,
     at: &str,
     connections: &HashMap<&str, BoundConnection>,
+    broken: &HashSet<&str>,
     templates: &mut Environment<'static>,
-) -> Result<CompiledRule, FieldError> {
-    let connection = connections.get(spec.connection.as_str()).ok_or_else(|| {
-        FieldError::new(
-            format!("{at}.connection"),
-            format!(
-                "`{}` is not a connection of this workspace",
-                spec.connection
-            ),
-        )
-    })?;
-    connection
-        .connection
-        .check_rule(&spec.action, &spec.with)
-        .map_err(|e| e.under(at))?;
+) -> Result<Option<CompiledRule>, Vec<FieldError>> {
+    let mut errors = Vec::new();
     let when = match &spec.when {
         None => None,
         Some(cond) => {
             let name = format!("{}/when", spec.id);
-            templates
+            match templates
                 .add_template_owned(name.clone(), format!("{{% if ({cond}) %}}1{{% endif %}}"))
-                .map_err(|e| FieldError::new(format!("{at}.when"), describe(&e)))?;
-            Some(name)
+            {
+                Ok(()) => Some(name),
+                Err(e) => {
+                    errors.push(FieldError::new(format!("{at}.when"), describe(&e)));
+                    None
+                }
+            }
         }
     };
     let with = compile_value(&spec.with, &format!("{}/with", spec.id), templates)
-        .map_err(|(path, e)| FieldError::new(format!("{at}.with{path}"), describe(&e)))?;
-    Ok(CompiledRule {
+        .map_err(|(path, e)| errors.push(FieldError::new(format!("{at}.with{path}"), describe(&e))))
+        .ok();
+    let connection = match connections.get(spec.connection.as_str()) {
+        Some(c) => match c.connection.check_rule(&spec.action, &spec.with) {
+            Ok(()) => Some(c),
+            Err(e) => {
+                errors.push(e.under(at));
+                None
+            }
+        },
+        None if broken.contains(spec.connection.as_str()) => None,
+        None => {
+            errors.push(FieldError::new(
+                format!("{at}.connection"),
+                format!(
+                    "`{}` is not a connection of this workspace",
+                    spec.connection
+                ),
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(connection), Some(with)) = (connection, with) else {
+        return Ok(None);
+    };
+    Ok(Some(CompiledRule {
         id: spec.id.clone(),
         event: spec.event.clone(),
         resource: spec.resource.clone(),
@@ -302,7 +331,7 @@ fn compile_rule(
         connection: connection.clone(),
         when,
         with,
-    })
+    }))
 }
 
 /// Compiles the strings of `value` as templates. On error returns the path below `with`.

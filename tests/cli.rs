@@ -1,0 +1,173 @@
+//! The `herald` binary's command line: exit codes and messages a user sees.
+
+use std::process::Command;
+
+fn herald() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    // Nothing from the developer's environment or working directory leaks in.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn apply_dry_run_accepts_the_examples() {
+    let out = herald()
+        .args([
+            "workspace",
+            "apply",
+            "--dry-run",
+            "examples/academy.yaml",
+            "examples/onboarding.yaml",
+        ])
+        .env("HERALD_SANDBOX_URL", "https://sandbox.example.com")
+        .env("ACADEMYFLOW_SLACK_TOKEN", "xoxb-1")
+        .env(
+            "ACADEMYFLOW_WEBHOOK_SECRET",
+            "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
+        )
+        .env(
+            "NORTHSTAR_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/X",
+        )
+        .env(
+            "NORTHSTAR_WEBHOOK_SECRET",
+            "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid ws_academyflow (2 connections, 2 rules)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("valid ws_northstar"), "{stdout}");
+}
+
+#[test]
+fn apply_rejects_invalid_config_with_field_paths_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "bad.yaml",
+        r#"
+workspace: "ws bad"
+connections:
+  - { id: hook, type: webhook, url: "http://169.254.169.254/latest", credentials: { secret: "nope" } }
+  - { id: crm, type: hubspott }
+rules:
+  - { id: r1, event: e, connection: hook, action: post, when: "payload.x >" }
+  - { id: r2, event: e, connection: missing, action: post }
+"#,
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "bad.yaml: workspace: `ws bad`",
+        "connections[0].url: 169.254.169.254 is not a public address",
+        "connections[1].type: `hubspott` is not a destination type (known: webhook, slack)",
+        "rules[0].when: syntax error",
+        "rules[1].connection: `missing` is not a connection",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn apply_names_unset_secret_variables_and_unknown_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "ws.yaml",
+        "workspace: ws\nconnections:\n  - { id: s, type: slack, credentials: { token: \"${env:HERALD_TEST_UNSET_TOKEN}\" }, chanel: x }\n",
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connections[0].credentials.token: environment variable `HERALD_TEST_UNSET_TOKEN` is not set"), "{stderr}");
+
+    let file = write(
+        &dir,
+        "ws2.yaml",
+        "workspace: ws\nconnections:\n  - { id: s, type: slack, credentials: { token: xoxb-1 }, chanel: x }\n",
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connections[0].chanel: unknown field `chanel`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_and_bad_configuration_names_the_key() {
+    let out = herald()
+        .args(["emit", "--workspace", "w", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = herald()
+        .args(["topics", "create"])
+        .env("HERALD__PROCESSOR__MAX_IN_FLIGHT_EVENTS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("processor.max_in_flight_events"),
+        "{stderr}"
+    );
+
+    let out = herald()
+        .args(["topics", "create"])
+        .env("HERALD__KAFKA__BROKRS", "x:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("brokrs"));
+}
+
+#[test]
+fn emit_refuses_a_payload_that_is_not_a_json_object() {
+    let out = herald()
+        .args([
+            "emit",
+            "--brokers",
+            "127.0.0.1:1",
+            "--workspace",
+            "w",
+            "--event",
+            "e",
+            "[1,2]",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAYLOAD must be a JSON object"));
+}
