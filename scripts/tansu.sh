@@ -4,6 +4,7 @@
 # resumes from an offset inside a record batch, which at-least-once restarts do all the time.
 #
 #   scripts/tansu.sh install          build it into $HERALD_TOOLS (default ~/.cache/herald-tools)
+#   scripts/tansu.sh path             install if needed, print the binary's path
 #   scripts/tansu.sh start DIR        start it on a free loopback port; writes DIR/brokers, DIR/pid
 #   scripts/tansu.sh stop DIR         stop the broker started in DIR
 set -euo pipefail
@@ -58,7 +59,8 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
+  path) install && echo "$BIN" ;;
   start) start "${2:?usage: tansu.sh start DIR}" ;;
   stop) stop "${2:?usage: tansu.sh stop DIR}" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 install | path | start DIR | stop DIR" >&2; exit 2 ;;
 esac

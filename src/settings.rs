@@ -69,7 +69,6 @@ pub struct ProcessorSettings {
 pub struct DestinationSettings {
     pub timeout_ms: u64,
     pub allow_private_networks: bool,
-    pub max_attempts_recorded: usize,
 }
 
 /// The HTTP server.
@@ -200,10 +199,6 @@ impl Settings {
             self.processor.skip_summary_interval_ms,
         )?;
         positive("destinations.timeout_ms", self.destinations.timeout_ms)?;
-        positive(
-            "destinations.max_attempts_recorded",
-            self.destinations.max_attempts_recorded as u64,
-        )?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "http.listen",
