@@ -61,18 +61,10 @@ impl OffsetTracker {
     /// Records that the event at `offset` is being processed.
     pub fn begin(&self, partition: i32, offset: i64) -> Claim {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if !parts.contains_key(&partition) {
-            let generation = self.next_generation();
-            parts.insert(
-                partition,
-                PartitionOffsets {
-                    generation,
-                    ..Default::default()
-                },
-            );
-        }
-        // Just inserted when absent.
-        let p = parts.get_mut(&partition).expect("partition tracked");
+        let p = parts.entry(partition).or_insert_with(|| PartitionOffsets {
+            generation: self.next_generation(),
+            ..Default::default()
+        });
         p.in_flight.insert(offset);
         // Until the first event finishes, the group's position is this first offset already.
         p.stored.get_or_insert(offset);

@@ -8,10 +8,13 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
+/// The last event in line for a key: its sequence number and the signal of its end.
+type Tail = (u64, oneshot::Receiver<()>);
+
 /// Hands out turns per key.
 #[derive(Debug, Default)]
 pub struct KeyOrder {
-    tails: Mutex<HashMap<Vec<u8>, (u64, oneshot::Receiver<()>)>>,
+    tails: Mutex<HashMap<Vec<u8>, Tail>>,
     seq: Mutex<u64>,
 }
 

@@ -71,7 +71,7 @@ pub fn decode(
     }
     let key = match raw.key.as_deref().map(std::str::from_utf8) {
         None => None,
-        Some(Ok(k)) if k.is_empty() => None,
+        Some(Ok("")) => None,
         Some(Ok(k)) => Some(k),
         Some(Err(_)) => {
             return Err(DecodeError::Invalid {
