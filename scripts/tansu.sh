@@ -30,11 +30,13 @@ start() {
   local dir=$1
   install
   mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
   local port
   port=$(free_port)
   local url=tcp://127.0.0.1:$port
-  "$BIN" broker --listener-url "$url" --advertised-listener-url "$url" \
-    --storage-engine "sqlite://$dir/tansu.db" >"$dir/tansu.log" 2>&1 &
+  # tansu resolves the SQLite path against its working directory.
+  (cd "$dir" && exec "$BIN" broker --listener-url "$url" --advertised-listener-url "$url" \
+    --storage-engine "sqlite://tansu.db" >"$dir/tansu.log" 2>&1) &
   echo $! >"$dir/pid"
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

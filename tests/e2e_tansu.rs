@@ -185,7 +185,7 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
 
     let mut run = Process(
         env.herald()
-            .arg("run")
+            .args(["run", "--brokers", &brokers])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
