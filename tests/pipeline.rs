@@ -554,3 +554,62 @@ async fn read_dlq(settings: &herald::settings::Settings) -> Vec<(Vec<u8>, String
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_keeps_its_event_order_while_other_workspaces_proceed() {
+    let h = Harness::new().await;
+    let workspace = |name: &str| {
+        format!(
+            r#"
+workspace: {name}
+connections:
+  - {{ id: slow, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}?delay_ms=150", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
+  - {{ id: fast, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
+rules:
+  - {{ id: even, event: e, when: "payload.n % 2 == 0", connection: slow, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
+  - {{ id: odd, event: e, when: "payload.n % 2 == 1", connection: fast, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
+"#
+        )
+    };
+    let (a, b) = (workspace("ws_ordered"), workspace("ws_neighbour"));
+    h.apply(&[("a.yaml", &a), ("b.yaml", &b)]).await;
+    // Even events go to a slow endpoint, odd ones to a fast one: only ordering keeps them in line.
+    for n in 0..10 {
+        h.emit(
+            "ws_ordered",
+            "e",
+            &format!("evt_a{n}"),
+            None,
+            json!({"n": n}),
+        )
+        .await;
+    }
+    h.emit("ws_neighbour", "e", "evt_b1", None, json!({"n": 1}))
+        .await;
+    let running = h.start();
+    h.wait_for_history("ws_ordered", "all ten", |r| r.len() == 10)
+        .await;
+
+    let received = h.requests("webhook");
+    let order: Vec<i64> = received
+        .iter()
+        .filter(|r| r.path.starts_with("/webhook/ws_ordered"))
+        .map(|r| r.body["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (0..10).collect::<Vec<_>>(),
+        "a fast odd event overtook a slow even one"
+    );
+    let neighbour_at = received
+        .iter()
+        .position(|r| r.path.starts_with("/webhook/ws_neighbour"));
+    let last_ordered_at = received
+        .iter()
+        .rposition(|r| r.path.starts_with("/webhook/ws_ordered"));
+    assert!(
+        neighbour_at < last_ordered_at,
+        "the neighbour waited for the slow workspace"
+    );
+    running.stop().await;
+}

@@ -94,11 +94,18 @@ pub fn dev(
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)
             .await
-            .with_context(|| format!("cannot listen on {} (choose another with --http)", args.http))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (choose another with --http)",
+                    args.http
+                )
+            })?;
         let http = format!("http://{}", listener.local_addr()?);
         let vars = dev_vars(&http);
-        let files: Vec<(String, String)> =
-            EXAMPLES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        let files: Vec<(String, String)> = EXAMPLES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
         let configs = super::workspace::validate_files(&settings, &files, &vars)?;
         super::workspace::publish(&settings, &configs).await?;
 
@@ -116,12 +123,22 @@ pub fn dev(
         );
         println!("kafka: {brokers}");
         println!("http: {http}");
-        println!("workspaces: {}", configs.iter().map(|c| c.workspace.as_str()).collect::<Vec<_>>().join(", "));
         println!(
-            "try: herald emit --brokers {brokers} --workspace ws_academyflow --event lesson.completed \
+            "workspaces: {}",
+            configs
+                .iter()
+                .map(|c| c.workspace.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("# emit the lesson.completed event of the course scenario:");
+        println!(
+            "herald emit --brokers {brokers} --workspace ws_academyflow --event lesson.completed \
              --resource course --resource-id creator-accelerator '{SEED_LESSON}'"
         );
-        println!("then: curl -s {http}/_sandbox/requests ; herald history --brokers {brokers} --workspace ws_academyflow");
+        println!("# then see what Slack and the webhook received, and the history:");
+        println!("curl -s {http}/_sandbox/requests");
+        println!("herald history --brokers {brokers} --workspace ws_academyflow");
         app.run_processor(shutdown).await?;
         let _ = server.await;
         anyhow::Ok(())

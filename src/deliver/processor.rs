@@ -194,6 +194,11 @@ async fn process(
 ) {
     let router = &shared.router;
     router.metrics.in_flight.inc();
+    // Every record of a key waits for its turn, undecodable ones too: if one left the line
+    // early, the next event of the key could overtake the one still in flight before it.
+    if let Some(turn) = turn.as_mut() {
+        turn.wait().await;
+    }
     match decode(&raw, shared.max_event_bytes, Utc::now()) {
         Err(e) => {
             router
@@ -218,9 +223,6 @@ async fn process(
                 .await;
         }
         Ok(envelope) => {
-            if let Some(turn) = turn.as_mut() {
-                turn.wait().await;
-            }
             let span = tracing::info_span!("event", event_id = %envelope.event_id,
                 event = %envelope.event, partition = raw.partition, offset = raw.offset);
             router.route(&envelope).instrument(span).await;
