@@ -1,0 +1,125 @@
+//! `herald dev` does what the README's tour says: it prints where everything is and a
+//! ready-to-paste `herald emit` line; pasting it shows the Slack alert in the sandbox and a
+//! `delivered` record in `herald history --json`; Ctrl-C stops it cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_herald"));
+    let work = tempfile::tempdir().unwrap();
+    let mut dev = Command::new(bin)
+        .args(["dev", "--http", "127.0.0.1:0"])
+        .current_dir(work.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let emit_line = loop {
+        let line = lines.next().expect("herald dev printed its lines").unwrap();
+        printed.push(line.clone());
+        if line.starts_with("herald emit ") {
+            break line;
+        }
+    };
+    let field = |prefix: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {printed:?}"))
+            .to_owned()
+    };
+    let brokers = field("kafka: ");
+    let http = field("http: ");
+    assert!(http.starts_with("http://127.0.0.1:"), "{http}");
+
+    // Paste the line into a shell, with the binary on PATH.
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&emit_line)
+        .env("PATH", &path)
+        .current_dir(work.path())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the printed emit line failed: {emit_line}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let history = loop {
+        let out = Command::new(bin)
+            .args([
+                "history",
+                "--brokers",
+                &brokers,
+                "--workspace",
+                "ws_academyflow",
+                "--json",
+            ])
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if records
+            .iter()
+            .filter(|r| r["status"] == "delivered")
+            .count()
+            == 2
+        {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {records:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(history.iter().any(
+        |r| r["rule_id"] == "lesson-alert-to-slack" && r["connection_id"] == "instructor-slack"
+    ));
+
+    let requests: Vec<serde_json::Value> =
+        reqwest::get(format!("{http}/_sandbox/requests?destination=slack"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(requests.len(), 1);
+    let text = requests[0]["body"]["text"].as_str().unwrap();
+    assert!(text.contains("Customer Research Fundamentals"), "{text}");
+    let ready = reqwest::get(format!("{http}/readyz")).await.unwrap();
+    assert!(ready.status().is_success());
+
+    // Ctrl-C.
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &dev.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = dev.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald dev did not stop on Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "herald dev exited with {status}");
+}
