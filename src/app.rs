@@ -10,6 +10,8 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 use crate::deliver::processor::{self, ProcessorError};
+use crate::deliver::retry::RetryPolicy;
+use crate::deliver::retry_worker;
 use crate::deliver::route::Router;
 use crate::destinations::{DestinationContext, http};
 use crate::history::OutcomeWriter;
@@ -55,6 +57,7 @@ impl App {
                 settings.processor.skip_summary_interval_ms,
             )),
             metrics: metrics.clone(),
+            policy: RetryPolicy::from_settings(&settings),
         });
         Ok(Self {
             health: Arc::new(Health::new(table)),
@@ -71,18 +74,19 @@ impl App {
         crate::api::router(self.health.clone(), self.metrics.clone())
     }
 
-    /// Runs the processor until `shutdown`.
+    /// Runs the event processor and the retry-tier consumer until `shutdown`.
     pub async fn run_processor(
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), ProcessorError> {
-        processor::run(
+        let events = processor::run(
             &self.settings,
             self.router.clone(),
             self.health.clone(),
-            shutdown,
-        )
-        .await
+            shutdown.clone(),
+        );
+        let retries = retry_worker::run(&self.settings, self.router.clone(), shutdown);
+        tokio::try_join!(events, retries).map(|_| ())
     }
 }
 

@@ -27,8 +27,13 @@ fn base(settings: &Settings) -> ClientConfig {
 /// The processor's consumer: a group member that commits only offsets Herald stored, which are
 /// only ever those of fully finished events.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    consumer_config_for(settings, &settings.kafka.group_id)
+}
+
+/// [`consumer_config`] with another group (the retry-tier consumer's).
+pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig {
     let mut c = base(settings);
-    c.set("group.id", &settings.kafka.group_id)
+    c.set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set(
             "auto.commit.interval.ms",
@@ -92,7 +97,7 @@ pub struct TopicSpec {
 /// Every topic Herald uses, with its settings.
 pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
     let t = &settings.topics;
-    vec![
+    let mut plan = vec![
         TopicSpec {
             name: t.events.clone(),
             partitions: t.partitions,
@@ -115,7 +120,18 @@ pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
             partitions: t.partitions,
             compacted: false,
         },
-    ]
+    ];
+    plan.extend(
+        crate::deliver::retry::RetryPolicy::from_settings(settings)
+            .tiers
+            .into_iter()
+            .map(|tier| TopicSpec {
+                name: tier.topic,
+                partitions: t.partitions,
+                compacted: false,
+            }),
+    );
+    plan
 }
 
 /// What happened to each topic of the plan.

@@ -20,6 +20,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub topics: TopicSettings,
     pub processor: ProcessorSettings,
+    pub retry: RetrySettings,
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
@@ -48,6 +49,7 @@ pub struct TopicSettings {
     pub workspaces: String,
     pub deliveries: String,
     pub dlq: String,
+    pub retry_prefix: String,
     pub partitions: i32,
     pub workspace_partitions: i32,
     pub replication_factor: i32,
@@ -61,6 +63,17 @@ pub struct ProcessorSettings {
     pub max_event_bytes: usize,
     pub skip_summary_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
+}
+
+/// Retry tiers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub tiers: Vec<String>,
+    pub jitter: f64,
+    pub max_age_ms: u64,
+    pub group_id: String,
+    pub max_in_flight: usize,
 }
 
 /// Defaults shared by every destination.
@@ -132,6 +145,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("retry.tiers")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -199,6 +214,36 @@ impl Settings {
             self.processor.skip_summary_interval_ms,
         )?;
         positive("destinations.timeout_ms", self.destinations.timeout_ms)?;
+        nonempty("topics.retry_prefix", &self.topics.retry_prefix)?;
+        nonempty("retry.group_id", &self.retry.group_id)?;
+        positive("retry.max_age_ms", self.retry.max_age_ms)?;
+        positive("retry.max_in_flight", self.retry.max_in_flight as u64)?;
+        if !(0.0..1.0).contains(&self.retry.jitter) {
+            return Err(SettingsError::Invalid {
+                key: "retry.jitter",
+                problem: format!("{} is not a fraction in [0, 1)", self.retry.jitter),
+            });
+        }
+        if self.retry.tiers.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "retry.tiers",
+                problem: "needs at least one tier".into(),
+            });
+        }
+        let mut previous = Duration::ZERO;
+        for tier in &self.retry.tiers {
+            let delay = parse_duration(tier).map_err(|problem| SettingsError::Invalid {
+                key: "retry.tiers",
+                problem,
+            })?;
+            if delay <= previous {
+                return Err(SettingsError::Invalid {
+                    key: "retry.tiers",
+                    problem: format!("`{tier}` must be longer than the tier before it"),
+                });
+            }
+            previous = delay;
+        }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "http.listen",
@@ -212,6 +257,29 @@ impl Settings {
     pub fn destination_timeout(&self) -> Duration {
         Duration::from_millis(self.destinations.timeout_ms)
     }
+}
+
+/// Parses `250ms`, `5s`, `1m`, `10m`, `1h`, `6h`, `3d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}` has an unknown unit (ms, s, m, h, d)")),
+    };
+    if n == 0 {
+        return Err(format!("`{text}` is zero"));
+    }
+    Ok(Duration::from_millis(n * ms))
 }
 
 #[cfg(test)]
@@ -286,5 +354,21 @@ mod tests {
         assert!(err.to_string().contains("http.listen"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__LOG__FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("format"), "{err}");
+        let err = Settings::load_from(None, env(&[("HERALD__RETRY__JITTER", "1.5")])).unwrap_err();
+        assert!(err.to_string().contains("retry.jitter"), "{err}");
+    }
+
+    #[test]
+    fn retry_tiers_must_parse_and_grow() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("0s").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, "[retry]\ntiers = [\"1m\", \"5s\"]\n").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("retry.tiers"), "{err}");
     }
 }

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Workspaces in the table.
     pub workspaces: IntGauge,
+    /// Connections marked broken (bad credentials) and not called until re-applied.
+    pub broken_connections: IntGauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +79,11 @@ impl Metrics {
             .expect("valid metric");
         let workspaces =
             IntGauge::new("herald_workspaces", "Workspaces in the table.").expect("valid metric");
+        let broken_connections = IntGauge::new(
+            "herald_broken_connections",
+            "Connections marked broken (bad credentials), not called until their workspace is applied again.",
+        )
+        .expect("valid metric");
         // Names are unique within this fresh registry, so registering cannot fail.
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
@@ -84,6 +91,7 @@ impl Metrics {
             Box::new(attempt_latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(workspaces.clone()),
+            Box::new(broken_connections.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -94,6 +102,7 @@ impl Metrics {
             attempt_latency,
             in_flight,
             workspaces,
+            broken_connections,
         }
     }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::Harness;
 use herald::records::DeliveryStatus;
-use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 
@@ -216,35 +215,31 @@ rules:
     let history = h
         .wait_for_history("ws_failing", "four outcomes", |r| r.len() == 4)
         .await;
-    let reason = |rule: &str| {
+    let outcome = |rule: &str| {
         let d = history
             .iter()
             .find(|d| d.rule_id.as_deref() == Some(rule))
             .unwrap();
-        assert_eq!(d.status, DeliveryStatus::Failed, "{rule}");
-        d.reason.clone().unwrap()
+        (d.status, d.reason.clone().unwrap())
     };
-    assert_eq!(reason("slack-bad-auth"), "slack error: invalid_auth");
+    let (status, reason) = outcome("slack-bad-auth");
+    assert_eq!(status, DeliveryStatus::Dead);
+    assert_eq!(reason, "connection_broken: slack error: invalid_auth");
+    let (status, reason) = outcome("hook-down");
     assert!(
-        reason("hook-down").starts_with("HTTP 503"),
-        "{}",
-        reason("hook-down")
+        matches!(status, DeliveryStatus::Retrying | DeliveryStatus::Dead),
+        "{status}"
     );
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    let (status, reason) = outcome("bad-template");
+    assert_eq!(status, DeliveryStatus::Failed);
     assert!(
-        reason("bad-template").contains("with.email"),
-        "{}",
-        reason("bad-template")
+        reason.contains("with.email") && reason.contains("undefined"),
+        "{reason}"
     );
-    assert!(
-        reason("bad-template").contains("undefined"),
-        "{}",
-        reason("bad-template")
-    );
-    assert!(
-        reason("bad-condition").contains("when"),
-        "{}",
-        reason("bad-condition")
-    );
+    let (status, reason) = outcome("bad-condition");
+    assert_eq!(status, DeliveryStatus::Failed);
+    assert!(reason.contains("when"), "{reason}");
     let slack = history
         .iter()
         .find(|d| d.rule_id.as_deref() == Some("slack-bad-auth"))
@@ -417,14 +412,12 @@ async fn malformed_input_goes_to_the_dlq_with_its_reason_and_bytes_and_is_commit
     .await;
 
     // The DLQ holds each bad record's original bytes and a reason naming the problem.
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    let letters = loop {
-        let letters = read_dlq(&h.settings).await;
-        if letters.len() >= 3 || std::time::Instant::now() > deadline {
-            break letters;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let letters: Vec<(Vec<u8>, String)> = h
+        .wait_for_dead_letters(3)
+        .await
+        .into_iter()
+        .map(|l| (l.value, l.headers["herald.dlq.reason"].clone()))
+        .collect();
     assert_eq!(letters.len(), 3, "{letters:?}");
     for (_, value, expect) in &bad {
         let (_, reason) = letters
@@ -527,32 +520,6 @@ rules:
         "dropped after {seen_before_restart} requests; duplicates after restart: {duplicates}"
     );
     second.stop().await;
-}
-
-/// The dead-letter topic's records: original bytes and the reason header.
-async fn read_dlq(settings: &herald::settings::Settings) -> Vec<(Vec<u8>, String)> {
-    let settings = settings.clone();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::message::Headers;
-        let c: BaseConsumer = herald::kafka::reader_config(&settings).create().unwrap();
-        let mut out = Vec::new();
-        herald::kafka::read_to_end(&c, &settings.topics.dlq, |m| {
-            let reason = m
-                .headers()
-                .and_then(|hs| {
-                    hs.iter()
-                        .find(|h| h.key == "herald.dlq.reason")
-                        .and_then(|h| h.value)
-                })
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
-            out.push((m.payload().map(<[u8]>::to_vec).unwrap_or_default(), reason));
-        })
-        .unwrap();
-        out
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,9 +84,18 @@ fn delivery_task_round_trips() {
             connection_id: "instructor-slack".into(),
             request: serde_json::json!({"text": "hi", "blocks": [{"type": "divider"}]}),
             attempt: 2,
+            retries: 1,
+            tier: 1,
             due_at: Utc.timestamp_millis_opt(1_774_102_690_000).unwrap(),
             first_attempt_at: Some(Utc.timestamp_millis_opt(1_774_102_685_000).unwrap()),
             last_error: Some("HTTP 503".into()),
+            attempts: vec![Attempt {
+                at: Utc.timestamp_millis_opt(1_774_102_685_000).unwrap(),
+                outcome: "retry".into(),
+                status_code: Some(503),
+                error: Some("HTTP 503".into()),
+                latency_ms: 40,
+            }],
         },
     );
 }

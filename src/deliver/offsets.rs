@@ -4,7 +4,7 @@
 //! lowest offset still in flight, or one past the last offset seen when nothing is.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// In-flight offsets of one partition.
 #[derive(Debug, Default)]
@@ -24,27 +24,31 @@ impl PartitionOffsets {
 }
 
 /// A claim on one offset, returned by [`OffsetTracker::begin`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     generation: u64,
 }
 
+/// A topic and partition.
+type Key = (Arc<str>, i32);
+
 /// The in-flight offsets of every assigned partition.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: Mutex<HashMap<i32, PartitionOffsets>>,
+    partitions: Mutex<HashMap<Key, PartitionOffsets>>,
     generations: Mutex<u64>,
 }
 
 impl OffsetTracker {
     /// Starts tracking `partition` afresh (on assignment). Claims made before are void.
-    pub fn assign(&self, partition: i32) {
+    pub fn assign(&self, topic: &str, partition: i32) {
         let generation = self.next_generation();
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         parts.insert(
-            partition,
+            (topic.into(), partition),
             PartitionOffsets {
                 generation,
                 ..Default::default()
@@ -53,23 +57,31 @@ impl OffsetTracker {
     }
 
     /// Stops tracking `partition` (on revocation); its unfinished claims will store nothing.
-    pub fn revoke(&self, partition: i32) {
+    pub fn revoke(&self, topic: &str, partition: i32) {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        parts.remove(&partition);
+        parts.remove(&(Arc::from(topic), partition));
     }
 
     /// Records that the event at `offset` is being processed.
-    pub fn begin(&self, partition: i32, offset: i64) -> Claim {
+    pub fn begin(&self, topic: &str, partition: i32, offset: i64) -> Claim {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let p = parts.entry(partition).or_insert_with(|| PartitionOffsets {
-            generation: self.next_generation(),
-            ..Default::default()
-        });
+        let topic: Arc<str> = parts
+            .keys()
+            .find(|(t, _)| &**t == topic)
+            .map(|(t, _)| t.clone())
+            .unwrap_or_else(|| topic.into());
+        let p = parts
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| PartitionOffsets {
+                generation: self.next_generation(),
+                ..Default::default()
+            });
         p.in_flight.insert(offset);
         // Until the first event finishes, the group's position is this first offset already.
         p.stored.get_or_insert(offset);
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
         Claim {
+            topic,
             partition,
             offset,
             generation: p.generation,
@@ -79,9 +91,9 @@ impl OffsetTracker {
     /// Records that the claimed event is finished. When the partition's position moved forward,
     /// calls `store` with it (the next offset to read) while still holding the lock, so two
     /// finishing events can never store positions out of order. Returns the stored position.
-    pub fn finish(&self, claim: Claim, store: impl FnOnce(i64)) -> Option<i64> {
+    pub fn finish(&self, claim: &Claim, store: impl FnOnce(i64)) -> Option<i64> {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let p = parts.get_mut(&claim.partition)?;
+        let p = parts.get_mut(&(claim.topic.clone(), claim.partition))?;
         if p.generation != claim.generation {
             return None;
         }
@@ -115,14 +127,14 @@ mod tests {
     #[test]
     fn position_waits_for_the_lowest_unfinished_offset() {
         let t = OffsetTracker::default();
-        t.assign(0);
-        let a = t.begin(0, 10);
-        let b = t.begin(0, 11);
-        let c = t.begin(0, 12);
-        assert_eq!(t.finish(c, |_| ()), None, "10 and 11 still in flight");
-        assert_eq!(t.finish(b, |_| ()), None);
+        t.assign("t", 0);
+        let a = t.begin("t", 0, 10);
+        let b = t.begin("t", 0, 11);
+        let c = t.begin("t", 0, 12);
+        assert_eq!(t.finish(&c, |_| ()), None, "10 and 11 still in flight");
+        assert_eq!(t.finish(&b, |_| ()), None);
         assert_eq!(
-            t.finish(a, |_| ()),
+            t.finish(&a, |_| ()),
             Some(13),
             "all done: next offset to read"
         );
@@ -132,32 +144,32 @@ mod tests {
     #[test]
     fn position_moves_in_steps_as_the_head_finishes() {
         let t = OffsetTracker::default();
-        let a = t.begin(3, 0);
-        let b = t.begin(3, 1);
-        let c = t.begin(3, 2);
-        assert_eq!(t.finish(a, |_| ()), Some(1));
-        assert_eq!(t.finish(c, |_| ()), None);
-        assert_eq!(t.finish(b, |_| ()), Some(3));
+        let a = t.begin("t", 3, 0);
+        let b = t.begin("t", 3, 1);
+        let c = t.begin("t", 3, 2);
+        assert_eq!(t.finish(&a, |_| ()), Some(1));
+        assert_eq!(t.finish(&c, |_| ()), None);
+        assert_eq!(t.finish(&b, |_| ()), Some(3));
     }
 
     #[test]
     fn claims_from_before_a_revocation_store_nothing() {
         let t = OffsetTracker::default();
-        t.assign(1);
-        let old = t.begin(1, 5);
-        t.revoke(1);
-        t.assign(1);
-        let new = t.begin(1, 5);
-        assert_eq!(t.finish(old, |_| ()), None, "stale claim");
-        assert_eq!(t.finish(new, |_| ()), Some(6));
+        t.assign("t", 1);
+        let old = t.begin("t", 1, 5);
+        t.revoke("t", 1);
+        t.assign("t", 1);
+        let new = t.begin("t", 1, 5);
+        assert_eq!(t.finish(&old, |_| ()), None, "stale claim");
+        assert_eq!(t.finish(&new, |_| ()), Some(6));
     }
 
     #[test]
     fn partitions_are_independent() {
         let t = OffsetTracker::default();
-        let slow = t.begin(0, 0);
-        let fast = t.begin(1, 0);
-        assert_eq!(t.finish(fast, |_| ()), Some(1));
-        assert_eq!(t.finish(slow, |_| ()), Some(1));
+        let slow = t.begin("t", 0, 0);
+        let fast = t.begin("t", 1, 0);
+        assert_eq!(t.finish(&fast, |_| ()), Some(1));
+        assert_eq!(t.finish(&slow, |_| ()), Some(1));
     }
 }

@@ -30,9 +30,10 @@ use crate::kafka;
 use crate::settings::Settings;
 use crate::telemetry::Health;
 
-/// Keeps the offset tracker in step with the group's assignment.
+/// Keeps an offset tracker in step with the group's assignment (used by the event consumer and
+/// the retry-tier consumer alike).
 pub struct ProcessorContext {
-    tracker: Arc<OffsetTracker>,
+    pub tracker: Arc<OffsetTracker>,
 }
 
 impl ClientContext for ProcessorContext {}
@@ -49,7 +50,7 @@ impl ConsumerContext for ProcessorContext {
                 }
             }
             for e in tpl.elements() {
-                self.tracker.revoke(e.partition());
+                self.tracker.revoke(e.topic(), e.partition());
             }
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
@@ -58,7 +59,7 @@ impl ConsumerContext for ProcessorContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             for e in tpl.elements() {
-                self.tracker.assign(e.partition());
+                self.tracker.assign(e.topic(), e.partition());
             }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
@@ -79,7 +80,6 @@ struct Shared {
     tracker: Arc<OffsetTracker>,
     order: KeyOrder,
     router: Arc<Router>,
-    topic: String,
     max_event_bytes: usize,
 }
 
@@ -110,7 +110,6 @@ pub async fn run(
         tracker,
         order: KeyOrder::default(),
         router: router.clone(),
-        topic: settings.topics.events.clone(),
         max_event_bytes: settings.processor.max_event_bytes,
     });
     let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
@@ -144,7 +143,7 @@ pub async fn run(
                 continue;
             }
         };
-        let claim = shared.tracker.begin(m.partition(), m.offset());
+        let claim = shared.tracker.begin(m.topic(), m.partition(), m.offset());
         let raw = RawRecord {
             topic: m.topic().to_owned(),
             partition: m.partition(),
@@ -231,20 +230,30 @@ async fn process(
     if let Some(turn) = turn {
         shared.order.leave(turn);
     }
-    shared.tracker.finish(claim, |position| {
-        let mut tpl = TopicPartitionList::new();
-        let stored = tpl
-            .add_partition_offset(&shared.topic, claim.partition, Offset::Offset(position))
-            .and_then(|()| shared.consumer.store_offsets(&tpl));
-        if let Err(e) = stored {
-            // The partition was revoked meanwhile; its new owner re-reads from the last commit.
-            tracing::debug!(partition = claim.partition, position, error = %e, "offset not stored");
-        }
-    });
+    store_finished(&shared.tracker, &claim, &*shared.consumer);
     router.metrics.in_flight.dec();
 }
 
+/// Marks `claim` finished and stores the partition's new position when it moved.
+pub fn store_finished<C: Consumer<ProcessorContext>>(
+    tracker: &OffsetTracker,
+    claim: &Claim,
+    consumer: &C,
+) {
+    tracker.finish(claim, |position| {
+        let mut tpl = TopicPartitionList::new();
+        let stored = tpl
+            .add_partition_offset(&claim.topic, claim.partition, Offset::Offset(position))
+            .and_then(|()| consumer.store_offsets(&tpl));
+        if let Err(e) = stored {
+            // The partition was revoked meanwhile; its new owner re-reads from the last commit.
+            tracing::debug!(topic = %claim.topic, partition = claim.partition, position,
+                error = %e, "offset not stored");
+        }
+    });
+}
+
 /// Resolves when `shutdown` is true or its sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -8,10 +8,12 @@ use chrono::Utc;
 use futures::future::join_all;
 use tracing::Instrument;
 
-use crate::destinations::{Attempted, Call, Outcome};
+use super::retry::RetryPolicy;
+use super::settle::{AttemptResult, Delivery, settle};
+use crate::destinations::{Call, Outcome};
 use crate::history::OutcomeWriter;
 use crate::history::skips::{SkipReason, SkipSummaries};
-use crate::records::{Attempt, DeliveryRecord, DeliveryStatus, EventEnvelope, delivery_id};
+use crate::records::{Attempt, EventEnvelope, delivery_id};
 use crate::telemetry::Metrics;
 use crate::workspace::compile::{CompiledRule, CompiledWorkspace, RenderError, render_context};
 use crate::workspace::table::{WorkspaceEntry, WorkspaceTable};
@@ -22,6 +24,7 @@ pub struct Router {
     pub writer: OutcomeWriter,
     pub skips: SkipSummaries,
     pub metrics: Metrics,
+    pub policy: RetryPolicy,
 }
 
 impl Router {
@@ -79,81 +82,101 @@ impl Router {
         envelope: &EventEnvelope,
         ctx: &minijinja::Value,
     ) {
-        let id = delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id);
-        let started_at = Utc::now();
         let request = condition.and_then(|()| workspace.render(rule, ctx));
-        let (attempted, latency) = match request {
-            Err(e) => (
-                Attempted::without_response(Outcome::Permanent {
-                    reason: format!("template error in {e}"),
-                }),
-                None,
-            ),
-            Ok(request) => {
-                let started = Instant::now();
-                let call = Call {
-                    delivery_id: &id,
-                    action: &rule.action,
-                    request: &request,
-                    envelope,
-                };
-                let attempted = rule.connection.connection.send(call).await;
-                (attempted, Some(started.elapsed()))
-            }
+        let delivery = Delivery {
+            delivery_id: delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id),
+            envelope: envelope.clone(),
+            rule_id: rule.id.clone(),
+            connection_id: rule.connection.id.clone(),
+            destination: rule.connection.kind.clone(),
+            action: rule.action.clone(),
+            request: request.as_ref().cloned().unwrap_or_default(),
+            attempt: 1,
+            retries: 0,
+            first_attempt_at: Utc::now(),
+            attempts: Vec::new(),
         };
-        let outcome = &attempted.outcome;
+        self.attempt_and_record(workspace, rule, delivery, request.map(|_| ()))
+            .await;
+    }
+
+    /// Makes one attempt at `delivery` (unless its request failed to render or its connection
+    /// is known broken), then writes the history record and the retry task or dead letter, and
+    /// returns once Kafka acknowledged all of them.
+    pub async fn attempt_and_record(
+        &self,
+        workspace: &CompiledWorkspace,
+        rule: &CompiledRule,
+        delivery: Delivery,
+        rendered: Result<(), RenderError>,
+    ) {
         let destination = rule.connection.kind.as_str();
-        self.metrics
-            .deliveries
-            .with_label_values(&[destination, &rule.action, outcome.kind()])
-            .inc();
-        if let Some(latency) = latency {
+        let result = if let Err(e) = rendered {
+            AttemptResult {
+                outcome: Outcome::Permanent {
+                    reason: format!("template error in {e}"),
+                },
+                call: None,
+            }
+        } else if let Some(reason) = workspace.broken_reason(&rule.connection.id) {
+            AttemptResult {
+                outcome: Outcome::ConnectionBroken {
+                    reason: format!("{reason} (connection marked broken earlier; not called)"),
+                },
+                call: None,
+            }
+        } else {
+            let at = Utc::now();
+            let started = Instant::now();
+            let call = Call {
+                delivery_id: &delivery.delivery_id,
+                action: &rule.action,
+                request: &delivery.request,
+                envelope: &delivery.envelope,
+            };
+            let attempted = rule.connection.connection.send(call).await;
+            let latency = started.elapsed();
             self.metrics
                 .attempt_latency
                 .with_label_values(&[destination])
                 .observe(latency.as_secs_f64());
-        }
-        let status = match outcome {
-            Outcome::Delivered => DeliveryStatus::Delivered,
-            // Retry tiers are not built yet: a transient failure is final for now, and says so.
-            _ => DeliveryStatus::Failed,
-        };
-        let reason = outcome.reason();
-        match &reason {
-            None => tracing::info!(delivery_id = %id, "delivered"),
-            Some(r) => {
-                tracing::warn!(delivery_id = %id, outcome = outcome.kind(), reason = %r, "delivery failed")
+            if let Outcome::ConnectionBroken { reason } = &attempted.outcome {
+                workspace.mark_broken(&rule.connection.id, reason);
             }
-        }
-        let attempts = latency
-            .map(|latency| Attempt {
-                at: started_at,
-                outcome: outcome.kind().to_owned(),
-                status_code: attempted.status_code,
-                error: reason.clone(),
-                latency_ms: latency.as_millis() as u64,
-            })
-            .into_iter()
-            .collect();
-        let now = Utc::now();
-        let record = DeliveryRecord {
-            delivery_id: id,
-            workspace_id: envelope.workspace_id.clone(),
-            event_id: envelope.event_id.clone(),
-            event: envelope.event.clone(),
-            rule_id: Some(rule.id.clone()),
-            connection_id: Some(rule.connection.id.clone()),
-            destination: Some(destination.to_owned()),
-            action: Some(rule.action.clone()),
-            status,
-            reason,
-            attempts,
-            skipped_count: None,
-            next_attempt_at: None,
-            created_at: started_at,
-            updated_at: now,
+            AttemptResult {
+                call: Some(Attempt {
+                    at,
+                    outcome: attempted.outcome.kind().to_owned(),
+                    status_code: attempted.status_code,
+                    error: attempted.outcome.reason(),
+                    latency_ms: latency.as_millis() as u64,
+                }),
+                outcome: attempted.outcome,
+            }
         };
-        self.writer.history(&record).await;
+        self.metrics
+            .deliveries
+            .with_label_values(&[destination, &rule.action, result.outcome.kind()])
+            .inc();
+        let attempt = delivery.attempt;
+        let settled = settle(delivery, result, &self.policy, Utc::now(), fastrand::f64());
+        let record = &settled.record;
+        match &record.reason {
+            None => tracing::info!(delivery_id = %record.delivery_id, attempt, "delivered"),
+            Some(reason) => tracing::warn!(delivery_id = %record.delivery_id, attempt,
+                status = %record.status, %reason, "delivery not completed"),
+        }
+        let retry = async {
+            if let Some((topic, task)) = &settled.retry {
+                self.writer.retry_task(topic, task).await;
+            }
+        };
+        let dead = async {
+            if settled.dead_letter {
+                self.writer.dead_delivery(record).await;
+            }
+        };
+        futures::join!(self.writer.history(record), retry, dead);
     }
 
     async fn skip(&self, envelope: &EventEnvelope, reason: SkipReason, detail: &str) {

@@ -8,7 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::records::DeliveryRecord;
+use crate::records::{DeliveryRecord, DeliveryTask};
 
 /// Writes history records and dead letters.
 #[derive(Clone)]
@@ -48,6 +48,51 @@ impl OutcomeWriter {
             Some(record.delivery_id.as_bytes()),
             &value,
             None,
+        )
+        .await;
+    }
+
+    /// Writes a delivery's task to the topic of its retry tier, keyed by workspace so a
+    /// workspace's retries share a partition; returns once Kafka acknowledged it.
+    pub async fn retry_task(&self, topic: &str, task: &DeliveryTask) {
+        // A DeliveryTask always serialises.
+        let value = serde_json::to_vec(task).expect("tasks serialise");
+        self.produce_until_acked(
+            topic,
+            Some(task.envelope.workspace_id.as_bytes()),
+            &value,
+            None,
+        )
+        .await;
+    }
+
+    /// Writes a delivery that failed for good (its final history record, with every attempt)
+    /// to the dead-letter topic; returns once Kafka acknowledged it.
+    pub async fn dead_delivery(&self, record: &DeliveryRecord) {
+        let value = serde_json::to_vec(record).expect("history records serialise");
+        let kind = match record.status {
+            crate::records::DeliveryStatus::Failed => "failed_delivery",
+            _ => "dead_delivery",
+        };
+        let reason = record.reason.as_deref().unwrap_or_default();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "herald.dlq.kind",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "herald.dlq.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "herald.delivery.id",
+                value: Some(record.delivery_id.as_str()),
+            });
+        self.produce_until_acked(
+            &self.dlq_topic,
+            Some(record.workspace_id.as_bytes()),
+            &value,
+            Some(headers),
         )
         .await;
     }

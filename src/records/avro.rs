@@ -284,9 +284,12 @@ impl AvroRecord for DeliveryTask {
             ("connection_id", s(&self.connection_id)),
             ("request", json_text(&self.request)),
             ("attempt", Value::Int(self.attempt as i32)),
+            ("retries", Value::Int(self.retries as i32)),
+            ("tier", Value::Int(self.tier as i32)),
             ("due_at", ts(self.due_at)),
             ("first_attempt_at", opt(self.first_attempt_at, ts)),
             ("last_error", opt(self.last_error.as_deref(), s)),
+            ("attempts", attempts_to_avro(&self.attempts)),
         ])
     }
 
@@ -298,15 +301,57 @@ impl AvroRecord for DeliveryTask {
             rule_id: f.string("rule_id")?,
             connection_id: f.string("connection_id")?,
             request: f.json("request")?,
-            attempt: u32::try_from(f.long("attempt")?).map_err(|_| AvroError::WrongType {
-                field: "attempt",
-                found: "negative".into(),
-            })?,
+            attempt: non_negative("attempt", f.long("attempt")?)?,
+            retries: non_negative("retries", f.long("retries")?)?,
+            tier: non_negative("tier", f.long("tier")?)?,
             due_at: f.time("due_at")?,
             first_attempt_at: f.opt_time("first_attempt_at")?,
             last_error: f.opt_string("last_error")?,
+            attempts: attempts_from_avro(&mut f)?,
         })
     }
+}
+
+fn attempts_to_avro(attempts: &[Attempt]) -> Value {
+    Value::Array(
+        attempts
+            .iter()
+            .map(|a| {
+                record(vec![
+                    ("at", ts(a.at)),
+                    ("outcome", s(&a.outcome)),
+                    ("status_code", opt(a.status_code, |c| Value::Int(c.into()))),
+                    ("error", opt(a.error.as_deref(), s)),
+                    ("latency_ms", Value::Long(a.latency_ms as i64)),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn attempts_from_avro(f: &mut Fields) -> Result<Vec<Attempt>, AvroError> {
+    f.array("attempts")?
+        .into_iter()
+        .map(|v| {
+            let mut a = Fields::of(v, "attempts")?;
+            Ok(Attempt {
+                at: a.time("at")?,
+                outcome: a.string("outcome")?,
+                status_code: a
+                    .opt_long("status_code")?
+                    .and_then(|c| u16::try_from(c).ok()),
+                error: a.opt_string("error")?,
+                latency_ms: a.long("latency_ms")?.max(0) as u64,
+            })
+        })
+        .collect()
+}
+
+fn non_negative(field: &'static str, v: i64) -> Result<u32, AvroError> {
+    u32::try_from(v).map_err(|_| AvroError::WrongType {
+        field,
+        found: format!("{v} is negative"),
+    })
 }
 
 impl AvroRecord for DeliveryRecord {
@@ -319,19 +364,6 @@ impl AvroRecord for DeliveryRecord {
             .iter()
             .position(|s| *s == self.status)
             .unwrap_or(0);
-        let attempts = self
-            .attempts
-            .iter()
-            .map(|a| {
-                record(vec![
-                    ("at", ts(a.at)),
-                    ("outcome", s(&a.outcome)),
-                    ("status_code", opt(a.status_code, |c| Value::Int(c.into()))),
-                    ("error", opt(a.error.as_deref(), s)),
-                    ("latency_ms", Value::Long(a.latency_ms as i64)),
-                ])
-            })
-            .collect();
         record(vec![
             ("delivery_id", s(&self.delivery_id)),
             ("workspace_id", s(&self.workspace_id)),
@@ -346,7 +378,7 @@ impl AvroRecord for DeliveryRecord {
                 Value::Enum(status as u32, self.status.as_str().to_owned()),
             ),
             ("reason", opt(self.reason.as_deref(), s)),
-            ("attempts", Value::Array(attempts)),
+            ("attempts", attempts_to_avro(&self.attempts)),
             (
                 "skipped_count",
                 opt(self.skipped_count, |c| Value::Long(c as i64)),
@@ -367,22 +399,7 @@ impl AvroRecord for DeliveryRecord {
                 field: "status",
                 found: status_name,
             })?;
-        let attempts = f
-            .array("attempts")?
-            .into_iter()
-            .map(|v| {
-                let mut a = Fields::of(v, "attempts")?;
-                Ok(Attempt {
-                    at: a.time("at")?,
-                    outcome: a.string("outcome")?,
-                    status_code: a
-                        .opt_long("status_code")?
-                        .and_then(|c| u16::try_from(c).ok()),
-                    error: a.opt_string("error")?,
-                    latency_ms: a.long("latency_ms")?.max(0) as u64,
-                })
-            })
-            .collect::<Result<_, AvroError>>()?;
+        let attempts = attempts_from_avro(&mut f)?;
         Ok(Self {
             delivery_id: f.string("delivery_id")?,
             workspace_id: f.string("workspace_id")?,

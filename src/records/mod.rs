@@ -36,9 +36,31 @@ pub struct DeliveryTask {
     pub request: serde_json::Value,
     /// Number of the next attempt, starting at 1.
     pub attempt: u32,
+    /// Retry tiers used so far; rate-limited waits do not use one.
+    #[serde(default)]
+    pub retries: u32,
+    /// Index of the retry tier the task waits in.
+    #[serde(default)]
+    pub tier: u32,
     pub due_at: DateTime<Utc>,
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The attempts so far, newest last (at most [`MAX_ATTEMPTS_KEPT`]).
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// Attempts kept in a task and a history record; older ones are dropped, the count of attempts
+/// (`DeliveryTask::attempt`) still says how many there were.
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// Appends `attempt`, dropping the oldest beyond [`MAX_ATTEMPTS_KEPT`].
+pub fn push_attempt(attempts: &mut Vec<Attempt>, attempt: Attempt) {
+    attempts.push(attempt);
+    if attempts.len() > MAX_ATTEMPTS_KEPT {
+        let excess = attempts.len() - MAX_ATTEMPTS_KEPT;
+        attempts.drain(..excess);
+    }
 }
 
 /// Where a delivery stands.

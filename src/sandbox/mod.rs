@@ -8,6 +8,11 @@
 //! | `POST /webhook/{anything}[?delay_ms=N&status=N]` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
 //! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
+//!
+//! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
+//! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
+//! path starts with `path` answer that way (in the order faults were added);
+//! `DELETE /_sandbox/faults` clears them.
 
 pub mod slack;
 pub mod webhook;
@@ -18,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,10 +50,28 @@ pub struct RecordedRequest {
     pub signature_valid: Option<bool>,
 }
 
+/// An injected failure for the next `count` matching requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    /// Requests whose path starts with this (default: all).
+    #[serde(default)]
+    pub path: String,
+    pub count: u32,
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    /// Value of a `Retry-After` header to send.
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
 /// The simulators' shared state.
 #[derive(Clone, Default)]
 pub struct Sandbox {
     requests: Arc<Mutex<VecDeque<RecordedRequest>>>,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
     /// The key of the `whsec_…` secret webhook requests are checked against.
     webhook_key: Option<Arc<Vec<u8>>>,
 }
@@ -61,6 +85,7 @@ impl Sandbox {
             .map(Arc::new);
         Ok(Self {
             requests: Arc::default(),
+            faults: Arc::default(),
             webhook_key,
         })
     }
@@ -69,6 +94,10 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/_sandbox/requests", get(list).delete(clear))
+            .route(
+                "/_sandbox/faults",
+                axum::routing::post(add_fault).delete(clear_faults),
+            )
             .merge(webhook::router())
             .merge(slack::router())
             .with_state(self.clone())
@@ -77,6 +106,49 @@ impl Sandbox {
     /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().iter().cloned().collect()
+    }
+
+    /// Adds a fault (the same as `POST /_sandbox/faults`).
+    pub fn inject(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(fault);
+    }
+
+    /// Takes one use of the first fault matching `path`.
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let i = faults.iter().position(|f| path.starts_with(&f.path))?;
+        let fault = faults[i].clone();
+        if faults[i].count <= 1 {
+            faults.remove(i);
+        } else {
+            faults[i].count -= 1;
+        }
+        Some(fault)
+    }
+
+    /// Answers with an injected fault for `path`, if one is pending, recording the request.
+    async fn faulted(
+        &self,
+        destination: &str,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Response> {
+        let fault = self.take_fault(path)?;
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms.min(60_000))).await;
+        }
+        self.record(recorded(destination, path, headers, body, fault.status));
+        let status =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, fault.body).into_response();
+        if let Some(after) = fault.retry_after.and_then(|a| a.parse().ok()) {
+            response.headers_mut().insert("retry-after", after);
+        }
+        Some(response)
     }
 
     fn record(&self, request: RecordedRequest) {
@@ -138,6 +210,20 @@ async fn list(
         requests.retain(|r| r.destination == d);
     }
     Json(requests)
+}
+
+async fn add_fault(State(sandbox): State<Sandbox>, Json(fault): Json<Fault>) -> &'static str {
+    sandbox.inject(fault);
+    "fault added\n"
+}
+
+async fn clear_faults(State(sandbox): State<Sandbox>) -> &'static str {
+    sandbox
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    "faults cleared\n"
 }
 
 async fn clear(State(sandbox): State<Sandbox>) -> &'static str {

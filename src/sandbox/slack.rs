@@ -6,6 +6,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
@@ -30,7 +31,11 @@ async fn incoming_webhook(
     Path(path): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> Response {
+    let full_path = format!("/slack/services/{path}");
+    if let Some(response) = sandbox.faulted("slack", &full_path, &headers, &body).await {
+        return response;
+    }
     let (status, text) = match serde_json::from_slice::<Value>(&body) {
         Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
         Ok(v) if !has_text_or_blocks(&v) => (StatusCode::BAD_REQUEST, "no_text"),
@@ -38,19 +43,19 @@ async fn incoming_webhook(
     };
     sandbox.record(recorded(
         "slack",
-        &format!("/slack/services/{path}"),
+        &full_path,
         &headers,
         &body,
         status.as_u16(),
     ));
-    (status, text)
+    (status, text).into_response()
 }
 
-async fn post_message(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Json<Value> {
+async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    let path = "/slack/api/chat.postMessage";
+    if let Some(response) = sandbox.faulted("slack", path, &headers, &body).await {
+        return response;
+    }
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -69,12 +74,6 @@ async fn post_message(
             }
         },
     };
-    sandbox.record(recorded(
-        "slack",
-        "/slack/api/chat.postMessage",
-        &headers,
-        &body,
-        200,
-    ));
-    Json(reply)
+    sandbox.record(recorded("slack", path, &headers, &body, 200));
+    Json(reply).into_response()
 }

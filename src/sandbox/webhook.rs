@@ -5,6 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::{Sandbox, recorded};
@@ -28,7 +29,14 @@ async fn receive(
     Query(behaviour): Query<Behaviour>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> Response {
+    let full_path = format!("/webhook/{path}");
+    if let Some(response) = sandbox
+        .faulted("webhook", &full_path, &headers, &body)
+        .await
+    {
+        return response;
+    }
     if let Some(ms) = behaviour.delay_ms {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
@@ -68,5 +76,5 @@ async fn receive(
     } else {
         "invalid signature"
     };
-    (status, text)
+    (status, text).into_response()
 }

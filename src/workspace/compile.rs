@@ -2,7 +2,8 @@
 //! template compiled once into one minijinja environment, rules indexed by event name.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
@@ -12,6 +13,9 @@ use super::spec::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
 use crate::destinations::{self, Connection, DestinationContext};
 use crate::records::EventEnvelope;
 
+/// Connections marked broken across all loaded workspaces (for the metric).
+pub static BROKEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
 /// A workspace ready to route events.
 #[derive(Debug)]
 pub struct CompiledWorkspace {
@@ -19,6 +23,16 @@ pub struct CompiledWorkspace {
     pub rules: Vec<CompiledRule>,
     by_event: HashMap<String, Vec<usize>>,
     templates: Environment<'static>,
+    /// Connections that answered "bad credentials", with the reason. It lives as long as this
+    /// compiled config: applying the workspace again (the fix) starts with none broken.
+    broken: Mutex<HashMap<String, String>>,
+}
+
+impl Drop for CompiledWorkspace {
+    fn drop(&mut self) {
+        let n = self.broken.get_mut().map(|b| b.len()).unwrap_or(0);
+        BROKEN_CONNECTIONS.fetch_sub(n as i64, Ordering::Relaxed);
+    }
 }
 
 /// A connection of a workspace with its type.
@@ -157,10 +171,36 @@ impl CompiledWorkspace {
                 rules,
                 by_event,
                 templates,
+                broken: Mutex::default(),
             })
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// Marks `connection_id` broken: its deliveries are parked as dead without calling the
+    /// API until the workspace config changes.
+    pub fn mark_broken(&self, connection_id: &str, reason: &str) {
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        if broken
+            .insert(connection_id.to_owned(), reason.to_owned())
+            .is_none()
+        {
+            BROKEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(workspace = %self.id, connection = connection_id, reason,
+                "connection broken; its deliveries are parked until the workspace is applied again");
+        }
+    }
+
+    /// Why `connection_id` is broken, if it is.
+    pub fn broken_reason(&self, connection_id: &str) -> Option<String> {
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        broken.get(connection_id).cloned()
+    }
+
+    /// The rule with id `rule_id`.
+    pub fn rule(&self, rule_id: &str) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.id == rule_id)
     }
 
     /// The rules whose event, resource and resource id filters match `envelope`. Conditions

@@ -44,6 +44,8 @@ impl Harness {
         settings.destinations.allow_private_networks = true;
         settings.destinations.timeout_ms = 5000;
         settings.processor.skip_summary_interval_ms = 100;
+        settings.retry.tiers = ["200ms", "400ms", "800ms"].map(String::from).to_vec();
+        settings.retry.group_id = format!("{}-retry", settings.kafka.group_id);
         for t in topic_plan(&settings) {
             mock.create_topic(&t.name, t.partitions, 1).expect("topic");
         }
@@ -171,6 +173,60 @@ impl Harness {
         }
     }
 
+    /// The dead-letter topic's records: key, value, and headers by name.
+    pub async fn dead_letters(&self) -> Vec<DeadLetterRecord> {
+        let settings = self.settings.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::Message;
+            use rdkafka::message::Headers;
+            let c: rdkafka::consumer::BaseConsumer =
+                kafka::reader_config(&settings).create().unwrap();
+            let mut out = Vec::new();
+            kafka::read_to_end(&c, &settings.topics.dlq, |m| {
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(DeadLetterRecord {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                });
+            })
+            .unwrap();
+            out
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the dead-letter topic holds at least `n` records.
+    pub async fn wait_for_dead_letters(&self, n: usize) -> Vec<DeadLetterRecord> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let letters = self.dead_letters().await;
+            if letters.len() >= n {
+                return letters;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} dead letters, have {}",
+                letters.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn requests(&self, destination: &str) -> Vec<RecordedRequest> {
         self.sandbox
             .requests()
@@ -178,6 +234,14 @@ impl Harness {
             .filter(|r| r.destination == destination)
             .collect()
     }
+}
+
+/// One record of the dead-letter topic.
+#[derive(Debug)]
+pub struct DeadLetterRecord {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: std::collections::HashMap<String, String>,
 }
 
 /// A processor running in the background.

@@ -1,0 +1,241 @@
+//! The retry schedule: which tier a retryable delivery waits in, until when, and when it is
+//! dead instead. Pure: the clock and the random draw are arguments, so the tests pin them.
+//!
+//! - `Retry` uses the next unused tier; after the last tier the delivery is dead.
+//! - `RateLimited` waits in the tier it would use next without using it up: being told to slow
+//!   down is not a failed attempt.
+//! - With `Retry-After`, the delivery goes to the smallest tier that is not earlier than it
+//!   (or the last tier) and is due exactly then, without jitter.
+//! - Without it, the tier's delay is spread by ±`jitter` so one outage's retries do not return
+//!   all at once.
+//! - Past `max_age` since the first attempt, the delivery is dead.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::destinations::Outcome;
+use crate::settings::{Settings, parse_duration};
+
+/// One delay tier and its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub delay: Duration,
+    /// As configured, e.g. `5s`; also the topic suffix and the metrics label.
+    pub name: String,
+    pub topic: String,
+}
+
+/// The configured tiers, jitter and maximum age.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub tiers: Vec<Tier>,
+    jitter: f64,
+    max_age: Duration,
+}
+
+/// What happens to a delivery after a retryable outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Wait in `tier` until `due_at`; `retries` is the new count of tiers used.
+    Wait {
+        tier: usize,
+        due_at: DateTime<Utc>,
+        retries: u32,
+    },
+    /// No more attempts.
+    Dead { reason: String },
+}
+
+impl RetryPolicy {
+    /// The policy the settings describe (validated at start-up).
+    pub fn from_settings(settings: &Settings) -> Self {
+        let tiers = settings
+            .retry
+            .tiers
+            .iter()
+            .map(|name| Tier {
+                // Validated by `Settings::load`.
+                delay: parse_duration(name).unwrap_or(Duration::from_secs(5)),
+                name: name.clone(),
+                topic: format!("{}{name}", settings.topics.retry_prefix),
+            })
+            .collect();
+        Self {
+            tiers,
+            jitter: settings.retry.jitter,
+            max_age: Duration::from_millis(settings.retry.max_age_ms),
+        }
+    }
+
+    /// Decides the next step after `outcome` (a `Retry` or `RateLimited`), given the tiers used
+    /// so far, the first attempt's time, now, and a uniform draw in [0, 1).
+    pub fn next(
+        &self,
+        outcome: &Outcome,
+        retries: u32,
+        first_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        draw: f64,
+    ) -> Next {
+        let (after, uses_a_tier, reason) = match outcome {
+            Outcome::Retry { after, reason } => (*after, true, reason.clone()),
+            Outcome::RateLimited { after } => (*after, false, "rate limited".to_owned()),
+            other => {
+                return Next::Dead {
+                    reason: other.reason().unwrap_or_else(|| "not retryable".into()),
+                };
+            }
+        };
+        let next_tier = retries as usize;
+        let last = self.tiers.len() - 1;
+        if uses_a_tier && next_tier > last {
+            return Next::Dead {
+                reason: format!(
+                    "retries exhausted after {} tiers; last error: {reason}",
+                    self.tiers.len()
+                ),
+            };
+        }
+        let base_tier = next_tier.min(last);
+        let (tier, wait) = match after {
+            Some(after) => {
+                let tier = self.tiers[base_tier..]
+                    .iter()
+                    .position(|t| t.delay >= after)
+                    .map_or(last, |i| base_tier + i);
+                (tier, after)
+            }
+            None => {
+                let spread = 1.0 + self.jitter * (2.0 * draw.clamp(0.0, 1.0) - 1.0);
+                let delay = self.tiers[base_tier].delay.mul_f64(spread);
+                (base_tier, delay)
+            }
+        };
+        let due_at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let age = (due_at - first_attempt_at).to_std().unwrap_or_default();
+        if age > self.max_age {
+            return Next::Dead {
+                reason: format!(
+                    "older than retry.max_age_ms ({}s) at its next attempt; last error: {reason}",
+                    self.max_age.as_secs()
+                ),
+            };
+        }
+        Next::Wait {
+            tier,
+            due_at,
+            retries: if uses_a_tier { retries + 1 } else { retries },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        let mut settings = Settings::defaults();
+        settings.retry.tiers = ["5s", "1m", "10m"].map(String::from).to_vec();
+        settings.retry.max_age_ms = 3_600_000;
+        RetryPolicy::from_settings(&settings)
+    }
+
+    fn retry(after: Option<u64>) -> Outcome {
+        Outcome::Retry {
+            after: after.map(Duration::from_secs),
+            reason: "HTTP 503".into(),
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn tiers_are_used_in_order_then_the_delivery_is_dead() {
+        let p = policy();
+        assert_eq!(p.tiers[0].topic, "herald.retry.5s");
+        let cases = [(0, 0, 5), (1, 1, 60), (2, 2, 600)];
+        for (retries, tier, secs) in cases {
+            assert_eq!(
+                p.next(&retry(None), retries, at(0), at(0), 0.5),
+                Next::Wait {
+                    tier,
+                    due_at: at(secs),
+                    retries: retries + 1
+                },
+                "after {retries} retries"
+            );
+        }
+        let Next::Dead { reason } = p.next(&retry(None), 3, at(0), at(0), 0.5) else {
+            panic!("a fourth retry with three tiers")
+        };
+        assert!(
+            reason.contains("retries exhausted") && reason.contains("HTTP 503"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_the_delay_by_twenty_percent() {
+        let p = policy();
+        let due = |draw| match p.next(&retry(None), 1, at(0), at(0), draw) {
+            Next::Wait { due_at, .. } => (due_at - at(0)).num_seconds(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((due(0.0), due(0.5), due(0.999_999)), (48, 60, 71));
+    }
+
+    #[test]
+    fn retry_after_picks_the_smallest_tier_not_earlier_and_waits_exactly() {
+        let p = policy();
+        assert_eq!(
+            p.next(&retry(Some(30)), 0, at(0), at(0), 0.0),
+            Next::Wait {
+                tier: 1,
+                due_at: at(30),
+                retries: 1
+            }
+        );
+        // Longer than every tier: the last tier, still due at the exact time.
+        assert_eq!(
+            p.next(&retry(Some(1800)), 0, at(0), at(0), 0.0),
+            Next::Wait {
+                tier: 2,
+                due_at: at(1800),
+                retries: 1
+            }
+        );
+    }
+
+    #[test]
+    fn rate_limits_wait_without_using_a_tier() {
+        let p = policy();
+        let limited = Outcome::RateLimited {
+            after: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            p.next(&limited, 1, at(0), at(0), 0.0),
+            Next::Wait {
+                tier: 1,
+                due_at: at(2),
+                retries: 1
+            }
+        );
+        // Even with every tier used, a rate limit is not an exhausted retry.
+        assert!(matches!(
+            p.next(&limited, 3, at(0), at(0), 0.0),
+            Next::Wait { tier: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn deliveries_past_the_maximum_age_are_dead() {
+        let p = policy();
+        let Next::Dead { reason } = p.next(&retry(None), 2, at(0), at(3100), 0.5) else {
+            panic!("3100 s + 600 s is past the hour")
+        };
+        assert!(reason.contains("max_age"), "{reason}");
+    }
+}

@@ -1,0 +1,259 @@
+//! Retry tiers, dead letters and broken connections, on MockCluster with the sandbox injecting
+//! destination faults. Tiers are short here (200 ms, 400 ms, 800 ms).
+
+mod common;
+
+use common::{Harness, WEBHOOK_SECRET};
+use herald::records::{DeliveryRecord, DeliveryStatus};
+use herald::sandbox::Fault;
+use serde_json::json;
+
+fn hook_workspace(name: &str, path: &str) -> String {
+    format!(
+        r#"
+workspace: {name}
+connections:
+  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}{path}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: r, event: e, connection: hook, action: post }}
+"#
+    )
+}
+
+fn fault(path: &str, count: u32, status: u16, retry_after: Option<&str>) -> Fault {
+    Fault {
+        path: path.into(),
+        count,
+        status,
+        body: format!("simulated {status}"),
+        retry_after: retry_after.map(String::from),
+        delay_ms: 0,
+    }
+}
+
+fn finished(status: DeliveryStatus) -> impl Fn(&[DeliveryRecord]) -> bool {
+    move |r| r.len() == 1 && r[0].status == status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_through_the_tiers_until_delivered() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_flaky", "/webhook/flaky"))])
+        .await;
+    h.sandbox.inject(fault("/webhook/flaky", 1, 503, None));
+    h.sandbox.inject(fault("/webhook/flaky", 1, 500, None));
+    let running = h.start();
+    h.emit("ws_flaky", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history(
+            "ws_flaky",
+            "delivered after retries",
+            finished(DeliveryStatus::Delivered),
+        )
+        .await;
+    let attempts: Vec<(&str, Option<u16>)> = history[0]
+        .attempts
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.status_code))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("retry", Some(503)),
+            ("retry", Some(500)),
+            ("delivered", Some(200))
+        ]
+    );
+    // Same delivery id on every attempt, so the receiver can drop repeats.
+    let ids: Vec<_> = h
+        .requests("webhook")
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| *id == ids[0]));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_exactly() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_limited", "/webhook/limited"))])
+        .await;
+    h.sandbox
+        .inject(fault("/webhook/limited", 1, 429, Some("1")));
+    let running = h.start();
+    h.emit("ws_limited", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history(
+            "ws_limited",
+            "delivered",
+            finished(DeliveryStatus::Delivered),
+        )
+        .await;
+    let a = &history[0].attempts;
+    assert_eq!(
+        (a[0].outcome.as_str(), a[0].status_code),
+        ("rate_limited", Some(429))
+    );
+    let waited = a[1].at - a[0].at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(1000),
+        "second attempt after {waited}, before Retry-After"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_are_dead_with_every_attempt_in_the_dlq() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_down", "/webhook/down"))])
+        .await;
+    h.sandbox.inject(fault("/webhook/down", 10, 503, None));
+    let running = h.start();
+    h.emit("ws_down", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history("ws_down", "dead", finished(DeliveryStatus::Dead))
+        .await;
+    assert_eq!(
+        history[0].attempts.len(),
+        4,
+        "first attempt plus one per tier"
+    );
+    assert!(
+        history[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("retries exhausted after 3 tiers"),
+        "{:?}",
+        history[0].reason
+    );
+    let letters = h.wait_for_dead_letters(1).await;
+    assert_eq!(letters[0].headers["herald.dlq.kind"], "dead_delivery");
+    assert_eq!(letters[0].key.as_deref(), Some("ws_down"));
+    let dead: DeliveryRecord = serde_json::from_slice(&letters[0].value).unwrap();
+    assert_eq!(dead.attempts.len(), 4);
+    assert_eq!(dead.delivery_id, history[0].delivery_id);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_goes_to_the_dlq_at_once() {
+    let h = Harness::new().await;
+    h.apply(&[(
+        "ws.yaml",
+        &hook_workspace("ws_bad", "/webhook/bad?status=422"),
+    )])
+    .await;
+    let running = h.start();
+    h.emit("ws_bad", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history("ws_bad", "failed", finished(DeliveryStatus::Failed))
+        .await;
+    assert_eq!(history[0].attempts.len(), 1, "not retried");
+    let letters = h.wait_for_dead_letters(1).await;
+    assert_eq!(letters[0].headers["herald.dlq.kind"], "failed_delivery");
+    assert!(letters[0].headers["herald.dlq.reason"].starts_with("HTTP 422"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_is_not_called_again_until_the_workspace_is_applied() {
+    let h = Harness::new().await;
+    let workspace = |token: &str| {
+        format!(
+            r##"
+workspace: ws_slack
+connections:
+  - {{ id: bot, type: slack, base_url: "${{env:HERALD_SANDBOX_URL}}/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
+rules:
+  - {{ id: r, event: e, connection: bot, action: post_message, with: {{ text: "{{{{ payload.n }}}}" }} }}
+"##
+        )
+    };
+    h.apply(&[("ws.yaml", &workspace("xoxp-wrong-kind"))]).await;
+    let running = h.start();
+    h.emit("ws_slack", "e", "evt_1", None, json!({"n": 1}))
+        .await;
+    h.wait_for_history("ws_slack", "first dead", |r| {
+        r.len() == 1 && r[0].status == DeliveryStatus::Dead
+    })
+    .await;
+    h.emit("ws_slack", "e", "evt_2", None, json!({"n": 2}))
+        .await;
+    let history = h
+        .wait_for_history("ws_slack", "second parked", |r| r.len() == 2)
+        .await;
+    for d in &history {
+        assert_eq!(d.status, DeliveryStatus::Dead);
+        assert!(
+            d.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("connection_broken: slack error: invalid_auth")
+        );
+    }
+    let parked = history.iter().find(|d| d.event_id == "evt_2").unwrap();
+    assert!(
+        parked.attempts.is_empty(),
+        "the broken connection was not called"
+    );
+    assert_eq!(h.requests("slack").len(), 1);
+
+    // The operator fixes the token: the connection works again.
+    h.apply(&[("ws.yaml", &workspace("xoxb-right"))]).await;
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut n = 2;
+    loop {
+        n += 1;
+        h.emit("ws_slack", "e", &format!("evt_{n}"), None, json!({"n": n}))
+            .await;
+        let history = h.history("ws_slack").await;
+        if history
+            .iter()
+            .any(|d| d.status == DeliveryStatus::Delivered)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fix never took effect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_in_a_retry_tier_goes_to_the_dlq_and_does_not_loop() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_ok", "/webhook/ok"))])
+        .await;
+    let running = h.start();
+    let tier = format!("{}200ms", h.settings.topics.retry_prefix);
+    let poison = rdkafka::producer::FutureRecord::to(&tier)
+        .key("ws_ok")
+        .payload("{not a task");
+    h.producer
+        .send(poison, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let letters = h.wait_for_dead_letters(1).await;
+    assert_eq!(
+        letters[0].headers["herald.dlq.kind"],
+        "undecodable_retry_task"
+    );
+    assert_eq!(letters[0].value, b"{not a task");
+    // The tiers keep working after it.
+    h.sandbox.inject(fault("/webhook/ok", 1, 503, None));
+    h.emit("ws_ok", "e", "evt_1", None, json!({})).await;
+    h.wait_for_history("ws_ok", "delivered", finished(DeliveryStatus::Delivered))
+        .await;
+    assert_eq!(
+        h.dead_letters().await.len(),
+        1,
+        "the poison record was dead-lettered once"
+    );
+    running.stop().await;
+}
