@@ -52,7 +52,12 @@ impl App {
         let metrics = Metrics::new();
         let router = Arc::new(Router {
             table: table.clone(),
-            writer: OutcomeWriter::new(producer, &settings.topics.deliveries, &settings.topics.dlq),
+            writer: OutcomeWriter::new(
+                producer,
+                &settings.topics.deliveries,
+                &settings.topics.dlq,
+                metrics.dlq_records.clone(),
+            ),
             skips: SkipSummaries::new(Duration::from_millis(
                 settings.processor.skip_summary_interval_ms,
             )),

@@ -46,7 +46,11 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
             "session.timeout.ms",
             settings.kafka.session_timeout_ms.to_string(),
         )
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "statistics.interval.ms",
+            settings.kafka.statistics_interval_ms.to_string(),
+        );
     for (k, v) in &settings.kafka.client {
         c.set(k, v);
     }

@@ -36,6 +36,7 @@ pub struct KafkaSettings {
     pub commit_interval_ms: u64,
     pub message_timeout_ms: u64,
     pub linger_ms: u64,
+    pub statistics_interval_ms: u64,
     /// Extra librdkafka properties, passed as is.
     #[serde(default)]
     pub client: BTreeMap<String, String>,

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::settings::{LogFormat, LogSettings};
 use crate::workspace::table::WorkspaceTable;
@@ -39,6 +42,18 @@ pub struct Metrics {
     pub workspaces: IntGauge,
     /// Connections marked broken (bad credentials) and not called until re-applied.
     pub broken_connections: IntGauge,
+    /// From the event's `occurred_at` (or arrival) to its delivery, retries included.
+    pub end_to_end_latency: HistogramVec,
+    /// Records written to the dead-letter topic, by kind.
+    pub dlq_records: IntCounterVec,
+    /// Deliveries that waited because the destination rate-limited.
+    pub rate_limit_waits: IntCounterVec,
+    /// Records between the group's position and the partition end, per owned partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Deliveries waiting in each retry tier.
+    pub retry_waiting: IntGaugeVec,
+    /// Age of the oldest delivery held waiting in each retry tier.
+    pub retry_oldest_age: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -84,6 +99,68 @@ impl Metrics {
             "Connections marked broken (bad credentials), not called until their workspace is applied again.",
         )
         .expect("valid metric");
+        let end_to_end_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_delivery_end_to_end_latency_seconds",
+                "From the event's occurred_at (or its arrival) to its delivery, retries included.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
+            ]),
+            &["destination"],
+        )
+        .expect("valid metric");
+        let dlq_records = IntCounterVec::new(
+            Opts::new(
+                "herald_dlq_records_total",
+                "Records written to the dead-letter topic, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let rate_limit_waits = IntCounterVec::new(
+            Opts::new(
+                "herald_rate_limit_waits_total",
+                "Deliveries that waited because the destination rate-limited them.",
+            ),
+            &["destination"],
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "herald_consumer_lag",
+                "Records between the group's position and the end of each owned partition.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let retry_waiting = IntGaugeVec::new(
+            Opts::new(
+                "herald_retry_waiting_records",
+                "Deliveries waiting in each retry tier.",
+            ),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let retry_oldest_age = GaugeVec::new(
+            Opts::new(
+                "herald_retry_oldest_age_seconds",
+                "Age of the oldest delivery held waiting in each retry tier.",
+            ),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "herald_build_info",
+                "Always 1; the label carries Herald's version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         // Names are unique within this fresh registry, so registering cannot fail.
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
@@ -92,6 +169,13 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(workspaces.clone()),
             Box::new(broken_connections.clone()),
+            Box::new(end_to_end_latency.clone()),
+            Box::new(dlq_records.clone()),
+            Box::new(rate_limit_waits.clone()),
+            Box::new(consumer_lag.clone()),
+            Box::new(retry_waiting.clone()),
+            Box::new(retry_oldest_age.clone()),
+            Box::new(build_info),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -103,6 +187,12 @@ impl Metrics {
             in_flight,
             workspaces,
             broken_connections,
+            end_to_end_latency,
+            dlq_records,
+            rate_limit_waits,
+            consumer_lag,
+            retry_waiting,
+            retry_oldest_age,
         }
     }
 

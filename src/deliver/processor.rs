@@ -7,6 +7,7 @@
 //! (workspace) run one after another ([`order`](super::order)). On revocation, stored offsets
 //! are committed and unfinished events of the revoked partitions store nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -31,12 +32,49 @@ use crate::settings::Settings;
 use crate::telemetry::Health;
 
 /// Keeps an offset tracker in step with the group's assignment (used by the event consumer and
-/// the retry-tier consumer alike).
+/// the retry-tier consumer alike), and turns librdkafka's statistics into lag gauges.
 pub struct ProcessorContext {
     pub tracker: Arc<OffsetTracker>,
+    pub lag: Option<LagGauges>,
 }
 
-impl ClientContext for ProcessorContext {}
+/// Where a consumer reports its lag.
+pub struct LagGauges {
+    /// `herald_consumer_lag{topic, partition}`.
+    pub lag: prometheus::IntGaugeVec,
+    /// For the retry consumer: tier topic → tier name, and `herald_retry_waiting_records{tier}`.
+    pub tiers: HashMap<String, String>,
+    pub waiting: prometheus::IntGaugeVec,
+}
+
+impl ClientContext for ProcessorContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(gauges) = &self.lag else { return };
+        let mut waiting: HashMap<&str, i64> = HashMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let partition = partition.to_string();
+                let labels = [topic.as_str(), partition.as_str()];
+                if p.consumer_lag >= 0 && p.fetch_state == "active" {
+                    gauges.lag.with_label_values(&labels).set(p.consumer_lag);
+                    if let Some(tier) = gauges.tiers.get(topic) {
+                        *waiting.entry(tier.as_str()).or_default() += p.consumer_lag;
+                    }
+                } else {
+                    // Not owned (any more) by this replica: no stale value.
+                    let _ = gauges.lag.remove_label_values(&labels);
+                }
+            }
+        }
+        for tier in gauges.tiers.values() {
+            let n = waiting.get(tier.as_str()).copied().unwrap_or(0);
+            gauges.waiting.with_label_values(&[tier]).set(n);
+        }
+    }
+}
 
 impl ConsumerContext for ProcessorContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -95,6 +133,11 @@ pub async fn run(
     let consumer: Arc<EventConsumer> = Arc::new(
         kafka::consumer_config(settings).create_with_context(ProcessorContext {
             tracker: tracker.clone(),
+            lag: Some(LagGauges {
+                lag: router.metrics.consumer_lag.clone(),
+                tiers: HashMap::new(),
+                waiting: router.metrics.retry_waiting.clone(),
+            }),
         })?,
     );
     tokio::select! {

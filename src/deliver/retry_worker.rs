@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
-use super::processor::{ProcessorContext, ProcessorError, stopped, store_finished};
+use super::processor::{LagGauges, ProcessorContext, ProcessorError, stopped, store_finished};
 use super::route::Router;
 use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::Outcome;
@@ -53,6 +53,16 @@ pub async fn run(
         kafka::consumer_config_for(settings, &settings.retry.group_id).create_with_context(
             ProcessorContext {
                 tracker: tracker.clone(),
+                lag: Some(LagGauges {
+                    lag: router.metrics.consumer_lag.clone(),
+                    tiers: router
+                        .policy
+                        .tiers
+                        .iter()
+                        .map(|t| (t.topic.clone(), t.name.clone()))
+                        .collect(),
+                    waiting: router.metrics.retry_waiting.clone(),
+                }),
             },
         )?,
     );
@@ -74,11 +84,13 @@ pub async fn run(
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
     let seq = AtomicU64::new(0);
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(String, i32, u64)>();
+    let mut gauge_tick = tokio::time::interval(std::time::Duration::from_secs(1));
 
     loop {
         while tasks.try_join_next().is_some() {}
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
+            _ = gauge_tick.tick() => oldest_age(&router, &held),
             Some((topic, partition, s)) = due_rx.recv() => {
                 let key = (topic, partition);
                 if held.get(&key).is_none_or(|h| h.seq != s) {
@@ -155,6 +167,25 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "final retry commit failed"),
     }
     Ok(())
+}
+
+/// Sets `herald_retry_oldest_age_seconds{tier}` from the held head records: the time since the
+/// oldest of them entered its tier (0 when nothing waits).
+fn oldest_age(router: &Router, held: &HashMap<(String, i32), Held>) {
+    let now = Utc::now().timestamp_millis();
+    for tier in &router.policy.tiers {
+        let oldest = held
+            .iter()
+            .filter(|((topic, _), _)| *topic == tier.topic)
+            .filter_map(|(_, h)| h.message.timestamp().to_millis())
+            .min();
+        let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        router
+            .metrics
+            .retry_oldest_age
+            .with_label_values(&[&tier.name])
+            .set(age);
+    }
 }
 
 /// The due time of a task record, read cheaply; `None` when the record is unreadable (it is

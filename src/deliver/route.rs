@@ -158,6 +158,28 @@ impl Router {
             .deliveries
             .with_label_values(&[destination, &rule.action, result.outcome.kind()])
             .inc();
+        match &result.outcome {
+            Outcome::Delivered => {
+                let since = delivery
+                    .envelope
+                    .occurred_at
+                    .or(delivery.envelope.received_at);
+                if let Some(since) = since {
+                    let e2e = (Utc::now() - since).to_std().unwrap_or_default();
+                    self.metrics
+                        .end_to_end_latency
+                        .with_label_values(&[destination])
+                        .observe(e2e.as_secs_f64());
+                }
+            }
+            Outcome::RateLimited { .. } => {
+                self.metrics
+                    .rate_limit_waits
+                    .with_label_values(&[destination])
+                    .inc();
+            }
+            _ => {}
+        }
         let attempt = delivery.attempt;
         let settled = settle(delivery, result, &self.policy, Utc::now(), fastrand::f64());
         let record = &settled.record;

@@ -16,6 +16,8 @@ pub struct OutcomeWriter {
     producer: FutureProducer,
     deliveries_topic: String,
     dlq_topic: String,
+    /// `herald_dlq_records_total{kind}`.
+    dlq_records: prometheus::IntCounterVec,
 }
 
 /// Why an input record went to the dead-letter topic, and where it came from.
@@ -31,11 +33,17 @@ pub struct DeadLetter<'a> {
 
 impl OutcomeWriter {
     /// A writer producing to the given topics.
-    pub fn new(producer: FutureProducer, deliveries_topic: &str, dlq_topic: &str) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        deliveries_topic: &str,
+        dlq_topic: &str,
+        dlq_records: prometheus::IntCounterVec,
+    ) -> Self {
         Self {
             producer,
             deliveries_topic: deliveries_topic.to_owned(),
             dlq_topic: dlq_topic.to_owned(),
+            dlq_records,
         }
     }
 
@@ -95,6 +103,7 @@ impl OutcomeWriter {
             Some(headers),
         )
         .await;
+        self.dlq_records.with_label_values(&[kind]).inc();
     }
 
     /// Writes an input record that cannot be processed, with its original bytes as the value
@@ -125,6 +134,7 @@ impl OutcomeWriter {
             });
         self.produce_until_acked(&self.dlq_topic, key, original, Some(headers))
             .await;
+        self.dlq_records.with_label_values(&[letter.kind]).inc();
     }
 
     async fn produce_until_acked(
