@@ -18,10 +18,18 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 fn base(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.brokers);
-    for (k, v) in &settings.kafka.client {
-        c.set(k, v);
-    }
+    extra(&mut c, settings);
     c
+}
+
+/// Applies `kafka.client`, resolving `${env:NAME}` references so that passwords can come from
+/// the environment (a Kubernetes Secret) rather than the configuration file. `Settings::load`
+/// already checked that every reference resolves.
+fn extra(c: &mut ClientConfig, settings: &Settings) {
+    let vars = crate::workspace::interpolate::Vars::from_env();
+    for (k, v) in &settings.kafka.client {
+        c.set(k, vars.resolve(v).unwrap_or_else(|_| v.clone()));
+    }
 }
 
 /// The processor's consumer: a group member that commits only offsets Herald stored, which are
@@ -51,9 +59,7 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
             "statistics.interval.ms",
             settings.kafka.statistics_interval_ms.to_string(),
         );
-    for (k, v) in &settings.kafka.client {
-        c.set(k, v);
-    }
+    extra(&mut c, settings);
     c
 }
 
@@ -70,9 +76,7 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         )
         .set("compression.type", "lz4")
         .set("partitioner", "murmur2_random");
-    for (k, v) in &settings.kafka.client {
-        c.set(k, v);
-    }
+    extra(&mut c, settings);
     c
 }
 
@@ -83,9 +87,7 @@ pub fn reader_config(settings: &Settings) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("group.id", "herald-reader");
-    for (k, v) in &settings.kafka.client {
-        c.set(k, v);
-    }
+    extra(&mut c, settings);
     c
 }
 

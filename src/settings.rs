@@ -115,6 +115,8 @@ pub enum SettingsError {
     Load(#[from] config::ConfigError),
     #[error("configuration: `{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error("configuration: `kafka.client.\"{key}\"`: {problem}")]
+    InvalidClient { key: String, problem: String },
 }
 
 impl Settings {
@@ -181,6 +183,15 @@ impl Settings {
             Ok(())
         }
         nonempty("kafka.brokers", &self.kafka.brokers)?;
+        let vars = crate::workspace::interpolate::Vars::from_env();
+        for (key, value) in &self.kafka.client {
+            if let Err(problem) = vars.resolve(value) {
+                return Err(SettingsError::InvalidClient {
+                    key: key.clone(),
+                    problem,
+                });
+            }
+        }
         nonempty("kafka.group_id", &self.kafka.group_id)?;
         positive("kafka.session_timeout_ms", self.kafka.session_timeout_ms)?;
         positive("kafka.commit_interval_ms", self.kafka.commit_interval_ms)?;
@@ -357,6 +368,23 @@ mod tests {
         assert!(err.to_string().contains("format"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__RETRY__JITTER", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("retry.jitter"), "{err}");
+    }
+
+    #[test]
+    fn client_properties_may_reference_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "[kafka.client]\n\"sasl.password\" = \"${env:HERALD_TEST_SURELY_UNSET_PW}\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sasl.password") && text.contains("HERALD_TEST_SURELY_UNSET_PW"),
+            "{text}"
+        );
     }
 
     #[test]
