@@ -171,3 +171,16 @@ fn emit_refuses_a_payload_that_is_not_a_json_object() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PAYLOAD must be a JSON object"));
 }
+
+#[test]
+fn redrive_rejects_bad_statuses_and_times_with_exit_code_2() {
+    for args in [
+        ["redrive", "--workspace", "w", "--status", "pending"],
+        ["redrive", "--workspace", "w", "--since", "yesterday"],
+    ] {
+        let out = herald().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(args[3]), "{stderr}");
+    }
+}

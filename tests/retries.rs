@@ -132,9 +132,15 @@ async fn exhausted_retries_are_dead_with_every_attempt_in_the_dlq() {
     let letters = h.wait_for_dead_letters(1).await;
     assert_eq!(letters[0].headers["herald.dlq.kind"], "dead_delivery");
     assert_eq!(letters[0].key.as_deref(), Some("ws_down"));
-    let dead: DeliveryRecord = serde_json::from_slice(&letters[0].value).unwrap();
-    assert_eq!(dead.attempts.len(), 4);
-    assert_eq!(dead.delivery_id, history[0].delivery_id);
+    let dead: herald::history::writer::DeadDelivery =
+        serde_json::from_slice(&letters[0].value).unwrap();
+    assert_eq!(dead.record.attempts.len(), 4);
+    assert_eq!(dead.record.delivery_id, history[0].delivery_id);
+    assert_eq!(
+        (dead.task.attempt, dead.task.retries),
+        (5, 0),
+        "a redrive would be attempt 5, tiers afresh"
+    );
     running.stop().await;
 }
 
@@ -254,6 +260,123 @@ async fn a_poison_record_in_a_retry_tier_goes_to_the_dlq_and_does_not_loop() {
         h.dead_letters().await.len(),
         1,
         "the poison record was dead-lettered once"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_after_fixing_the_connection_delivers_the_dead_deliveries_once() {
+    use herald::deliver::redrive::{RedriveFilter, redrive};
+    use herald::workspace::table::WorkspaceEntry;
+
+    let h = Harness::new().await;
+    let workspace = |token: &str| {
+        format!(
+            r##"
+workspace: ws_fix
+connections:
+  - {{ id: bot, type: slack, base_url: "${{env:HERALD_SANDBOX_URL}}/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
+  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/fix", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: alert, event: e, connection: bot, action: post_message, with: {{ text: "n={{{{ payload.n }}}}" }} }}
+  - {{ id: hook, event: e, connection: hook, action: post }}
+"##
+        )
+    };
+    h.apply(&[("ws.yaml", &workspace("xoxp-revoked"))]).await;
+    let running = h.start();
+    h.emit("ws_fix", "e", "evt_1", None, json!({"n": 1})).await;
+    h.emit("ws_fix", "e", "evt_2", None, json!({"n": 2})).await;
+    h.wait_for_history("ws_fix", "two dead, two delivered", |r| {
+        r.iter()
+            .filter(|d| d.status == DeliveryStatus::Dead)
+            .count()
+            == 2
+            && r.iter()
+                .filter(|d| d.status == DeliveryStatus::Delivered)
+                .count()
+                == 2
+    })
+    .await;
+
+    let filter = RedriveFilter {
+        workspace_id: "ws_fix".into(),
+        connection_id: Some("bot".into()),
+        rule_id: None,
+        since: None,
+        statuses: vec![DeliveryStatus::Failed, DeliveryStatus::Dead],
+    };
+    let planned = redrive(&h.settings, &filter, true).await.unwrap();
+    assert_eq!(planned.len(), 2, "dry run lists both");
+    assert_eq!(
+        h.history("ws_fix")
+            .await
+            .iter()
+            .filter(|d| d.status == DeliveryStatus::Dead)
+            .count(),
+        2,
+        "dry run changed nothing"
+    );
+
+    // The fix: a valid bot token. Wait until this processor has loaded it.
+    h.apply(&[("ws.yaml", &workspace("xoxb-fixed"))]).await;
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !matches!(running.app.router.table.get("ws_fix"), Some(WorkspaceEntry::Ready(ws)) if ws.broken_reason("bot").is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixed config never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let redriven = redrive(&h.settings, &filter, false).await.unwrap();
+    assert_eq!(redriven.len(), 2);
+    let history = h
+        .wait_for_history("ws_fix", "all delivered", |r| {
+            r.len() == 4 && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+        })
+        .await;
+    let alert = |event: &str| {
+        history
+            .iter()
+            .find(|d| d.event_id == event && d.rule_id.as_deref() == Some("alert"))
+            .unwrap()
+    };
+    let outcomes = |event: &str| {
+        alert(event)
+            .attempts
+            .iter()
+            .map(|a| a.outcome.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        outcomes("evt_1"),
+        ["connection_broken", "delivered"],
+        "history shows the new attempt"
+    );
+    assert_eq!(
+        outcomes("evt_2"),
+        ["delivered"],
+        "the parked one was never called before"
+    );
+    let posted: Vec<_> = h
+        .requests("slack")
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body["text"].clone())
+        .collect();
+    assert_eq!(
+        posted.len(),
+        3,
+        "one rejected call, then each message once: {posted:?}"
+    );
+
+    assert!(
+        redrive(&h.settings, &filter, false)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left to redrive"
     );
     running.stop().await;
 }

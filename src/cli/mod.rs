@@ -4,6 +4,7 @@
 mod dev;
 mod emit;
 mod history;
+mod redrive;
 mod run;
 mod sandbox;
 mod topics;
@@ -45,6 +46,8 @@ enum Command {
     Emit(emit::EmitArgs),
     /// Show a workspace's delivery history.
     History(history::HistoryArgs),
+    /// Re-enqueue a workspace's failed and dead deliveries for an immediate attempt.
+    Redrive(redrive::RedriveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,10 @@ pub fn main() -> ExitCode {
         Command::History(args) => {
             args.kafka.apply(&mut settings);
             history::show(&settings, &args)
+        }
+        Command::Redrive(args) => {
+            args.kafka.apply(&mut settings);
+            runtime.block_on(redrive::run(&settings, &args))
         }
     };
     match result {

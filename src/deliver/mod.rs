@@ -6,6 +6,7 @@
 pub mod offsets;
 pub mod order;
 pub mod processor;
+pub mod redrive;
 pub mod retry;
 pub mod retry_worker;
 pub mod route;

@@ -269,8 +269,10 @@ async fn give_up(router: &Router, task: DeliveryTask, reason: String) {
         call: None,
     };
     let settled = settle(delivery, result, &router.policy, Utc::now(), 0.5);
-    futures::join!(
-        router.writer.history(&settled.record),
-        router.writer.dead_delivery(&settled.record)
-    );
+    let dead = async {
+        if let Some(task) = &settled.dead_letter {
+            router.writer.dead_delivery(&settled.record, task).await;
+        }
+    };
+    futures::join!(router.writer.history(&settled.record), dead);
 }

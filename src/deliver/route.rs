@@ -194,8 +194,8 @@ impl Router {
             }
         };
         let dead = async {
-            if settled.dead_letter {
-                self.writer.dead_delivery(record).await;
+            if let Some(task) = &settled.dead_letter {
+                self.writer.dead_delivery(record, task).await;
             }
         };
         futures::join!(self.writer.history(record), retry, dead);

@@ -68,8 +68,9 @@ pub struct Settled {
     pub record: DeliveryRecord,
     /// The task and the topic of its tier.
     pub retry: Option<(String, DeliveryTask)>,
-    /// Whether the record also goes to the dead-letter topic.
-    pub dead_letter: bool,
+    /// For a delivery that failed for good: the task that would attempt it again, written to
+    /// the dead-letter topic with the record so `herald redrive` can re-enqueue it.
+    pub dead_letter: Option<DeliveryTask>,
 }
 
 /// Settles `delivery` after `result`. `draw` is a uniform number in [0, 1) for the jitter.
@@ -84,7 +85,23 @@ pub fn settle(
         push_attempt(&mut delivery.attempts, call);
     }
     let reason = result.outcome.reason();
-    let (status, retry, dead_letter, reason) = match &result.outcome {
+    let task = |retries: u32, tier: usize, due_at: DateTime<Utc>, last_error: Option<String>| {
+        DeliveryTask {
+            delivery_id: delivery.delivery_id.clone(),
+            envelope: delivery.envelope.clone(),
+            rule_id: delivery.rule_id.clone(),
+            connection_id: delivery.connection_id.clone(),
+            request: delivery.request.clone(),
+            attempt: delivery.attempt + 1,
+            retries,
+            tier: tier as u32,
+            due_at,
+            first_attempt_at: Some(delivery.first_attempt_at),
+            last_error,
+            attempts: delivery.attempts.clone(),
+        }
+    };
+    let (status, retry, dead, reason) = match &result.outcome {
         Outcome::Delivered => (DeliveryStatus::Delivered, None, false, None),
         Outcome::Permanent { .. } => (DeliveryStatus::Failed, None, true, reason),
         Outcome::ConnectionBroken { reason } => (
@@ -106,20 +123,7 @@ pub fn settle(
                     due_at,
                     retries,
                 } => {
-                    let task = DeliveryTask {
-                        delivery_id: delivery.delivery_id.clone(),
-                        envelope: delivery.envelope.clone(),
-                        rule_id: delivery.rule_id.clone(),
-                        connection_id: delivery.connection_id.clone(),
-                        request: delivery.request.clone(),
-                        attempt: delivery.attempt + 1,
-                        retries,
-                        tier: tier as u32,
-                        due_at,
-                        first_attempt_at: Some(delivery.first_attempt_at),
-                        last_error: reason.clone(),
-                        attempts: delivery.attempts.clone(),
-                    };
+                    let task = task(retries, tier, due_at, reason.clone());
                     let topic = policy.tiers[tier].topic.clone();
                     (DeliveryStatus::Retrying, Some((topic, task)), false, reason)
                 }
@@ -127,6 +131,8 @@ pub fn settle(
             }
         }
     };
+    // A redriven delivery starts the tiers afresh, due at once.
+    let dead_letter = dead.then(|| task(0, 0, now, reason.clone()));
     let next_attempt_at = retry.as_ref().map(|(_, t)| t.due_at);
     let record = DeliveryRecord {
         delivery_id: delivery.delivery_id,
@@ -247,7 +253,7 @@ mod tests {
             let s = settle(delivery(retries), call(&outcome), &policy, now, 0.5);
             assert_eq!(s.record.status, status, "{outcome:?}");
             assert_eq!(s.retry.is_some(), retried, "{outcome:?}");
-            assert_eq!(s.dead_letter, dead_letter, "{outcome:?}");
+            assert_eq!(s.dead_letter.is_some(), dead_letter, "{outcome:?}");
             assert_eq!(s.record.attempts.len(), 1);
             assert_eq!(s.record.next_attempt_at.is_some(), retried);
         }

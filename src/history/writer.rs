@@ -20,6 +20,19 @@ pub struct OutcomeWriter {
     dlq_records: prometheus::IntCounterVec,
 }
 
+/// The value of a dead-letter record for a delivery: what happened, and how to try again.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DeadDelivery {
+    pub record: DeliveryRecord,
+    pub task: DeliveryTask,
+}
+
+#[derive(serde::Serialize)]
+struct DeadDeliveryRef<'a> {
+    record: &'a DeliveryRecord,
+    task: &'a DeliveryTask,
+}
+
 /// Why an input record went to the dead-letter topic, and where it came from.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
@@ -74,10 +87,12 @@ impl OutcomeWriter {
         .await;
     }
 
-    /// Writes a delivery that failed for good (its final history record, with every attempt)
-    /// to the dead-letter topic; returns once Kafka acknowledged it.
-    pub async fn dead_delivery(&self, record: &DeliveryRecord) {
-        let value = serde_json::to_vec(record).expect("history records serialise");
+    /// Writes a delivery that failed for good to the dead-letter topic: its final history record
+    /// (every attempt) and the task that re-attempts it (see [`DeadDelivery`]); returns once
+    /// Kafka acknowledged it.
+    pub async fn dead_delivery(&self, record: &DeliveryRecord, task: &DeliveryTask) {
+        let value = serde_json::to_vec(&DeadDeliveryRef { record, task })
+            .expect("dead deliveries serialise");
         let kind = match record.status {
             crate::records::DeliveryStatus::Failed => "failed_delivery",
             _ => "dead_delivery",

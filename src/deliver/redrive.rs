@@ -1,0 +1,141 @@
+//! Redrive: after the operator fixed a connection, re-enqueue a workspace's failed and dead
+//! deliveries for an immediate attempt. The dead-letter topic holds, for each such delivery,
+//! its final record and the task that re-attempts it; redrive puts that task in the first
+//! retry tier, due now, and records the delivery as `retrying`. The retry consumer attempts it
+//! with the workspace's current configuration, and history shows the new attempts.
+//!
+//! Only deliveries whose latest history state is still `failed` or `dead` (and in the
+//! requested statuses) are redriven, so running it twice does not send twice.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rdkafka::Message;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+
+use super::retry::RetryPolicy;
+use crate::history::OutcomeWriter;
+use crate::history::reader::{self, HistoryQuery};
+use crate::history::writer::DeadDelivery;
+use crate::kafka;
+use crate::records::{DeliveryRecord, DeliveryStatus};
+use crate::settings::Settings;
+
+/// Which deliveries to redrive.
+#[derive(Debug, Clone)]
+pub struct RedriveFilter {
+    pub workspace_id: String,
+    pub connection_id: Option<String>,
+    pub rule_id: Option<String>,
+    /// Only deliveries that failed at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub statuses: Vec<DeliveryStatus>,
+}
+
+/// Finds the deliveries `filter` selects and, unless `dry_run`, re-enqueues them. Returns the
+/// selected deliveries' final records.
+pub async fn redrive(
+    settings: &Settings,
+    filter: &RedriveFilter,
+    dry_run: bool,
+) -> Result<Vec<DeliveryRecord>, RedriveError> {
+    let (dead, current) = {
+        let settings = settings.clone();
+        let filter = filter.clone();
+        tokio::task::spawn_blocking(move || read_candidates(&settings, &filter)).await??
+    };
+    let mut selected: Vec<DeadDelivery> = dead
+        .into_values()
+        .filter(|d| {
+            let r = &d.record;
+            current
+                .get(&r.delivery_id)
+                .is_some_and(|s| filter.statuses.contains(s))
+                && filter
+                    .connection_id
+                    .as_ref()
+                    .is_none_or(|c| r.connection_id.as_ref() == Some(c))
+                && filter
+                    .rule_id
+                    .as_ref()
+                    .is_none_or(|id| r.rule_id.as_ref() == Some(id))
+                && filter.since.is_none_or(|since| r.updated_at >= since)
+        })
+        .collect();
+    selected.sort_by_key(|d| d.record.updated_at);
+    if dry_run || selected.is_empty() {
+        return Ok(selected.into_iter().map(|d| d.record).collect());
+    }
+    let policy = RetryPolicy::from_settings(settings);
+    let first = &policy.tiers[0].topic;
+    let producer: FutureProducer = kafka::producer_config(settings).create()?;
+    // The CLI serves no metrics; the writer's counter goes nowhere.
+    let writer = OutcomeWriter::new(
+        producer,
+        &settings.topics.deliveries,
+        &settings.topics.dlq,
+        crate::telemetry::Metrics::new().dlq_records,
+    );
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for DeadDelivery { record, mut task } in selected {
+        task.due_at = now;
+        task.tier = 0;
+        let mut retrying = record.clone();
+        retrying.status = DeliveryStatus::Retrying;
+        retrying.reason = Some(format!(
+            "redriven by the operator; was {}: {}",
+            record.status,
+            record.reason.as_deref().unwrap_or("")
+        ));
+        retrying.next_attempt_at = Some(now);
+        retrying.updated_at = now;
+        // The history first, so a second redrive run no longer selects it.
+        writer.history(&retrying).await;
+        writer.retry_task(first, &task).await;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+type Candidates = (
+    HashMap<String, DeadDelivery>,
+    HashMap<String, DeliveryStatus>,
+);
+
+fn read_candidates(settings: &Settings, filter: &RedriveFilter) -> Result<Candidates, KafkaError> {
+    let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    let mut dead = HashMap::new();
+    kafka::read_to_end(&consumer, &settings.topics.dlq, |m| {
+        if m.key() != Some(filter.workspace_id.as_bytes()) {
+            return;
+        }
+        if let Some(d) = m
+            .payload()
+            .and_then(|v| serde_json::from_slice::<DeadDelivery>(v).ok())
+        {
+            dead.insert(d.record.delivery_id.clone(), d);
+        }
+    })?;
+    let query = HistoryQuery {
+        workspace_id: filter.workspace_id.clone(),
+        event_id: None,
+    };
+    let (records, _) = reader::read(settings, &query)?;
+    let current = records
+        .into_iter()
+        .map(|r| (r.delivery_id, r.status))
+        .collect();
+    Ok((dead, current))
+}
+
+/// Why a redrive could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("reading the dead-letter topic failed: {0}")]
+    Reader(#[from] tokio::task::JoinError),
+}
