@@ -192,6 +192,8 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     );
     wait_http_ok(&format!("http://127.0.0.1:{http_port}/readyz")).await;
 
+    let before_emits = (chrono::Utc::now() - chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let seed = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
     env.run(&[
         "emit",
@@ -289,6 +291,23 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     assert_eq!(hooks.len(), 2);
     assert!(hooks.iter().all(|h| h["signature_valid"] == true));
 
+    let replay = |execute: bool| {
+        let mut c = env.herald();
+        c.args([
+            "replay",
+            "--brokers",
+            &brokers,
+            "--group",
+            "herald-e2e",
+            "--to-datetime",
+            &before_emits,
+        ]);
+        if execute {
+            c.arg("--execute");
+        }
+        c.output().unwrap()
+    };
+
     // SIGTERM: the processor drains, commits and exits 0.
     let pid = run.0.id().to_string();
     assert!(
@@ -310,4 +329,38 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "herald run exited with {status}");
+
+    // With the group stopped: the plan, then the reset, through the broker's offsets-for-times
+    // or the timestamp search when its answer does not check out.
+    let deadline = Instant::now() + PATIENCE;
+    let plan = loop {
+        let out = replay(false);
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        // The broker may still list the member that just left.
+        assert!(
+            Instant::now() < deadline,
+            "replay plan failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("replay plan on tansu:\n{plan}");
+    assert!(
+        plan.contains("dry run: 2 events would be read again"),
+        "{plan}"
+    );
+    let executed = replay(true);
+    assert!(
+        executed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&executed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&executed.stdout).contains("2 events will be read again"));
+    let again = String::from_utf8(replay(false).stdout).unwrap();
+    assert!(
+        again.contains("dry run: 0 events would be read again"),
+        "offsets moved: {again}"
+    );
 }

@@ -5,6 +5,7 @@ mod dev;
 mod emit;
 mod history;
 mod redrive;
+mod replay;
 mod run;
 mod sandbox;
 mod topics;
@@ -48,6 +49,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Re-enqueue a workspace's failed and dead deliveries for an immediate attempt.
     Redrive(redrive::RedriveArgs),
+    /// Replay by consumer-group offset reset to a time (dry run unless --execute).
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +121,17 @@ pub fn main() -> ExitCode {
         Command::History(args) => {
             args.kafka.apply(&mut settings);
             history::show(&settings, &args)
+        }
+        Command::Replay(args) => {
+            args.kafka.apply(&mut settings);
+            match replay::run(&settings, &args) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(replay::Refused(why))) => {
+                    eprintln!("error: {why}; nothing was changed");
+                    return ExitCode::from(2);
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Redrive(args) => {
             args.kafka.apply(&mut settings);

@@ -7,6 +7,7 @@ pub mod offsets;
 pub mod order;
 pub mod processor;
 pub mod redrive;
+pub mod replay;
 pub mod retry;
 pub mod retry_worker;
 pub mod route;
