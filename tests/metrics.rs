@@ -37,6 +37,7 @@ async fn metrics_cover_the_catalog_after_a_scenario() {
         body: String::new(),
         retry_after: Some("1".into()),
         delay_ms: 0,
+        rate: None,
     });
     let running = h.start();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -28,6 +28,7 @@ fn fault(path: &str, count: u32, status: u16, retry_after: Option<&str>) -> Faul
         body: format!("simulated {status}"),
         retry_after: retry_after.map(String::from),
         delay_ms: 0,
+        rate: None,
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
-//! path starts with `path` answer that way (in the order faults were added);
+//! path starts with `path` answer that way (in the order faults were added); with
+//! `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
 //! `DELETE /_sandbox/faults` clears them.
 
 pub mod slack;
@@ -65,6 +66,10 @@ pub struct Fault {
     pub retry_after: Option<String>,
     #[serde(default)]
     pub delay_ms: u64,
+    /// When set, each matching request fails with this probability (and `count` bounds how
+    /// many may fail); otherwise the next `count` matching requests all fail.
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 /// The simulators' shared state.
@@ -116,10 +121,22 @@ impl Sandbox {
             .push_back(fault);
     }
 
-    /// Takes one use of the first fault matching `path`.
+    /// Takes one use of a fault matching `path`: the first counted fault, else one of the
+    /// probabilistic ones, chosen by a single draw so their rates add up.
     fn take_fault(&self, path: &str) -> Option<Fault> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let i = faults.iter().position(|f| path.starts_with(&f.path))?;
+        let matching = |f: &Fault| path.starts_with(&f.path);
+        let i = match faults.iter().position(|f| matching(f) && f.rate.is_none()) {
+            Some(i) => i,
+            None => {
+                let draw = fastrand::f64();
+                let mut cumulative = 0.0;
+                faults.iter().position(|f| {
+                    cumulative += f.rate.filter(|_| matching(f)).unwrap_or(0.0);
+                    matching(f) && draw < cumulative
+                })?
+            }
+        };
         let fault = faults[i].clone();
         if faults[i].count <= 1 {
             faults.remove(i);

@@ -34,6 +34,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
+        Self::new_with(|_| {}).await
+    }
+
+    /// A harness whose settings `adjust` changes before the topics are created.
+    pub async fn new_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let mock = MockCluster::new(1).expect("mock cluster");
         let mut settings = Settings::defaults();
         settings.kafka.brokers = mock.bootstrap_servers();
@@ -46,6 +51,7 @@ impl Harness {
         settings.processor.skip_summary_interval_ms = 100;
         settings.retry.tiers = ["200ms", "400ms", "800ms"].map(String::from).to_vec();
         settings.retry.group_id = format!("{}-retry", settings.kafka.group_id);
+        adjust(&mut settings);
         for t in topic_plan(&settings) {
             mock.create_topic(&t.name, t.partitions, 1).expect("topic");
         }

@@ -1,0 +1,214 @@
+//! Fault tests: many deliveries through flaky destinations, and the broker going down
+//! mid-stream. Nothing may be lost, and no offset may be committed past an unfinished event.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Harness, WEBHOOK_SECRET};
+use herald::records::DeliveryStatus;
+use herald::sandbox::Fault;
+use serde_json::json;
+
+fn workspaces(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("ws{i}.yaml"),
+                format!(
+                    r#"
+workspace: ws_{i}
+connections:
+  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/flaky/{i}", timeout_ms: 500, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: r, event: e, connection: hook, action: post }}
+"#
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thirty_percent_transient_failure_rate_over_1000_deliveries_ends_all_delivered() {
+    const EVENTS: usize = 1000;
+    const WORKSPACES: usize = 10;
+    // Eight short tiers: a delivery dies only after nine failed attempts (0.3^9, about 2 in
+    // 100,000), so "every one ends delivered" holds; rate limits do not use a tier.
+    let h = Harness::new_with(|s| {
+        s.retry.tiers = [
+            "100ms", "200ms", "300ms", "400ms", "500ms", "600ms", "700ms", "800ms",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    let files = workspaces(WORKSPACES);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    h.apply(&files).await;
+    // 30% of requests fail: 503s, 429s with Retry-After, and answers slower than the 500 ms
+    // timeout.
+    for (status, rate, retry_after, delay_ms) in [
+        (503, 0.15, None, 0),
+        (429, 0.10, Some("1"), 0),
+        (200, 0.05, None, 1500),
+    ] {
+        h.sandbox.inject(Fault {
+            path: "/webhook/flaky".into(),
+            count: u32::MAX,
+            status,
+            body: "simulated".into(),
+            retry_after: retry_after.map(String::from),
+            delay_ms,
+            rate: Some(rate),
+        });
+    }
+    let running = h.start();
+    for i in 0..EVENTS {
+        h.emit(
+            &format!("ws_{}", i % WORKSPACES),
+            "e",
+            &format!("evt_{i}"),
+            None,
+            json!({"n": i}),
+        )
+        .await;
+    }
+    let mut all = Vec::new();
+    for w in 0..WORKSPACES {
+        let ws = format!("ws_{w}");
+        let history = h
+            .wait_for_history(&ws, "every delivery delivered", |r| {
+                r.len() == EVENTS / WORKSPACES
+                    && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+            })
+            .await;
+        all.extend(history);
+    }
+    assert_eq!(all.len(), EVENTS);
+    let mut distribution: BTreeMap<usize, usize> = BTreeMap::new();
+    for d in &all {
+        *distribution.entry(d.attempts.len()).or_default() += 1;
+    }
+    let outcomes: BTreeMap<String, usize> =
+        all.iter()
+            .flat_map(|d| &d.attempts)
+            .fold(BTreeMap::new(), |mut m, a| {
+                *m.entry(a.outcome.clone()).or_default() += 1;
+                m
+            });
+    println!("attempts per delivery (attempts: deliveries): {distribution:?}");
+    println!("attempt outcomes: {outcomes:?}");
+    // The sandbox abandons a slow answer when the client times out, so it records no work for
+    // it; a real receiver might have done the work and would then see the webhook-id twice.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in h.requests("webhook").iter().filter(|r| r.status == 200) {
+        *seen
+            .entry(r.headers["webhook-id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(seen.len(), EVENTS, "the receiver accepted every delivery");
+    println!(
+        "receiver accepted {} deliveries, {duplicates} duplicate(s)",
+        seen.len()
+    );
+    assert!(
+        distribution.keys().any(|&a| a > 1),
+        "faults were injected and retried"
+    );
+    assert!(
+        outcomes.contains_key("rate_limited") && outcomes.contains_key("retry"),
+        "{outcomes:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_down_for_seconds_mid_stream_loses_nothing() {
+    const EVENTS: usize = 200;
+    let h = Harness::new().await;
+    let files = workspaces(4);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    h.apply(&files).await;
+    let running = h.start();
+    for i in 0..EVENTS / 2 {
+        h.emit(
+            &format!("ws_{}", i % 4),
+            "e",
+            &format!("evt_{i}"),
+            None,
+            json!({}),
+        )
+        .await;
+    }
+    // Down while the first half is being processed, for several seconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.mock.broker_up(1).unwrap();
+    for i in EVENTS / 2..EVENTS {
+        h.emit(
+            &format!("ws_{}", i % 4),
+            "e",
+            &format!("evt_{i}"),
+            None,
+            json!({}),
+        )
+        .await;
+    }
+    let mut delivered = 0;
+    for w in 0..4 {
+        let history = h
+            .wait_for_history(&format!("ws_{w}"), "every event delivered", |r| {
+                r.len() == EVENTS / 4 && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+            })
+            .await;
+        delivered += history.len();
+    }
+    assert_eq!(delivered, EVENTS);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_through_every_tier_then_dead() {
+    let h = Harness::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = format!(
+        r#"
+workspace: ws_gone
+connections:
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:{port}/nothing-listens", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: r, event: e, connection: hook, action: post }}
+"#
+    );
+    h.apply(&[("ws.yaml", &file)]).await;
+    let running = h.start();
+    h.emit("ws_gone", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history("ws_gone", "dead", |r| {
+            r.len() == 1 && r[0].status == DeliveryStatus::Dead
+        })
+        .await;
+    assert_eq!(history[0].attempts.len(), 4);
+    assert!(
+        history[0].attempts.iter().all(|a| a
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("could not connect"))
+    );
+    running.stop().await;
+}
