@@ -65,7 +65,7 @@ impl App {
             policy: RetryPolicy::from_settings(&settings),
         });
         Ok(Self {
-            health: Arc::new(Health::new(table)),
+            health: Arc::new(Health::new(table, router.writer.health())),
             metrics,
             router,
             settings,

@@ -211,14 +211,17 @@ pub struct Health {
     pub table: Arc<WorkspaceTable>,
     /// Set once the processor's consumer subscribed (it may still wait for an assignment).
     pub consuming: AtomicBool,
+    /// False while outcomes fail to be acknowledged by Kafka.
+    pub producer: Arc<AtomicBool>,
 }
 
 impl Health {
-    /// Health over `table`.
-    pub fn new(table: Arc<WorkspaceTable>) -> Self {
+    /// Health over `table` and the outcome producer's flag.
+    pub fn new(table: Arc<WorkspaceTable>, producer: Arc<AtomicBool>) -> Self {
         Self {
             table,
             consuming: AtomicBool::new(false),
+            producer,
         }
     }
 
@@ -230,6 +233,27 @@ impl Health {
         if !self.consuming.load(Ordering::Relaxed) {
             return Err("consumer not subscribed yet");
         }
+        if !self.producer.load(Ordering::Relaxed) {
+            return Err("producer failing: outcomes are not being acknowledged by Kafka");
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_with_table_consumer_and_producer() {
+        let producer = Arc::new(AtomicBool::new(true));
+        let health = Health::new(Arc::new(WorkspaceTable::default()), producer.clone());
+        assert!(health.ready().unwrap_err().contains("workspace table"));
+        health.table.mark_ready();
+        assert!(health.ready().unwrap_err().contains("consumer"));
+        health.consuming.store(true, Ordering::Relaxed);
+        assert_eq!(health.ready(), Ok(()));
+        producer.store(false, Ordering::Relaxed);
+        assert!(health.ready().unwrap_err().contains("producer"));
     }
 }

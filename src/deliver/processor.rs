@@ -82,10 +82,7 @@ impl ConsumerContext for ProcessorContext {
             // Commit what finished before the partitions move; after an involuntary loss the
             // group has moved on and a commit would be refused anyway.
             if !consumer.assignment_lost() {
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                    Err(e) => tracing::warn!(error = %e, "commit on revocation failed"),
-                }
+                commit_stored(consumer, "commit on revocation failed");
             }
             for e in tpl.elements() {
                 self.tracker.revoke(e.topic(), e.partition());
@@ -201,28 +198,12 @@ pub async fn run(
 
     health.consuming.store(false, Ordering::Relaxed);
     flusher.abort();
-    if let Ok(assigned) = consumer.assignment() {
-        // Stop fetching; what is in flight may still finish.
-        let _ = consumer.pause(&assigned);
-    }
+    tracing::info!(
+        in_flight = shared.tracker.in_flight(),
+        "shutting down: waiting for in-flight events"
+    );
     let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
-    let in_flight = shared.tracker.in_flight();
-    tracing::info!(in_flight, "shutting down: waiting for in-flight events");
-    let drained = tokio::time::timeout(timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            unfinished = tasks.len(),
-            "shutdown timeout reached; unfinished events stay uncommitted and will be redelivered"
-        );
-        tasks.shutdown().await;
-    }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final commit failed"),
-    }
+    drain_and_commit(&mut tasks, &*consumer, timeout).await;
     tracing::info!("processor stopped");
     Ok(())
 }
@@ -275,6 +256,39 @@ async fn process(
     }
     store_finished(&shared.tracker, &claim, &*shared.consumer);
     router.metrics.in_flight.dec();
+}
+
+/// Commits the stored offsets now; having none stored is not an error.
+fn commit_stored<C: ConsumerContext, K: Consumer<C>>(consumer: &K, failure: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "{failure}"),
+    }
+}
+
+/// The end of a consumer loop: stop fetching, let in-flight work finish for up to `timeout`,
+/// abandon the rest (its offsets stay uncommitted and it is read again by the next owner), and
+/// commit what finished.
+pub async fn drain_and_commit<C: Consumer<ProcessorContext>>(
+    tasks: &mut JoinSet<()>,
+    consumer: &C,
+    timeout: Duration,
+) {
+    if let Ok(assigned) = consumer.assignment() {
+        let _ = consumer.pause(&assigned);
+    }
+    let drained = tokio::time::timeout(timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            unfinished = tasks.len(),
+            "shutdown timeout reached; unfinished work stays uncommitted and will be read again"
+        );
+        tasks.shutdown().await;
+    }
+    commit_stored(consumer, "final commit failed");
 }
 
 /// Marks `claim` finished and stores the partition's new position when it moved.

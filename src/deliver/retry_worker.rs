@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, TopicPartitionList};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -24,7 +23,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
-use super::processor::{LagGauges, ProcessorContext, ProcessorError, stopped, store_finished};
+use super::processor::{
+    LagGauges, ProcessorContext, ProcessorError, drain_and_commit, stopped, store_finished,
+};
 use super::route::Router;
 use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::Outcome;
@@ -150,22 +151,7 @@ pub async fn run(
     }
 
     let timeout = std::time::Duration::from_millis(settings.processor.shutdown_timeout_ms);
-    if tokio::time::timeout(timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            unfinished = tasks.len(),
-            "retry attempts left uncommitted at shutdown"
-        );
-        tasks.shutdown().await;
-    }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final retry commit failed"),
-    }
+    drain_and_commit(&mut tasks, &*consumer, timeout).await;
     Ok(())
 }
 

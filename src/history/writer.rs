@@ -2,6 +2,8 @@
 //! that fails is produced again until Kafka acknowledges it. The caller stores the event's
 //! offset only after every outcome of the event came back acknowledged.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -18,6 +20,8 @@ pub struct OutcomeWriter {
     dlq_topic: String,
     /// `herald_dlq_records_total{kind}`.
     dlq_records: prometheus::IntCounterVec,
+    /// False while produces fail (until the next one is acknowledged); `/readyz` reads it.
+    healthy: Arc<AtomicBool>,
 }
 
 /// The value of a dead-letter record for a delivery: what happened, and how to try again.
@@ -57,7 +61,13 @@ impl OutcomeWriter {
             deliveries_topic: deliveries_topic.to_owned(),
             dlq_topic: dlq_topic.to_owned(),
             dlq_records,
+            healthy: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The flag that says whether produces are being acknowledged.
+    pub fn health(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
     }
 
     /// Writes the latest state of a delivery; returns once Kafka acknowledged it.
@@ -169,8 +179,12 @@ impl OutcomeWriter {
                 record = record.headers(h);
             }
             match self.producer.send(record, Timeout::Never).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return;
+                }
                 Err((e, _)) => {
+                    self.healthy.store(false, Ordering::Relaxed);
                     tracing::warn!(topic, error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "outcome not acknowledged by Kafka; producing it again");
                     tokio::time::sleep(backoff).await;
