@@ -156,7 +156,15 @@ fn follow(
     if ends.is_empty() {
         table.mark_ready();
     }
+    let started = std::time::Instant::now();
+    let mut reported = started;
     while !stop.load(Ordering::Relaxed) {
+        // Say what the start-up is waiting for, so a processor that stays unready is explainable.
+        if !table.is_ready() && reported.elapsed() >= Duration::from_secs(10) {
+            reported = std::time::Instant::now();
+            tracing::warn!(topic, waiting_secs = started.elapsed().as_secs(), remaining = ?ends,
+                "still reading the workspace topic to its end (partition: end offset)");
+        }
         match consumer.poll(poll) {
             None => {}
             Some(Err(e)) => tracing::warn!(topic, error = %e, "workspace topic read failed"),
