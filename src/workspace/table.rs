@@ -152,8 +152,11 @@ fn follow(
             }
         }
     };
-    ends.retain(|_, end| *end > 0);
     if ends.is_empty() {
+        tracing::info!(
+            workspaces = 0,
+            "workspace table loaded (the topic is empty)"
+        );
         table.mark_ready();
     }
     let started = std::time::Instant::now();
@@ -201,6 +204,7 @@ fn follow(
                     Some(Offset::Offset(pos)) if pos >= *end)
             });
             if ends.is_empty() {
+                tracing::info!(workspaces = table.len(), "workspace table loaded");
                 table.mark_ready();
             }
         }
