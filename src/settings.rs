@@ -298,6 +298,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    /// A configuration file holding `text`, in a directory that lives as long as the guard.
+    fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -315,13 +323,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_file_and_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
-            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"g\"\n",
-        )
-        .unwrap();
+        let (_dir, file) = config_file("[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"g\"\n");
         let s = Settings::load_from(
             Some(&file),
             env(&[
@@ -337,9 +339,7 @@ mod tests {
 
     #[test]
     fn unknown_key_in_file_is_rejected_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(&file, "[processor]\nmax_inflight = 3\n").unwrap();
+        let (_dir, file) = config_file("[processor]\nmax_inflight = 3\n");
         let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_inflight"), "{err}");
     }
@@ -372,13 +372,9 @@ mod tests {
 
     #[test]
     fn client_properties_may_reference_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(
-            &file,
+        let (_dir, file) = config_file(
             "[kafka.client]\n\"sasl.password\" = \"${env:HERALD_TEST_SURELY_UNSET_PW}\"\n",
-        )
-        .unwrap();
+        );
         let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
         let text = err.to_string();
         assert!(
@@ -394,9 +390,7 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("0s").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("herald.toml");
-        std::fs::write(&file, "[retry]\ntiers = [\"1m\", \"5s\"]\n").unwrap();
+        let (_dir, file) = config_file("[retry]\ntiers = [\"1m\", \"5s\"]\n");
         let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
         assert!(err.to_string().contains("retry.tiers"), "{err}");
     }

@@ -10,9 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 
-use crate::records::{DeliveryRecord, DeliveryStatus, EventEnvelope};
+use crate::records::{DeliveryRecord, DeliveryStatus, EventEnvelope, stable_id};
 
 /// Why an event produced no delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,14 +131,7 @@ impl SkipSummaries {
 }
 
 fn summary_id(workspace: &str, event: &str, reason: SkipReason) -> String {
-    let mut h = Sha256::new();
-    for part in [workspace, event, reason.code()] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    let digest = h.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sk_{hex}")
+    stable_id("sk_", &[workspace, event, reason.code()])
 }
 
 #[cfg(test)]

@@ -151,14 +151,20 @@ pub struct DeliveryRecord {
 /// the same event maps to the same id. The workspace is part of the hash because event ids are
 /// chosen by producers and rule ids by workspace owners; neither is unique across workspaces.
 pub fn delivery_id(workspace_id: &str, event_id: &str, rule_id: &str) -> String {
+    stable_id("dl_", &[workspace_id, event_id, rule_id])
+}
+
+/// `prefix` followed by the first 16 bytes, in hex, of a SHA-256 over `parts`. Each part is
+/// length-prefixed, so ("a", "bc") and ("ab", "c") give different ids.
+pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [workspace_id, event_id, rule_id] {
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
     let digest = h.finalize();
-    let mut id = String::with_capacity(35);
-    id.push_str("dl_");
+    let mut id = String::with_capacity(prefix.len() + 32);
+    id.push_str(prefix);
     for b in &digest[..16] {
         id.push_str(&format!("{b:02x}"));
     }
