@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::deliver::dedupe::Dedupe;
 use crate::deliver::processor::{self, ProcessorError};
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::retry_worker;
@@ -51,19 +53,29 @@ impl App {
         let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
         let producer: FutureProducer = kafka::producer_config(&settings).create()?;
         let metrics = Metrics::new();
+        let mut writer = OutcomeWriter::new(
+            producer,
+            &settings.topics.deliveries,
+            &settings.topics.dlq,
+            metrics.dlq_records.clone(),
+        );
+        let dedupe = Dedupe::start(&settings)?;
+        if dedupe.is_some() {
+            let reader: BaseConsumer = kafka::reader_config(&settings).create()?;
+            writer = writer.co_partitioned(kafka::partition_count(
+                &reader,
+                &settings.topics.deliveries,
+            )?);
+        }
         let router = Arc::new(Router {
             table: table.clone(),
-            writer: OutcomeWriter::new(
-                producer,
-                &settings.topics.deliveries,
-                &settings.topics.dlq,
-                metrics.dlq_records.clone(),
-            ),
+            writer,
             skips: SkipSummaries::new(Duration::from_millis(
                 settings.processor.skip_summary_interval_ms,
             )),
             metrics: metrics.clone(),
             policy: RetryPolicy::from_settings(&settings),
+            dedupe,
         });
         Ok(Self {
             health: Arc::new(Health::new(table, router.writer.health())),
@@ -99,6 +111,9 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.loader_stop.store(true, Ordering::Relaxed);
+        if let Some(dedupe) = &self.router.dedupe {
+            dedupe.stop();
+        }
         if let Some(handle) = self.loader.take() {
             let _ = handle.join();
         }

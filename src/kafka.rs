@@ -91,6 +91,25 @@ pub fn reader_config(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// The number of partitions of `topic`.
+pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))?;
+    if let Some(err) = t.error() {
+        return Err(KafkaError::MetadataFetch(err.into()));
+    }
+    match t.partitions().len() {
+        0 => Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        )),
+        n => Ok(n as i32),
+    }
+}
+
 /// One topic Herald needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -197,28 +216,14 @@ pub fn assign_from_beginning(
     consumer: &BaseConsumer,
     topic: &str,
 ) -> Result<HashMap<i32, i64>, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))?;
-    if let Some(err) = t.error() {
-        return Err(KafkaError::MetadataFetch(err.into()));
-    }
-    if t.partitions().is_empty() {
-        return Err(KafkaError::MetadataFetch(
-            RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in t.partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), METADATA_TIMEOUT)?;
+    for p in 0..partition_count(consumer, topic)? {
+        let (low, high) = consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT)?;
         if high > low {
-            ends.insert(p.id(), high);
+            ends.insert(p, high);
         }
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     Ok(ends)

@@ -64,6 +64,8 @@ pub struct ProcessorSettings {
     pub max_event_bytes: usize,
     pub skip_summary_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
+    pub dedupe_window_ms: u64,
+    pub dedupe_max_entries: usize,
 }
 
 /// Retry tiers.

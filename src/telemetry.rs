@@ -74,7 +74,7 @@ impl Metrics {
         let deliveries = IntCounterVec::new(
             Opts::new(
                 "herald_deliveries_total",
-                "Delivery attempts, by destination type, action and outcome.",
+                "Delivery attempts, by destination type, action and outcome (already_delivered: skipped by dedupe).",
             ),
             &["destination", "action", "outcome"],
         )

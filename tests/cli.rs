@@ -184,3 +184,66 @@ fn redrive_rejects_bad_statuses_and_times_with_exit_code_2() {
         assert!(stderr.contains(args[3]), "{stderr}");
     }
 }
+
+#[test]
+fn replay_refuses_bad_windows_and_mixed_modes_with_exit_code_2() {
+    // An inverted window: refused before any broker is contacted, nothing changed.
+    let out = herald()
+        .args([
+            "replay",
+            "--workspace",
+            "ws_a",
+            "--since",
+            "2026-03-21T14:00:00Z",
+        ])
+        .args([
+            "--until",
+            "2026-03-21T13:00:00Z",
+            "--brokers",
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--until (2026-03-21 13:00:00 UTC) must be after --since")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    for args in [
+        // The two modes cannot be mixed; each needs its time.
+        vec![
+            "replay",
+            "--group",
+            "g",
+            "--to-datetime",
+            "2026-03-21T14:00:00Z",
+            "--workspace",
+            "w",
+        ],
+        vec!["replay", "--workspace", "w"],
+        vec!["replay", "--group", "g"],
+        vec![
+            "replay",
+            "--workspace",
+            "w",
+            "--since",
+            "2026-03-21T14:00",
+            "--execute",
+        ],
+        vec!["replay", "--workspace", "w", "--since", "an hour ago"],
+        vec![
+            "replay",
+            "--workspace",
+            "w",
+            "--since",
+            "2026-03-21T14:00:00Z",
+            "--bogus",
+        ],
+    ] {
+        let out = herald().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}

@@ -30,6 +30,15 @@ rules:
         .collect()
 }
 
+async fn apply_workspaces(h: &Harness, n: usize) {
+    let files = workspaces(n);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    h.apply(&files).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_percent_transient_failure_rate_over_1000_deliveries_ends_all_delivered() {
     const EVENTS: usize = 1000;
@@ -44,12 +53,7 @@ async fn a_thirty_percent_transient_failure_rate_over_1000_deliveries_ends_all_d
         .to_vec();
     })
     .await;
-    let files = workspaces(WORKSPACES);
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    h.apply(&files).await;
+    apply_workspaces(&h, WORKSPACES).await;
     // 30% of requests fail: 503s, 429s with Retry-After, and answers slower than the 500 ms
     // timeout.
     for (status, rate, retry_after, delay_ms) in [
@@ -132,12 +136,7 @@ async fn a_thirty_percent_transient_failure_rate_over_1000_deliveries_ends_all_d
 async fn the_broker_down_for_seconds_mid_stream_loses_nothing() {
     const EVENTS: usize = 200;
     let h = Harness::new().await;
-    let files = workspaces(4);
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    h.apply(&files).await;
+    apply_workspaces(&h, 4).await;
     let running = h.start();
     for i in 0..EVENTS / 2 {
         h.emit(
@@ -211,4 +210,192 @@ rules:
             .starts_with("could not connect"))
     );
     running.stop().await;
+}
+
+/// Committed offsets of the processor's group on the events topic, summed.
+fn committed_events(h: &Harness) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group: BaseConsumer = herald::kafka::consumer_config(&h.settings)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..h.settings.topics.partitions {
+        tpl.add_partition(&h.settings.topics.events, p);
+    }
+    let committed = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_on_history_and_retry_topics_hold_the_commit_and_lose_nothing() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    const EVENTS: usize = 20;
+    let h = Harness::new().await;
+    // One event per workspace: a workspace's next event waits for the previous one's outcomes.
+    apply_workspaces(&h, EVENTS).await;
+    for i in 0..EVENTS {
+        h.emit(
+            &format!("ws_{i}"),
+            "e",
+            &format!("evt_{i}"),
+            None,
+            json!({}),
+        )
+        .await;
+    }
+    // A third of the first attempts fail, so retry tasks must be produced too.
+    h.sandbox.inject(Fault {
+        path: "/webhook/flaky".into(),
+        count: 7,
+        status: 503,
+        body: "unavailable".into(),
+        retry_after: None,
+        delay_ms: 0,
+        rate: None,
+    });
+    // From now on every produce request fails with a non-retriable error, which reaches the
+    // writer as a failed delivery report for each history record and retry task.
+    h.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 100_000],
+    );
+    let running = h.start();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while h.requests("webhook").len() < EVENTS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first attempts not made: {} requests, {} in flight",
+            h.requests("webhook").len(),
+            running.app.metrics.in_flight.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every first attempt was made, none of their outcomes is acknowledged: nothing may be
+    // committed, and the processor says it is not ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        committed_events(&h),
+        0,
+        "an offset was committed past unacknowledged outcomes"
+    );
+    assert!(
+        running.app.health.ready().is_err(),
+        "readiness must fail while outcomes are not acknowledged"
+    );
+
+    h.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let mut delivered = 0;
+    for w in 0..EVENTS {
+        let history = h
+            .wait_for_history(&format!("ws_{w}"), "every event delivered", |r| {
+                r.len() == 1 && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+            })
+            .await;
+        delivered += history.len();
+    }
+    assert_eq!(delivered, EVENTS);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while committed_events(&h) < EVENTS as i64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "offsets not committed after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+}
+
+fn slow_workspace(delay_ms: u64) -> String {
+    format!(
+        r#"
+workspace: ws_slow
+connections:
+  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/slow?delay_ms={delay_ms}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: r, event: e, connection: hook, action: post }}
+"#
+    )
+}
+
+async fn wait_in_flight(running: &common::Running, n: i64) {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while running.app.metrics.in_flight.get() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_deliveries_finish_and_commits_them() {
+    const EVENTS: usize = 6;
+    let h = Harness::new_with(|s| s.processor.shutdown_timeout_ms = 20_000).await;
+    h.apply(&[("slow.yaml", &slow_workspace(1500))]).await;
+    for i in 0..EVENTS {
+        h.emit("ws_slow", "e", &format!("evt_{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    // Events of one workspace run one after another: one delivery is in flight at a time.
+    wait_in_flight(&running, 1).await;
+    running.stop().await;
+    // What was in flight (fetched, 1.5 s per delivery) finished and was recorded and committed.
+    let history = h.history("ws_slow").await;
+    assert!(!history.is_empty(), "the in-flight delivery was abandoned");
+    assert!(
+        history
+            .iter()
+            .all(|r| r.status == DeliveryStatus::Delivered)
+    );
+    assert_eq!(
+        committed_events(&h),
+        history.len() as i64,
+        "finished events are committed"
+    );
+
+    // The rest is read by the next run, nothing twice.
+    let running = h.start();
+    h.wait_for_history("ws_slow", "all delivered", |r| {
+        r.len() == EVENTS && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        h.requests("webhook").len(),
+        EVENTS,
+        "no event delivered twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_past_its_timeout_leaves_unfinished_events_uncommitted() {
+    let h = Harness::new_with(|s| s.processor.shutdown_timeout_ms = 200).await;
+    h.apply(&[("slow.yaml", &slow_workspace(3000))]).await;
+    h.emit("ws_slow", "e", "evt_0", None, json!({})).await;
+    let running = h.start();
+    wait_in_flight(&running, 1).await;
+    running.stop().await;
+    assert_eq!(committed_events(&h), 0, "an unfinished event was committed");
+    assert!(h.history("ws_slow").await.is_empty());
+
+    // The next run delivers it (again, if the receiver got the abandoned attempt).
+    let running = h.start();
+    h.wait_for_history("ws_slow", "delivered after restart", |r| {
+        r.len() == 1 && r[0].status == DeliveryStatus::Delivered
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(committed_events(&h), 1);
 }

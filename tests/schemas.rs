@@ -96,6 +96,7 @@ fn delivery_task_round_trips() {
                 error: Some("HTTP 503".into()),
                 latency_ms: 40,
             }],
+            partition: Some(2),
         },
     );
 }

@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
         }
         Command::Replay(args) => {
             args.kafka.apply(&mut settings);
-            match replay::run(&settings, &args) {
+            match replay::run(&settings, &args, &runtime) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(replay::Refused(why))) => {
                     eprintln!("error: {why}; nothing was changed");

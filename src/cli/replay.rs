@@ -1,49 +1,150 @@
 //! `herald replay --group G --to-datetime T [--topic T] [--execute]`: replay by consumer-group
 //! offset reset. Without `--execute` it only prints the plan.
+//!
+//! `herald replay --workspace W --since T [--until T] [--rule R] [--force]`: targeted replay of
+//! one workspace's events, with no group offsets moved (see [`crate::deliver::targeted`]).
+
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::{ArgGroup, Args};
 use rdkafka::consumer::BaseConsumer;
 
 use super::KafkaArgs;
+use crate::app::App;
 use crate::deliver::replay::{self, ReplayError, Resolved};
+use crate::deliver::targeted::{self, Window};
 use crate::kafka;
 use crate::settings::Settings;
+use crate::workspace::interpolate::Vars;
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["group", "workspace"])))]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The consumer group whose offsets move (the processor's is `kafka.group_id`).
-    #[arg(long)]
-    group: String,
-    /// Re-read everything from this time on (RFC 3339, e.g. 2026-03-21T14:00:00Z).
-    #[arg(long, value_parser = super::redrive::parse_time)]
-    to_datetime: DateTime<Utc>,
-    /// The topic to rewind (default: `topics.events`).
-    #[arg(long)]
+    /// Offset reset: the consumer group whose offsets move (the processor's is `kafka.group_id`).
+    #[arg(long, requires = "to_datetime")]
+    group: Option<String>,
+    /// Offset reset: re-read everything from this time on (RFC 3339, e.g. 2026-03-21T14:00:00Z).
+    #[arg(long, value_parser = super::redrive::parse_time, requires = "group")]
+    to_datetime: Option<DateTime<Utc>>,
+    /// Offset reset: the topic to rewind (default: `topics.events`).
+    #[arg(long, requires = "group")]
     topic: Option<String>,
-    /// Commit the new offsets; without it, only print the plan.
-    #[arg(long)]
+    /// Offset reset: commit the new offsets; without it, only print the plan.
+    #[arg(long, requires = "group")]
     execute: bool,
+    /// Targeted: re-process only this workspace's events (no offsets move).
+    #[arg(long, requires = "since", conflicts_with = "group")]
+    workspace: Option<String>,
+    /// Targeted: events from this time (RFC 3339).
+    #[arg(long, value_parser = super::redrive::parse_time, requires = "workspace")]
+    since: Option<DateTime<Utc>>,
+    /// Targeted: events before this time (default: up to now).
+    #[arg(long, value_parser = super::redrive::parse_time, requires = "workspace")]
+    until: Option<DateTime<Utc>>,
+    /// Targeted: only this rule's deliveries.
+    #[arg(long, requires = "workspace")]
+    rule: Option<String>,
+    /// Targeted: deliver again what history says was delivered.
+    #[arg(long, requires = "workspace")]
+    force: bool,
 }
 
 /// Exit code 2 for a replay refused because the group is live (nothing was changed).
 pub struct Refused(pub String);
 
-pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<Result<(), Refused>> {
+pub fn run(
+    settings: &Settings,
+    args: &ReplayArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Result<(), Refused>> {
+    match (&args.group, &args.to_datetime, &args.workspace, &args.since) {
+        (Some(group), Some(time), _, _) => reset_offsets(settings, args, group, *time),
+        (_, _, Some(workspace), Some(since)) => {
+            let window = Window {
+                workspace_id: workspace.clone(),
+                since: *since,
+                until: args.until,
+                rule: args.rule.clone(),
+                force: args.force,
+            };
+            runtime.block_on(replay_workspace(settings.clone(), window))
+        }
+        // clap's `requires` rules make these unreachable.
+        _ => Ok(Err(Refused(
+            "give --group with --to-datetime, or --workspace with --since".into(),
+        ))),
+    }
+}
+
+async fn replay_workspace(
+    settings: Settings,
+    window: Window,
+) -> anyhow::Result<Result<(), Refused>> {
+    if let Err(e) = targeted::check(&window) {
+        return Ok(Err(Refused(e.to_string())));
+    }
+    let app =
+        App::start(settings.clone(), Vars::from_env()).context("cannot create Kafka clients")?;
+    tokio::time::timeout(Duration::from_secs(120), app.router.table.wait_ready())
+        .await
+        .context("the workspace topic was not read within 2 minutes")?;
+    if app.router.table.get(&window.workspace_id).is_none() {
+        anyhow::bail!(
+            "workspace `{}` is not configured (apply it first)",
+            window.workspace_id
+        );
+    }
+    let report = targeted::replay(&settings, &app.router, &window).await?;
+    let until = window
+        .until
+        .map_or_else(|| "now".to_owned(), |u| u.to_rfc3339());
+    println!(
+        "replayed {} event(s) of workspace {} from {} to {until} ({} record(s) scanned{})",
+        report.events,
+        window.workspace_id,
+        window.since.to_rfc3339(),
+        report.scanned,
+        if report.undecodable > 0 {
+            format!(", {} undecodable left in the DLQ", report.undecodable)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{} deliveries attempted and recorded; {} already delivered and not sent again{}",
+        report.routed.settled,
+        report.routed.already_delivered,
+        if report.routed.already_delivered > 0 {
+            " (--force sends them again)"
+        } else {
+            ""
+        }
+    );
+    println!("see: herald history --workspace {}", window.workspace_id);
+    Ok(Ok(()))
+}
+
+fn reset_offsets(
+    settings: &Settings,
+    args: &ReplayArgs,
+    group_id: &str,
+    to_datetime: DateTime<Utc>,
+) -> anyhow::Result<Result<(), Refused>> {
     let topic = args
         .topic
         .clone()
         .unwrap_or_else(|| settings.topics.events.clone());
     let reader: BaseConsumer = kafka::reader_config(settings).create()?;
-    let group: BaseConsumer = kafka::consumer_config_for(settings, &args.group).create()?;
+    let group: BaseConsumer = kafka::consumer_config_for(settings, group_id).create()?;
     // Refuse when the group has members. Some brokers cannot describe groups; then the commit
     // below, made from outside the group, is what a live group makes the broker refuse.
     // Its own client: a broker that fails to describe groups may drop the connection.
     let checker: BaseConsumer = kafka::reader_config(settings).create()?;
-    match replay::ensure_group_empty(&checker, &args.group) {
+    match replay::ensure_group_empty(&checker, group_id) {
         Ok(()) => {}
         Err(e @ ReplayError::GroupActive { .. }) => return Ok(Err(Refused(e.to_string()))),
         Err(e @ ReplayError::GroupUnknown { .. }) => {
@@ -54,7 +155,7 @@ pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<Result<(), 
         }
         Err(e) => return Err(e).context("refusing to replay"),
     }
-    let plans = replay::plan(&reader, &group, &topic, args.to_datetime)
+    let plans = replay::plan(&reader, &group, &topic, to_datetime)
         .with_context(|| format!("cannot plan the replay of {topic}"))?;
     println!(
         "{:>9}  {:>10}  {:>10}  {:>9}  resolved by",
@@ -73,14 +174,14 @@ pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<Result<(), 
     }
     let total: i64 = plans.iter().map(|p| p.reread.max(0)).sum();
     if args.execute {
-        match replay::execute(&group, &args.group, &topic, &plans) {
+        match replay::execute(&group, group_id, &topic, &plans) {
             Ok(()) => {}
             Err(e @ ReplayError::GroupLive { .. }) => return Ok(Err(Refused(e.to_string()))),
             Err(e) => return Err(e).context("cannot commit the new offsets"),
         }
         println!(
             "group {} now starts {topic} at {}: {total} events will be read again",
-            args.group, args.to_datetime
+            group_id, to_datetime
         );
     } else {
         println!(

@@ -3,6 +3,7 @@
 //! settling an attempt's outcome ([`settle`]), the retry schedule ([`retry`]) and the
 //! consumer of the retry tiers ([`retry_worker`]).
 
+pub mod dedupe;
 pub mod offsets;
 pub mod order;
 pub mod processor;
@@ -12,3 +13,4 @@ pub mod retry;
 pub mod retry_worker;
 pub mod route;
 pub mod settle;
+pub mod targeted;

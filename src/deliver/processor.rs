@@ -22,9 +22,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::dedupe::Dedupe;
 use super::offsets::{Claim, OffsetTracker};
 use super::order::{KeyOrder, Turn};
-use super::route::Router;
+use super::route::{RouteOptions, Router};
 use crate::history::writer::DeadLetter;
 use crate::ingest::{RawRecord, decode};
 use crate::kafka;
@@ -36,6 +37,8 @@ use crate::telemetry::Health;
 pub struct ProcessorContext {
     pub tracker: Arc<OffsetTracker>,
     pub lag: Option<LagGauges>,
+    /// Told about the events partitions this member gains and loses.
+    pub dedupe: Option<Arc<Dedupe>>,
 }
 
 /// Where a consumer reports its lag.
@@ -87,6 +90,9 @@ impl ConsumerContext for ProcessorContext {
             for e in tpl.elements() {
                 self.tracker.revoke(e.topic(), e.partition());
             }
+            if let Some(dedupe) = &self.dedupe {
+                dedupe.revoke(&partitions(tpl));
+            }
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
     }
@@ -96,9 +102,16 @@ impl ConsumerContext for ProcessorContext {
             for e in tpl.elements() {
                 self.tracker.assign(e.topic(), e.partition());
             }
+            if let Some(dedupe) = &self.dedupe {
+                dedupe.assign(&partitions(tpl));
+            }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
 type EventConsumer = StreamConsumer<ProcessorContext>;
@@ -135,6 +148,7 @@ pub async fn run(
                 tiers: HashMap::new(),
                 waiting: router.metrics.retry_waiting.clone(),
             }),
+            dedupe: router.dedupe.clone(),
         })?,
     );
     tokio::select! {
@@ -248,7 +262,11 @@ async fn process(
         Ok(envelope) => {
             let span = tracing::info_span!("event", event_id = %envelope.event_id,
                 event = %envelope.event, partition = raw.partition, offset = raw.offset);
-            router.route(&envelope).instrument(span).await;
+            let options = RouteOptions {
+                partition: Some(raw.partition),
+                ..RouteOptions::default()
+            };
+            router.route(&envelope, options).instrument(span).await;
         }
     }
     if let Some(turn) = turn {

@@ -72,12 +72,21 @@ pub async fn redrive(
     let first = &policy.tiers[0].topic;
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
     // The CLI serves no metrics; the writer's counter goes nowhere.
+    let deliveries_partitions = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader: BaseConsumer = kafka::reader_config(&settings).create()?;
+            kafka::partition_count(&reader, &settings.topics.deliveries)
+        })
+        .await??
+    };
     let writer = OutcomeWriter::new(
         producer,
         &settings.topics.deliveries,
         &settings.topics.dlq,
         crate::telemetry::Metrics::new().dlq_records,
-    );
+    )
+    .co_partitioned(deliveries_partitions);
     let now = Utc::now();
     let mut out = Vec::new();
     for DeadDelivery { record, mut task } in selected {
@@ -93,7 +102,7 @@ pub async fn redrive(
         retrying.next_attempt_at = Some(now);
         retrying.updated_at = now;
         // The history first, so a second redrive run no longer selects it.
-        writer.history(&retrying).await;
+        writer.history(&retrying, task.partition).await;
         writer.retry_task(first, &task).await;
         out.push(record);
     }

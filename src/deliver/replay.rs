@@ -119,13 +119,7 @@ pub fn plan(
                 Offset::Offset(o) => o,
                 _ => high,
             });
-        let (target, resolved) = match broker {
-            Some(o) if verified(reader, topic, p, o, low, high, millis)? => (o, Resolved::Broker),
-            _ => (
-                search(reader, topic, p, low, high, millis)?,
-                Resolved::Search,
-            ),
-        };
+        let (target, resolved) = resolve(reader, topic, p, (low, high), broker, millis)?;
         let current = committed
             .find_partition(topic, p)
             .and_then(|e| match e.offset() {
@@ -168,6 +162,51 @@ pub fn execute(
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The first offset of `partition` whose record's timestamp is at or after `millis` (the high
+/// watermark when there is none): the broker's ListOffsets answer when it verifies, else a
+/// binary search. Leaves `reader` assigned to that partition.
+pub fn offset_for_time(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    millis: i64,
+) -> Result<(i64, Resolved), KafkaError> {
+    let (low, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
+    if low >= high {
+        return Ok((high, Resolved::Broker));
+    }
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition_offset(topic, partition, Offset::Offset(millis))?;
+    let broker = reader.offsets_for_times(asked, TIMEOUT).ok().and_then(|a| {
+        a.find_partition(topic, partition)
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => high,
+            })
+    });
+    resolve(reader, topic, partition, (low, high), broker, millis)
+}
+
+/// Verifies the broker's answer, or searches.
+fn resolve(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    (low, high): (i64, i64),
+    broker: Option<i64>,
+    millis: i64,
+) -> Result<(i64, Resolved), KafkaError> {
+    Ok(match broker {
+        Some(o) if verified(reader, topic, partition, o, low, high, millis)? => {
+            (o, Resolved::Broker)
+        }
+        _ => (
+            search(reader, topic, partition, low, high, millis)?,
+            Resolved::Search,
+        ),
+    })
 }
 
 /// The first record at or after `offset`: its offset and timestamp (ms); `None` at the end.

@@ -64,6 +64,7 @@ pub async fn run(
                         .collect(),
                     waiting: router.metrics.retry_waiting.clone(),
                 }),
+                dedupe: None,
             },
         )?,
     );
@@ -249,6 +250,7 @@ async fn retry(router: &Router, task: DeliveryTask) {
 
 /// Ends a task whose rule or workspace is gone: `failed`, with the reason, to the DLQ.
 async fn give_up(router: &Router, task: DeliveryTask, reason: String) {
+    let partition = task.partition;
     let delivery = Delivery::from_task(task, String::new(), String::new());
     let result = AttemptResult {
         outcome: Outcome::Permanent { reason },
@@ -260,5 +262,5 @@ async fn give_up(router: &Router, task: DeliveryTask, reason: String) {
             router.writer.dead_delivery(&settled.record, task).await;
         }
     };
-    futures::join!(router.writer.history(&settled.record), dead);
+    futures::join!(router.writer.history(&settled.record, partition), dead);
 }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use tracing::Instrument;
 
+use super::dedupe::Dedupe;
 use super::retry::RetryPolicy;
 use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::{Call, Outcome};
@@ -25,29 +26,54 @@ pub struct Router {
     pub skips: SkipSummaries,
     pub metrics: Metrics,
     pub policy: RetryPolicy,
+    /// The delivered sets of the owned partitions; `None` when dedupe is off.
+    pub dedupe: Option<Arc<Dedupe>>,
+}
+
+/// How one event is routed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteOptions<'a> {
+    /// The `herald.events` partition the event came from.
+    pub partition: Option<i32>,
+    /// Deliver even what history says was delivered (`herald replay --force`).
+    pub force: bool,
+    /// Only this rule's deliveries (`herald replay --rule`).
+    pub rule: Option<&'a str>,
+}
+
+/// What routing one event did, per delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Deliveries settled (delivered, retrying, failed or dead).
+    pub settled: usize,
+    /// Deliveries not sent because history says they were delivered.
+    pub already_delivered: usize,
 }
 
 impl Router {
     /// Routes `envelope` to every matching rule and records every outcome.
-    pub async fn route(&self, envelope: &EventEnvelope) {
+    pub async fn route(&self, envelope: &EventEnvelope, options: RouteOptions<'_>) -> Routed {
         let workspace = match self.table.get(&envelope.workspace_id) {
             Some(WorkspaceEntry::Ready(ws)) => ws,
             Some(WorkspaceEntry::Invalid(reason)) => {
-                return self
-                    .skip(envelope, SkipReason::WorkspaceInvalid, &reason)
+                self.skip(envelope, SkipReason::WorkspaceInvalid, &reason)
                     .await;
+                return Routed::default();
             }
             None => {
                 let detail = format!("no workspace `{}` is configured", envelope.workspace_id);
-                return self
-                    .skip(envelope, SkipReason::UnknownWorkspace, &detail)
+                self.skip(envelope, SkipReason::UnknownWorkspace, &detail)
                     .await;
+                return Routed::default();
             }
         };
         let ctx = render_context(envelope);
         let mut matched = Vec::new();
         let mut unmet = Vec::new();
-        for rule in workspace.candidate_rules(envelope) {
+        let candidates = workspace
+            .candidate_rules(envelope)
+            .filter(|r| options.rule.is_none_or(|only| r.id == only));
+        for rule in candidates {
             match workspace.condition_holds(rule, &ctx) {
                 Ok(true) => matched.push((rule, Ok(()))),
                 Ok(false) => unmet.push(rule.id.as_str()),
@@ -60,18 +86,26 @@ impl Router {
             if !unmet.is_empty() {
                 detail = format!("{detail}; `when` was false for: {}", unmet.join(", "));
             }
-            return self
-                .skip(envelope, SkipReason::NoRuleMatched, &detail)
+            self.skip(envelope, SkipReason::NoRuleMatched, &detail)
                 .await;
+            return Routed::default();
         }
         self.metrics.events.with_label_values(&["routed"]).inc();
         let deliveries = matched.into_iter().map(|(rule, condition)| {
             let span = tracing::info_span!("delivery", rule = %rule.id,
                 connection = %rule.connection.id, destination = %rule.connection.kind);
-            self.deliver(&workspace, rule, condition, envelope, &ctx)
+            self.deliver(&workspace, rule, condition, envelope, &ctx, options)
                 .instrument(span)
         });
-        join_all(deliveries).await;
+        let mut routed = Routed::default();
+        for sent in join_all(deliveries).await {
+            if sent {
+                routed.settled += 1;
+            } else {
+                routed.already_delivered += 1;
+            }
+        }
+        routed
     }
 
     async fn deliver(
@@ -81,10 +115,23 @@ impl Router {
         condition: Result<(), RenderError>,
         envelope: &EventEnvelope,
         ctx: &minijinja::Value,
-    ) {
+        options: RouteOptions<'_>,
+    ) -> bool {
+        let id = delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id);
+        if let (Some(dedupe), Some(partition), false) =
+            (&self.dedupe, options.partition, options.force)
+            && dedupe.is_delivered(partition, &id).await
+        {
+            tracing::info!(delivery_id = %id, "already delivered; not sent again");
+            self.metrics
+                .deliveries
+                .with_label_values(&[&rule.connection.kind, &rule.action, "already_delivered"])
+                .inc();
+            return false;
+        }
         let request = condition.and_then(|()| workspace.render(rule, ctx));
         let delivery = Delivery {
-            delivery_id: delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id),
+            delivery_id: id,
             envelope: envelope.clone(),
             rule_id: rule.id.clone(),
             connection_id: rule.connection.id.clone(),
@@ -95,9 +142,11 @@ impl Router {
             retries: 0,
             first_attempt_at: Utc::now(),
             attempts: Vec::new(),
+            partition: options.partition,
         };
         self.attempt_and_record(workspace, rule, delivery, request.map(|_| ()))
             .await;
+        true
     }
 
     /// Makes one attempt at `delivery` (unless its request failed to render or its connection
@@ -181,6 +230,7 @@ impl Router {
             _ => {}
         }
         let attempt = delivery.attempt;
+        let partition = delivery.partition;
         let settled = settle(delivery, result, &self.policy, Utc::now(), fastrand::f64());
         let record = &settled.record;
         match &record.reason {
@@ -198,21 +248,25 @@ impl Router {
                 self.writer.dead_delivery(record, task).await;
             }
         };
-        futures::join!(self.writer.history(record), retry, dead);
+        futures::join!(self.writer.history(record, partition), retry, dead);
+        if let (Some(dedupe), Some(p)) = (&self.dedupe, partition) {
+            let at = record.updated_at.timestamp_millis();
+            dedupe.note(p, &record.delivery_id, record.status, at);
+        }
     }
 
     async fn skip(&self, envelope: &EventEnvelope, reason: SkipReason, detail: &str) {
         self.metrics.events.with_label_values(&["skipped"]).inc();
         tracing::debug!(reason = reason.code(), detail, "event skipped");
         if let Some(record) = self.skips.note(envelope, reason, detail) {
-            self.writer.history(&record).await;
+            self.writer.history(&record, None).await;
         }
     }
 
     /// Writes skip summaries whose counts are due.
     pub async fn flush_skips(&self) {
         for record in self.skips.due() {
-            self.writer.history(&record).await;
+            self.writer.history(&record, None).await;
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Delivery {
     pub retries: u32,
     pub first_attempt_at: DateTime<Utc>,
     pub attempts: Vec<Attempt>,
+    /// The `herald.events` partition of the event (see [`DeliveryTask::partition`]).
+    pub partition: Option<i32>,
 }
 
 impl Delivery {
@@ -50,6 +52,7 @@ impl Delivery {
             attempt: task.attempt,
             retries: task.retries,
             attempts: task.attempts,
+            partition: task.partition,
         }
     }
 }
@@ -98,6 +101,7 @@ pub fn settle(
             due_at,
             first_attempt_at: Some(delivery.first_attempt_at),
             last_error,
+            partition: delivery.partition,
             attempts: delivery.attempts.clone(),
         }
     };
@@ -187,6 +191,7 @@ mod tests {
             retries,
             first_attempt_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             attempts: Vec::new(),
+            partition: Some(2),
         }
     }
 

@@ -17,6 +17,9 @@ use crate::records::{DeliveryRecord, DeliveryTask};
 pub struct OutcomeWriter {
     producer: FutureProducer,
     deliveries_topic: String,
+    /// Partitions of `deliveries_topic`, when known: a record whose event partition is below
+    /// it goes to that same partition (co-partitioning, for dedupe).
+    deliveries_partitions: Option<i32>,
     dlq_topic: String,
     /// `herald_dlq_records_total{kind}`.
     dlq_records: prometheus::IntCounterVec,
@@ -59,10 +62,18 @@ impl OutcomeWriter {
         Self {
             producer,
             deliveries_topic: deliveries_topic.to_owned(),
+            deliveries_partitions: None,
             dlq_topic: dlq_topic.to_owned(),
             dlq_records,
             healthy: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Writes each delivery's history to the partition of its event (the same partition number
+    /// of the deliveries topic, which has `partitions` partitions).
+    pub fn co_partitioned(mut self, partitions: i32) -> Self {
+        self.deliveries_partitions = Some(partitions);
+        self
     }
 
     /// The flag that says whether produces are being acknowledged.
@@ -70,12 +81,18 @@ impl OutcomeWriter {
         self.healthy.clone()
     }
 
-    /// Writes the latest state of a delivery; returns once Kafka acknowledged it.
-    pub async fn history(&self, record: &DeliveryRecord) {
+    /// Writes the latest state of a delivery whose event came from events partition
+    /// `partition`; returns once Kafka acknowledged it.
+    pub async fn history(&self, record: &DeliveryRecord, partition: Option<i32>) {
         // A DeliveryRecord always serialises.
         let value = serde_json::to_vec(record).expect("history records serialise");
+        let partition = partition.filter(|p| {
+            self.deliveries_partitions
+                .is_some_and(|n| (0..n).contains(p))
+        });
         self.produce_until_acked(
             &self.deliveries_topic,
+            partition,
             Some(record.delivery_id.as_bytes()),
             &value,
             None,
@@ -90,6 +107,7 @@ impl OutcomeWriter {
         let value = serde_json::to_vec(task).expect("tasks serialise");
         self.produce_until_acked(
             topic,
+            None,
             Some(task.envelope.workspace_id.as_bytes()),
             &value,
             None,
@@ -123,6 +141,7 @@ impl OutcomeWriter {
             });
         self.produce_until_acked(
             &self.dlq_topic,
+            None,
             Some(record.workspace_id.as_bytes()),
             &value,
             Some(headers),
@@ -157,7 +176,7 @@ impl OutcomeWriter {
                 key: "herald.source.offset",
                 value: Some(&offset),
             });
-        self.produce_until_acked(&self.dlq_topic, key, original, Some(headers))
+        self.produce_until_acked(&self.dlq_topic, None, key, original, Some(headers))
             .await;
         self.dlq_records.with_label_values(&[letter.kind]).inc();
     }
@@ -165,6 +184,7 @@ impl OutcomeWriter {
     async fn produce_until_acked(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         value: &[u8],
         headers: Option<OwnedHeaders>,
@@ -172,6 +192,9 @@ impl OutcomeWriter {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut record = FutureRecord::to(topic).payload(value);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             if let Some(key) = key {
                 record = record.key(key);
             }

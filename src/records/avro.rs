@@ -289,6 +289,7 @@ impl AvroRecord for DeliveryTask {
             ("due_at", ts(self.due_at)),
             ("first_attempt_at", opt(self.first_attempt_at, ts)),
             ("last_error", opt(self.last_error.as_deref(), s)),
+            ("partition", opt(self.partition, Value::Int)),
             ("attempts", attempts_to_avro(&self.attempts)),
         ])
     }
@@ -307,6 +308,7 @@ impl AvroRecord for DeliveryTask {
             due_at: f.time("due_at")?,
             first_attempt_at: f.opt_time("first_attempt_at")?,
             last_error: f.opt_string("last_error")?,
+            partition: f.opt_long("partition")?.map(|p| p as i32),
             attempts: attempts_from_avro(&mut f)?,
         })
     }

@@ -48,6 +48,11 @@ pub struct DeliveryTask {
     /// The attempts so far, newest last (at most [`MAX_ATTEMPTS_KEPT`]).
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// The `herald.events` partition the event came from: the delivery's history records go
+    /// to the same partition of `herald.deliveries`, where that partition's owner reads them
+    /// for dedupe. `None` for tasks written before Herald recorded it.
+    #[serde(default)]
+    pub partition: Option<i32>,
 }
 
 /// Attempts kept in a task and a history record; older ones are dropped, the count of attempts
