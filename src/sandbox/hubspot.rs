@@ -18,7 +18,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
@@ -120,8 +120,13 @@ fn correlation_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-async fn batch_upsert(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/hubspot/crm/v3/objects/contacts/batch/upsert";
+async fn batch_upsert(
+    State(sandbox): State<Sandbox>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
     if let Some(response) = sandbox.faulted("hubspot", path, &headers, &body).await {
         return response;
     }

@@ -166,18 +166,16 @@ fn member_response(value: Value) -> Response {
     response
 }
 
-/// The API key from Basic auth, or the 401 Mailchimp gives.
-fn api_key(headers: &HeaderMap) -> Result<String, Response> {
+/// The API key from Basic auth, or the title and detail of the 401 Mailchimp gives.
+fn api_key(headers: &HeaderMap) -> Result<String, (&'static str, &'static str)> {
     let Some(basic) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
     else {
-        return Err(problem(
-            StatusCode::UNAUTHORIZED,
+        return Err((
             "API Key Missing",
             "Your request did not include an API key.",
-            None,
         ));
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -193,11 +191,9 @@ fn api_key(headers: &HeaderMap) -> Result<String, Response> {
             && dc.chars().all(|c| c.is_ascii_alphanumeric())
     });
     if !valid {
-        return Err(problem(
-            StatusCode::UNAUTHORIZED,
+        return Err((
             "API Key Invalid",
             "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
-            None,
         ));
     }
     Ok(key.to_owned())
@@ -233,7 +229,8 @@ fn valid_email(email: &str) -> bool {
 /// Auth, the in-flight limit and the audience, common to every route. Returns the guard to
 /// hold while the request is answered.
 async fn admit(sandbox: &Sandbox, headers: &HeaderMap, list: &str) -> Result<InFlight, Response> {
-    let key = api_key(headers)?;
+    let key = api_key(headers)
+        .map_err(|(title, detail)| problem(StatusCode::UNAUTHORIZED, title, detail, None))?;
     let over = {
         let mut state = sandbox.mailchimp.lock().unwrap_or_else(|p| p.into_inner());
         let n = state.in_flight.entry(key.clone()).or_default();
@@ -509,14 +506,11 @@ mod tests {
             let mut h = HeaderMap::new();
             let v = base64::engine::general_purpose::STANDARD.encode(format!("any:{key}"));
             h.insert("authorization", format!("Basic {v}").parse().unwrap());
-            api_key(&h).map_err(|r| r.status())
+            api_key(&h).map_err(|(title, _)| title)
         };
         assert_eq!(auth("abc123-us6"), Ok("abc123-us6".to_owned()));
-        assert_eq!(auth("abc123"), Err(StatusCode::UNAUTHORIZED));
-        assert_eq!(auth("invalid-us6"), Err(StatusCode::UNAUTHORIZED));
-        assert_eq!(
-            api_key(&HeaderMap::new()).unwrap_err().status(),
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(auth("abc123"), Err("API Key Invalid"));
+        assert_eq!(auth("invalid-us6"), Err("API Key Invalid"));
+        assert_eq!(api_key(&HeaderMap::new()).unwrap_err().0, "API Key Missing");
     }
 }
