@@ -348,6 +348,43 @@ async fn hubspot_retries_a_5xx_and_the_retry_does_not_duplicate() {
     assert_eq!(contacts.as_object().unwrap().len(), 1);
 }
 
+#[tokio::test]
+async fn hubspot_a_whole_batch_400_is_resolved_contact_by_contact() {
+    let env = Env::start().await;
+    let hs = env.hubspot("pat-na1-a", json!({}));
+    let refused = r#"{"status":"error","message":"Invalid input JSON on line 1","correlationId":"c","category":"VALIDATION_ERROR"}"#;
+    env.sandbox.inject(fault("/hubspot/", 1, 400, refused));
+    let outcomes = join_all([
+        env.send(
+            &hs,
+            "d1",
+            "upsert_contact",
+            upsert("ada@example.com", json!({})),
+        ),
+        env.send(
+            &hs,
+            "d2",
+            "upsert_contact",
+            upsert("bo@example.com", json!({})),
+        ),
+    ])
+    .await;
+    assert!(
+        outcomes.iter().all(|o| o.outcome == Outcome::Delivered),
+        "{outcomes:?}"
+    );
+    let inputs: Vec<usize> = env
+        .requests("hubspot")
+        .iter()
+        .map(|r| r.body["inputs"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(
+        inputs,
+        [2, 1, 1],
+        "the refused batch, then each contact alone"
+    );
+}
+
 /// Counts the HTTP requests 1,000 concurrent upserts of distinct contacts take, with the
 /// default batch window and with batching off. 1,000 is the processor's default in-flight
 /// window (`processor.max_in_flight_events`).
