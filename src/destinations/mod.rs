@@ -3,7 +3,9 @@
 //! response → [`Outcome`]). Adding one means adding its folder and one line to [`REGISTRY`].
 
 pub mod http;
+pub mod hubspot;
 pub mod limit;
+pub mod mailchimp;
 pub mod slack;
 pub mod webhook;
 
@@ -16,7 +18,12 @@ use crate::records::EventEnvelope;
 use crate::workspace::spec::{ConnectionSpec, FieldError};
 
 /// Every destination type Herald knows, by its `type` in a connection.
-pub static REGISTRY: &[&dyn Destination] = &[&webhook::Webhook, &slack::Slack];
+pub static REGISTRY: &[&dyn Destination] = &[
+    &webhook::Webhook,
+    &slack::Slack,
+    &hubspot::HubSpot,
+    &mailchimp::Mailchimp,
+];
 
 /// Looks a destination type up by name.
 pub fn lookup(kind: &str) -> Option<&'static dyn Destination> {

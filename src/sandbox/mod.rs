@@ -8,6 +8,12 @@
 //! | `POST /webhook/{anything}[?delay_ms=N&status=N]` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
 //! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
+//! | `POST /hubspot/crm/v3/objects/contacts/batch/upsert` | HubSpot contact batch upsert by email (private-app token, 100 req / 10 s, 207 per-input errors) |
+//! | `PUT`/`GET /mailchimp/3.0/lists/{list}/members/{hash}`, `POST …/{hash}/tags` | Mailchimp members and tags (Basic auth, 10 connections per key, problem+json errors) |
+//!
+//! `GET /_sandbox/state` shows what the stateful simulators hold, one key per destination
+//! type (`hubspot`: contacts by email; `mailchimp`: audiences → members by subscriber hash);
+//! `DELETE /_sandbox/state` empties them.
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
@@ -15,6 +21,8 @@
 //! `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
 //! `DELETE /_sandbox/faults` clears them.
 
+pub mod hubspot;
+pub mod mailchimp;
 pub mod slack;
 pub mod webhook;
 
@@ -79,6 +87,8 @@ pub struct Sandbox {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     /// The key of the `whsec_…` secret webhook requests are checked against.
     webhook_key: Option<Arc<Vec<u8>>>,
+    hubspot: Arc<Mutex<hubspot::HubSpotState>>,
+    mailchimp: Arc<Mutex<mailchimp::MailchimpState>>,
 }
 
 impl Sandbox {
@@ -92,6 +102,8 @@ impl Sandbox {
             requests: Arc::default(),
             faults: Arc::default(),
             webhook_key,
+            hubspot: Arc::default(),
+            mailchimp: Arc::default(),
         })
     }
 
@@ -103,9 +115,20 @@ impl Sandbox {
                 "/_sandbox/faults",
                 axum::routing::post(add_fault).delete(clear_faults),
             )
+            .route("/_sandbox/state", get(state).delete(reset_state))
             .merge(webhook::router())
             .merge(slack::router())
+            .merge(hubspot::router())
+            .merge(mailchimp::router())
             .with_state(self.clone())
+    }
+
+    /// What the stateful simulators hold, one key per destination type.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "hubspot": self.hubspot.lock().unwrap_or_else(|p| p.into_inner()).snapshot(),
+            "mailchimp": self.mailchimp.lock().unwrap_or_else(|p| p.into_inner()).snapshot(),
+        })
     }
 
     /// The recorded requests, oldest first.
@@ -241,6 +264,21 @@ async fn clear_faults(State(sandbox): State<Sandbox>) -> &'static str {
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     "faults cleared\n"
+}
+
+async fn state(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
+    Json(sandbox.state())
+}
+
+async fn reset_state(State(sandbox): State<Sandbox>) -> &'static str {
+    *sandbox.hubspot.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    // In-flight counts belong to requests still running; only the stored members go.
+    sandbox
+        .mailchimp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    "state cleared\n"
 }
 
 async fn clear(State(sandbox): State<Sandbox>) -> &'static str {

@@ -1,0 +1,241 @@
+//! The HubSpot client and its batcher. Upserts that reach a connection within
+//! `batch_window_ms` of each other leave as one batch request of at most 100 inputs: one
+//! request instead of up to 100 against a quota of 100 requests per 10 s. Each caller still
+//! gets its own [`Attempted`], because every input carries its delivery id as
+//! `objectWriteTraceId` and HubSpot reports failures per input (207).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::config::{HubSpotConfig, MAX_BATCH_INPUTS};
+use super::request::{self, Input, Upsert};
+use super::response::{self, Sent, Verdict};
+use crate::destinations::limit::Limiter;
+use crate::destinations::{Attempted, Outcome, http};
+
+/// Requests waiting for the batcher; `send` waits for room beyond this.
+const QUEUE: usize = 1024;
+
+/// Talks to HubSpot for one connection.
+#[derive(Debug)]
+pub struct Client {
+    pub config: HubSpotConfig,
+    pub http: reqwest::Client,
+    pub limiter: Limiter,
+    /// Set by a daily-limit 429: until then every call is answered without calling HubSpot.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Client {
+    pub fn new(config: HubSpotConfig, http: reqwest::Client, limiter: Limiter) -> Self {
+        Self {
+            config,
+            http,
+            limiter,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Upserts `calls` (delivery id, upsert) in one request, merging duplicate emails, and
+    /// returns one attempt per call in the same order.
+    pub async fn upsert(&self, calls: &[(String, Upsert)]) -> Vec<Attempted> {
+        let inputs = request::merge(calls.iter().map(|(id, u)| (id.as_str(), u)));
+        let attempts = self.send_inputs(&inputs).await;
+        let mut out = vec![None; calls.len()];
+        for (input, attempt) in inputs.iter().zip(attempts) {
+            for &member in &input.members {
+                out[member] = Some(attempt.clone());
+            }
+        }
+        out.into_iter()
+            .map(|a| {
+                // `merge` puts every call into exactly one input.
+                a.unwrap_or_else(|| {
+                    Attempted::without_response(Outcome::Retry {
+                        after: None,
+                        reason: "internal: upsert was not batched".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One attempt per input. A whole-batch 400 is resolved by sending each input alone.
+    async fn send_inputs(&self, inputs: &[Input]) -> Vec<Attempted> {
+        match self.request(inputs).await {
+            Err(outcome) => vec![Attempted::without_response(outcome); inputs.len()],
+            Ok((status, Verdict::Split)) => {
+                tracing::debug!(
+                    status,
+                    inputs = inputs.len(),
+                    "HubSpot refused the whole batch; sending each contact alone"
+                );
+                let mut out = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    out.push(match self.request(std::slice::from_ref(input)).await {
+                        Err(outcome) => Attempted::without_response(outcome),
+                        Ok((status, verdict)) => {
+                            let outcome = one(verdict, 1).pop().unwrap_or(Outcome::Retry {
+                                after: None,
+                                reason: "internal: no outcome".into(),
+                            });
+                            Attempted {
+                                outcome,
+                                status_code: Some(status),
+                            }
+                        }
+                    });
+                }
+                out
+            }
+            Ok((status, verdict)) => one(verdict, inputs.len())
+                .into_iter()
+                .map(|outcome| Attempted {
+                    outcome,
+                    status_code: Some(status),
+                })
+                .collect(),
+        }
+    }
+
+    /// Makes one request; `Err` is the outcome for every input when no response came back.
+    async fn request(&self, inputs: &[Input]) -> Result<(u16, Verdict), Outcome> {
+        if let Some(after) = self.paused_for() {
+            return Err(Outcome::RateLimited { after: Some(after) });
+        }
+        if let Err(wait) = self.limiter.acquire().await {
+            return Err(Outcome::RateLimited { after: Some(wait) });
+        }
+        // A fixed relative path under a base that ends with `/`; joining cannot fail.
+        let url = self
+            .config
+            .api_base
+            .join("crm/v3/objects/contacts/batch/upsert")
+            .expect("valid path");
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&self.config.token)
+            .json(&request::batch_body(inputs))
+            .timeout(self.config.timeout)
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(&e))?;
+        let status = response.status().as_u16();
+        let after = http::retry_after(response.headers());
+        let body = response
+            .text()
+            .await
+            .map_err(|e| http::transport_failure(&e))?;
+        let sent: Vec<Sent<'_>> = inputs
+            .iter()
+            .map(|i| Sent {
+                trace_id: &i.trace_id,
+                email: &i.upsert.email,
+            })
+            .collect();
+        let verdict = response::classify(
+            status,
+            after,
+            &body,
+            &sent,
+            Utc::now(),
+            self.config.account_utc_offset,
+        );
+        match status {
+            429 => self.limiter.throttled(),
+            200..=299 => self.limiter.succeeded(),
+            _ => {}
+        }
+        if let Verdict::DailyLimit { after } = verdict {
+            tracing::warn!(
+                pause_s = after.as_secs(),
+                "HubSpot daily limit reached; pausing the connection until the reset"
+            );
+            *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + after);
+        }
+        Ok((status, verdict))
+    }
+
+    /// How much longer a daily-limit pause lasts, if one is on.
+    fn paused_for(&self) -> Option<Duration> {
+        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *paused {
+            Some(until) if until > Instant::now() => Some(until - Instant::now()),
+            Some(_) => {
+                *paused = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Spreads a verdict over `n` inputs.
+fn one(verdict: Verdict, n: usize) -> Vec<Outcome> {
+    match verdict {
+        Verdict::PerInput(outcomes) => outcomes,
+        Verdict::All(outcome) => vec![outcome; n],
+        Verdict::DailyLimit { after } => vec![Outcome::RateLimited { after: Some(after) }; n],
+        // Only a batch of several splits; one input alone gets a permanent outcome instead.
+        Verdict::Split => vec![
+            Outcome::Permanent {
+                reason: "HubSpot refused the batch".into(),
+            };
+            n
+        ],
+    }
+}
+
+/// One upsert waiting for its batch.
+#[derive(Debug)]
+pub struct Job {
+    pub delivery_id: String,
+    pub upsert: Upsert,
+    pub reply: oneshot::Sender<Attempted>,
+}
+
+/// Starts the batcher task of a connection; it ends when the returned sender is dropped.
+pub fn spawn(client: Arc<Client>, window: Duration) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(run(client, window, rx));
+    tx
+}
+
+async fn run(client: Arc<Client>, window: Duration, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let deadline = Instant::now() + window;
+        let mut emails = HashSet::from([first.upsert.email.clone()]);
+        let mut jobs = vec![first];
+        // Duplicates merge into one input, so the cap counts distinct emails.
+        while emails.len() < MAX_BATCH_INPUTS {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) => {
+                    emails.insert(job.upsert.email.clone());
+                    jobs.push(job);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // The batch goes out on its own task so the next one can gather meanwhile.
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (calls, replies): (Vec<_>, Vec<_>) = jobs
+                .into_iter()
+                .map(|j| ((j.delivery_id, j.upsert), j.reply))
+                .unzip();
+            let attempts = client.upsert(&calls).await;
+            for (reply, attempt) in replies.into_iter().zip(attempts) {
+                // A caller that gave up no longer needs its answer.
+                let _ = reply.send(attempt);
+            }
+        });
+    }
+}

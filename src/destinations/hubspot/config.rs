@@ -1,0 +1,234 @@
+//! HubSpot connection settings: a private-app token, the batch window and the rate limit.
+
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use serde::Deserialize;
+
+use crate::destinations::limit::RateSpec;
+use crate::destinations::{DestinationContext, http, parse_settings};
+use crate::workspace::spec::{ConnectionSpec, FieldError};
+
+/// HubSpot's API.
+pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
+
+/// How long a connection collects upserts before sending them as one batch request.
+pub const DEFAULT_BATCH_WINDOW_MS: u64 = 200;
+
+/// HubSpot's batch endpoints take at most this many inputs.
+pub const MAX_BATCH_INPUTS: usize = 100;
+
+/// Free and Starter private apps: 100 requests per rolling 10 s (Professional and Enterprise
+/// have 190; set `rate_limit` for those).
+pub const DEFAULT_RATE: RateSpec = RateSpec {
+    requests: 100,
+    per_ms: 10_000,
+};
+
+/// Settings beside `id` and `type` in a HubSpot connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// API base URL; only tests and the sandbox change it.
+    base_url: Option<String>,
+    timeout_ms: Option<u64>,
+    /// 0 sends one request per delivery.
+    batch_window_ms: Option<u64>,
+    rate_limit: Option<RateSpec>,
+    /// The portal's offset from UTC (`-05:00`), for the daily limit's reset at local midnight.
+    account_utc_offset: Option<String>,
+}
+
+/// A validated HubSpot connection.
+#[derive(Clone)]
+pub struct HubSpotConfig {
+    /// Ends with `/`, so relative paths join under it.
+    pub api_base: url::Url,
+    pub token: String,
+    pub timeout: Duration,
+    pub batch_window: Duration,
+    pub rate: RateSpec,
+    /// `None` when unknown: a daily-limit 429 then pauses for an hour at a time.
+    pub account_utc_offset: Option<FixedOffset>,
+}
+
+impl std::fmt::Debug for HubSpotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubSpotConfig")
+            .field("api_base", &self.api_base.as_str())
+            .field("token", &"***")
+            .field("timeout", &self.timeout)
+            .field("batch_window", &self.batch_window)
+            .field("rate", &self.rate)
+            .field("account_utc_offset", &self.account_utc_offset)
+            .finish()
+    }
+}
+
+impl HubSpotConfig {
+    /// Reads and checks `spec`.
+    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
+        let settings: Settings = parse_settings(spec)?;
+        if settings.timeout_ms == Some(0) {
+            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
+        }
+        if let Some(rate) = settings.rate_limit {
+            rate.check()
+                .map_err(|(path, message)| FieldError::new(path, message))?;
+        }
+        for key in spec.credentials.keys() {
+            if key != "token" {
+                return Err(FieldError::new(
+                    format!("credentials.{key}"),
+                    "unknown credential; HubSpot connections take `token` (a private-app token)",
+                ));
+            }
+        }
+        let token = spec
+            .credentials
+            .get("token")
+            .map(|t| t.expose().trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                FieldError::new(
+                    "credentials.token",
+                    "is required: a HubSpot private-app access token (pat-…)",
+                )
+            })?;
+        let base = settings.base_url.as_deref().unwrap_or(DEFAULT_API_BASE);
+        let mut api_base = http::check_url("base_url", base, ctx.allow_private_networks)?;
+        if !api_base.path().ends_with('/') {
+            api_base.set_path(&format!("{}/", api_base.path()));
+        }
+        let account_utc_offset = settings
+            .account_utc_offset
+            .as_deref()
+            .map(|raw| {
+                parse_utc_offset(raw).ok_or_else(|| {
+                    FieldError::new(
+                        "account_utc_offset",
+                        format!("`{raw}` is not a UTC offset like `-05:00` or `+01:00`"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            api_base,
+            token,
+            timeout: settings
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(ctx.default_timeout),
+            batch_window: Duration::from_millis(
+                settings.batch_window_ms.unwrap_or(DEFAULT_BATCH_WINDOW_MS),
+            ),
+            rate: settings.rate_limit.unwrap_or(DEFAULT_RATE),
+            account_utc_offset,
+        })
+    }
+}
+
+/// Parses `±HH:MM` (or `Z`).
+fn parse_utc_offset(raw: &str) -> Option<FixedOffset> {
+    let raw = raw.trim();
+    if raw == "Z" {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match raw.as_bytes().first()? {
+        b'+' => (1, &raw[1..]),
+        b'-' => (-1, &raw[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::spec::Secret;
+
+    fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
+        ConnectionSpec {
+            id: "hs".into(),
+            kind: "hubspot".into(),
+            credentials: token
+                .map(|t| [("token".to_owned(), Secret::new(t))].into())
+                .unwrap_or_default(),
+            settings: settings.as_object().unwrap().clone(),
+        }
+    }
+
+    fn ctx() -> DestinationContext {
+        DestinationContext {
+            http: reqwest::Client::new(),
+            default_timeout: Duration::from_secs(3),
+            allow_private_networks: false,
+            max_rate_wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_and_the_token_stays_out_of_debug() {
+        let c =
+            HubSpotConfig::from_spec(&spec(serde_json::json!({}), Some("pat-na1-s3cret")), &ctx())
+                .unwrap();
+        assert_eq!(c.api_base.as_str(), "https://api.hubapi.com/");
+        assert_eq!(c.batch_window, Duration::from_millis(200));
+        assert_eq!(c.rate, DEFAULT_RATE);
+        assert_eq!(c.account_utc_offset, None);
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (serde_json::json!({}), None, "credentials.token"),
+            (
+                serde_json::json!({"batch_windw_ms": 5}),
+                Some("pat"),
+                "batch_windw_ms",
+            ),
+            (
+                serde_json::json!({"timeout_ms": 0}),
+                Some("pat"),
+                "timeout_ms",
+            ),
+            (
+                serde_json::json!({"rate_limit": {"requests": 0, "per_ms": 10}}),
+                Some("pat"),
+                "rate_limit.requests",
+            ),
+            (
+                serde_json::json!({"base_url": "http://10.0.0.1/"}),
+                Some("pat"),
+                "base_url",
+            ),
+            (
+                serde_json::json!({"account_utc_offset": "EST"}),
+                Some("pat"),
+                "account_utc_offset",
+            ),
+        ];
+        for (settings, token, path) in cases {
+            let err = HubSpotConfig::from_spec(&spec(settings.clone(), token), &ctx()).unwrap_err();
+            assert_eq!(err.path, path, "{settings}: {err}");
+        }
+    }
+
+    #[test]
+    fn utc_offsets_parse() {
+        assert_eq!(parse_utc_offset("-05:00"), FixedOffset::west_opt(5 * 3600));
+        assert_eq!(
+            parse_utc_offset("+05:30"),
+            FixedOffset::east_opt(5 * 3600 + 1800)
+        );
+        assert_eq!(parse_utc_offset("Z"), FixedOffset::east_opt(0));
+        assert_eq!(parse_utc_offset("5"), None);
+        assert_eq!(parse_utc_offset("+25:00"), None);
+    }
+}

@@ -1,0 +1,293 @@
+//! `mailchimp`: `upsert_member` (`PUT /3.0/lists/{id}/members/{hash}`, never touching an
+//! existing member's status) and `add_tags` (`POST …/members/{hash}/tags`). Both calls are
+//! idempotent, so a retry never duplicates. Tagging someone who is not a member yet answers
+//! 404: the member is upserted, then tagged again; a retry of that sequence repeats two
+//! idempotent calls.
+//!
+//! Mailchimp refuses an account's 11th simultaneous connection, across all apps. Connections
+//! with the same API key share one semaphore of [`config::MAX_CONCURRENT_REQUESTS`] permits,
+//! so a workspace config reload (which builds new connections) does not double the allowance.
+
+pub mod config;
+pub mod request;
+pub mod response;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::Method;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use self::config::{MAX_CONCURRENT_REQUESTS, MailchimpConfig};
+use self::request::{Defaults, Member};
+use crate::destinations::limit::Limiter;
+use crate::destinations::{
+    Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
+};
+use crate::workspace::spec::{ConnectionSpec, FieldError};
+
+const ACTIONS: &[&str] = &["upsert_member", "add_tags"];
+
+/// The Mailchimp destination type.
+pub struct Mailchimp;
+
+impl Destination for Mailchimp {
+    fn kind(&self) -> &'static str {
+        "mailchimp"
+    }
+
+    fn actions(&self) -> &'static [&'static str] {
+        ACTIONS
+    }
+
+    fn connect(
+        &self,
+        spec: &ConnectionSpec,
+        ctx: &DestinationContext,
+    ) -> Result<Arc<dyn Connection>, FieldError> {
+        let config = MailchimpConfig::from_spec(spec, ctx)?;
+        Ok(Arc::new(MailchimpConnection {
+            limiter: Limiter::new(config.rate, ctx.max_rate_wait),
+            in_flight: account_semaphore(&config.api_key),
+            max_wait: ctx.max_rate_wait,
+            http: ctx.http.clone(),
+            config,
+        }))
+    }
+}
+
+/// Semaphores by account (a digest of the API key), shared while any connection holds one.
+static ACCOUNTS: LazyLock<Mutex<HashMap<[u8; 32], Weak<Semaphore>>>> =
+    LazyLock::new(Default::default);
+
+fn account_semaphore(api_key: &str) -> Arc<Semaphore> {
+    let account: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
+    let mut accounts = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(shared) = accounts.get(&account).and_then(Weak::upgrade) {
+        return shared;
+    }
+    accounts.retain(|_, s| s.strong_count() > 0);
+    let semaphore = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    accounts.insert(account, Arc::downgrade(&semaphore));
+    semaphore
+}
+
+/// A configured Mailchimp connection.
+#[derive(Debug)]
+pub struct MailchimpConnection {
+    config: MailchimpConfig,
+    http: reqwest::Client,
+    limiter: Limiter,
+    /// Requests in flight for this account.
+    in_flight: Arc<Semaphore>,
+    /// The longest a call waits for a free connection or a rate slot.
+    max_wait: Duration,
+}
+
+impl Connection for MailchimpConnection {
+    fn check_rule(&self, action: &str, with: &Value) -> Result<(), FieldError> {
+        check_action("mailchimp", ACTIONS, action)?;
+        let with = with
+            .as_object()
+            .ok_or_else(|| FieldError::new("with", "must be an object with `email`"))?;
+        if !with.contains_key("email") {
+            return Err(FieldError::new(
+                "with.email",
+                "is required: the member's email (e.g. \"{{ payload.email }}\")",
+            ));
+        }
+        if self.config.audience_id.is_none() && !with.contains_key("audience_id") {
+            return Err(FieldError::new(
+                "with.audience_id",
+                "is required: the connection has no default `audience_id`",
+            ));
+        }
+        if let Some(Value::String(status)) = with.get("status_if_new")
+            && !status.contains("{{")
+        {
+            config::check_status("with.status_if_new", status)?;
+        }
+        if with.get("merge_fields").is_some_and(|m| !m.is_object()) {
+            return Err(FieldError::new("with.merge_fields", "must be an object"));
+        }
+        if action == "add_tags" {
+            match with.get("tags") {
+                Some(Value::Array(_) | Value::String(_)) => {}
+                Some(_) => {
+                    return Err(FieldError::new("with.tags", "must be a list of tag names"));
+                }
+                None => return Err(FieldError::new("with.tags", "is required")),
+            }
+        }
+        Ok(())
+    }
+
+    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
+        async move {
+            let defaults = Defaults {
+                audience_id: self.config.audience_id.as_deref(),
+                status_if_new: &self.config.status_if_new,
+            };
+            let member = match request::member(call.request, defaults) {
+                Ok(m) => m,
+                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+            };
+            if call.action != "add_tags" {
+                return self.upsert(&member).await;
+            }
+            let tags = match request::tags(call.request) {
+                Ok(t) => t,
+                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+            };
+            let tagged = self.tag(&member, &tags).await;
+            if tagged.status_code != Some(404) {
+                return tagged;
+            }
+            // Not a member yet (or no such audience: the upsert's 404 then says so).
+            let upserted = self.upsert(&member).await;
+            if upserted.outcome != Outcome::Delivered {
+                return upserted;
+            }
+            self.tag(&member, &tags).await
+        }
+        .boxed()
+    }
+}
+
+impl MailchimpConnection {
+    async fn upsert(&self, member: &Member) -> Attempted {
+        let path = format!("lists/{}/members/{}", member.audience_id, member.hash);
+        self.request(Method::PUT, &path, request::upsert_body(member), member)
+            .await
+    }
+
+    async fn tag(&self, member: &Member, tags: &[String]) -> Attempted {
+        let path = format!("lists/{}/members/{}/tags", member.audience_id, member.hash);
+        self.request(Method::POST, &path, request::tags_body(tags), member)
+            .await
+    }
+
+    /// One request, holding one of the account's connection permits while it runs.
+    async fn request(&self, method: Method, path: &str, body: Value, member: &Member) -> Attempted {
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(self.max_wait, self.in_flight.clone().acquire_owned()).await
+        else {
+            return Attempted::without_response(Outcome::RateLimited {
+                after: Some(Duration::from_secs(1)),
+            });
+        };
+        if let Err(wait) = self.limiter.acquire().await {
+            return Attempted::without_response(Outcome::RateLimited { after: Some(wait) });
+        }
+        // `path` is built from an audience id checked to be alphanumeric and a hex hash.
+        let url = match self.config.api_base.join(path) {
+            Ok(url) => url,
+            Err(e) => {
+                return Attempted::without_response(Outcome::Permanent {
+                    reason: format!("cannot build the Mailchimp URL: {e}"),
+                });
+            }
+        };
+        let response = match self
+            .http
+            .request(method, url)
+            .basic_auth("herald", Some(&self.config.api_key))
+            .json(&body)
+            .timeout(self.config.timeout)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Attempted::without_response(http::transport_failure(&e)),
+        };
+        let status = response.status().as_u16();
+        let after = http::retry_after(response.headers());
+        let text = match response.text().await {
+            Ok(t) => t,
+            Err(e) => return Attempted::without_response(http::transport_failure(&e)),
+        };
+        match status {
+            429 => self.limiter.throttled(),
+            200..=299 => self.limiter.succeeded(),
+            _ => {}
+        }
+        Attempted {
+            outcome: response::classify(status, after, &text, &member.audience_id),
+            status_code: Some(status),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn connection(settings: Value, key: &str) -> Arc<dyn Connection> {
+        let spec = ConnectionSpec {
+            id: "mc".into(),
+            kind: "mailchimp".into(),
+            credentials: [(
+                "api_key".to_owned(),
+                crate::workspace::spec::Secret::new(key),
+            )]
+            .into(),
+            settings: settings.as_object().unwrap().clone(),
+        };
+        let ctx = DestinationContext {
+            http: reqwest::Client::new(),
+            default_timeout: Duration::from_secs(1),
+            allow_private_networks: false,
+            max_rate_wait: Duration::from_secs(1),
+        };
+        Mailchimp.connect(&spec, &ctx).unwrap()
+    }
+
+    #[test]
+    fn rules_are_checked_against_the_connection() {
+        let with_audience = connection(json!({"audience_id": "aud1"}), "k-us6");
+        let without = connection(json!({}), "k-us6");
+        let ok = json!({"email": "{{ payload.email }}", "tags": ["module-3"]});
+        assert!(with_audience.check_rule("upsert_member", &ok).is_ok());
+        assert!(with_audience.check_rule("add_tags", &ok).is_ok());
+        let path = |c: &Arc<dyn Connection>, action: &str, with: Value| {
+            c.check_rule(action, &with).unwrap_err().path
+        };
+        assert_eq!(
+            path(&without, "upsert_member", ok.clone()),
+            "with.audience_id"
+        );
+        assert_eq!(
+            path(&with_audience, "add_tags", json!({"email": "x"})),
+            "with.tags"
+        );
+        assert_eq!(
+            path(&with_audience, "upsert_member", json!({})),
+            "with.email"
+        );
+        assert_eq!(
+            path(
+                &with_audience,
+                "upsert_member",
+                json!({"email": "x", "status_if_new": "on"})
+            ),
+            "with.status_if_new"
+        );
+        assert_eq!(path(&with_audience, "subscribe", ok), "action");
+    }
+
+    #[test]
+    fn connections_of_one_account_share_their_connection_permits() {
+        let a = account_semaphore("k1-us6");
+        let b = account_semaphore("k1-us6");
+        let c = account_semaphore("k2-us6");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(a.available_permits(), MAX_CONCURRENT_REQUESTS);
+    }
+}
