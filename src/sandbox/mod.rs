@@ -8,6 +8,13 @@
 //! | `POST /webhook/{anything}[?delay_ms=N&status=N]` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
 //! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
+//! | `/activecampaign/api/3/{contact/sync,tags,contactTags,contactLists}` | ActiveCampaign v3 (token `bad…` → 403, `html-login` → 200 HTML login page; 5 req/s per token) |
+//! | `/intercom/{contacts,contacts/search,contacts/{id},contacts/{id}/tags,tags}` | Intercom REST (search lag, 409 on duplicate create, `X-RateLimit-*` in 10 s windows) |
+//!
+//! `GET /_sandbox/state` answers the stored state of the simulators that keep some, one key
+//! per destination type (`activecampaign`, `intercom`); `DELETE /_sandbox/state` empties it.
+//! `PUT /_sandbox/intercom` with `{"search_lag_ms": N, "limit_per_minute": N}` tunes the
+//! Intercom simulator.
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
@@ -15,6 +22,8 @@
 //! `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
 //! `DELETE /_sandbox/faults` clears them.
 
+pub mod activecampaign;
+pub mod intercom;
 pub mod slack;
 pub mod webhook;
 
@@ -79,6 +88,8 @@ pub struct Sandbox {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     /// The key of the `whsec_…` secret webhook requests are checked against.
     webhook_key: Option<Arc<Vec<u8>>>,
+    activecampaign: Arc<Mutex<activecampaign::State>>,
+    intercom: Arc<Mutex<intercom::State>>,
 }
 
 impl Sandbox {
@@ -89,9 +100,8 @@ impl Sandbox {
             .transpose()?
             .map(Arc::new);
         Ok(Self {
-            requests: Arc::default(),
-            faults: Arc::default(),
             webhook_key,
+            ..Self::default()
         })
     }
 
@@ -103,8 +113,11 @@ impl Sandbox {
                 "/_sandbox/faults",
                 axum::routing::post(add_fault).delete(clear_faults),
             )
+            .route("/_sandbox/state", get(state).delete(reset_state))
             .merge(webhook::router())
             .merge(slack::router())
+            .merge(activecampaign::router())
+            .merge(intercom::router())
             .with_state(self.clone())
     }
 
@@ -176,6 +189,24 @@ impl Sandbox {
         requests.push_back(request);
     }
 
+    fn activecampaign(&self) -> std::sync::MutexGuard<'_, activecampaign::State> {
+        self.activecampaign
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn intercom(&self) -> std::sync::MutexGuard<'_, intercom::State> {
+        self.intercom.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The simulators' stored state, one key per destination type.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "activecampaign": self.activecampaign().snapshot(),
+            "intercom": self.intercom().snapshot(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -191,7 +222,8 @@ fn recorded(
 ) -> RecordedRequest {
     let headers = headers
         .iter()
-        .filter(|(name, _)| name.as_str() != "authorization")
+        // Credentials never reach the record.
+        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "api-token"))
         .map(|(name, value)| {
             (
                 name.as_str().to_owned(),
@@ -241,6 +273,16 @@ async fn clear_faults(State(sandbox): State<Sandbox>) -> &'static str {
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     "faults cleared\n"
+}
+
+async fn state(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
+    Json(sandbox.state())
+}
+
+async fn reset_state(State(sandbox): State<Sandbox>) -> &'static str {
+    *sandbox.activecampaign() = activecampaign::State::default();
+    sandbox.intercom().reset();
+    "state reset\n"
 }
 
 async fn clear(State(sandbox): State<Sandbox>) -> &'static str {
