@@ -28,6 +28,7 @@ pub fn destination_context(settings: &Settings) -> DestinationContext {
         http: http::client(settings.destinations.allow_private_networks),
         default_timeout: settings.destination_timeout(),
         allow_private_networks: settings.destinations.allow_private_networks,
+        max_rate_wait: Duration::from_millis(settings.destinations.max_rate_wait_ms),
     }
 }
 

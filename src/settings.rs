@@ -83,6 +83,7 @@ pub struct RetrySettings {
 pub struct DestinationSettings {
     pub timeout_ms: u64,
     pub allow_private_networks: bool,
+    pub max_rate_wait_ms: u64,
 }
 
 /// The HTTP server.

@@ -3,6 +3,7 @@
 //! response → [`Outcome`]). Adding one means adding its folder and one line to [`REGISTRY`].
 
 pub mod http;
+pub mod limit;
 pub mod slack;
 pub mod webhook;
 
@@ -93,6 +94,9 @@ pub struct DestinationContext {
     pub default_timeout: Duration,
     /// Whether URLs may point at loopback and private addresses.
     pub allow_private_networks: bool,
+    /// The longest a call waits for its connection's rate limit before it is handed to a retry
+    /// tier instead (see [`limit::Limiter`]).
+    pub max_rate_wait: Duration,
 }
 
 /// One call for a connection to make.

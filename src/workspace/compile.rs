@@ -484,6 +484,7 @@ mod tests {
             http: reqwest::Client::new(),
             default_timeout: std::time::Duration::from_secs(1),
             allow_private_networks: true,
+            max_rate_wait: std::time::Duration::from_secs(1),
         };
         CompiledWorkspace::compile(&config, &ctx, &Vars::default())
     }

@@ -4,11 +4,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
 use crate::workspace::spec::{ConnectionSpec, FieldError};
 
 /// Slack's Web API.
 pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// Slack allows about one message per second per channel (short bursts tolerated).
+pub const DEFAULT_RATE: RateSpec = RateSpec::new(1, Duration::from_secs(1));
 
 /// Settings beside `id` and `type` in a Slack connection.
 #[derive(Debug, Deserialize)]
@@ -19,6 +23,8 @@ struct Settings {
     /// Web API base URL; only tests and the sandbox change it.
     base_url: Option<String>,
     timeout_ms: Option<u64>,
+    /// Messages per channel; default [`DEFAULT_RATE`].
+    rate_limit: Option<RateSpec>,
 }
 
 /// How a Slack connection posts.
@@ -39,6 +45,8 @@ pub enum SlackAuth {
 pub struct SlackConfig {
     pub auth: SlackAuth,
     pub timeout: Duration,
+    /// The rate allowed per channel.
+    pub rate: RateSpec,
 }
 
 impl SlackConfig {
@@ -48,6 +56,9 @@ impl SlackConfig {
         if settings.timeout_ms == Some(0) {
             return Err(FieldError::new("timeout_ms", "must be greater than 0"));
         }
+        let rate = settings.rate_limit.unwrap_or(DEFAULT_RATE);
+        rate.check()
+            .map_err(|(field, problem)| FieldError::new(field, problem))?;
         for key in spec.credentials.keys() {
             if key != "webhook_url" && key != "token" {
                 return Err(FieldError::new(
@@ -109,6 +120,7 @@ impl SlackConfig {
                 .timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(ctx.default_timeout),
+            rate,
         })
     }
 }

@@ -6,12 +6,15 @@ pub mod config;
 pub mod request;
 pub mod response;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use self::config::{SlackAuth, SlackConfig};
+use crate::destinations::limit::Limiter;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
 };
@@ -39,6 +42,8 @@ impl Destination for Slack {
         Ok(Arc::new(SlackConnection {
             config: SlackConfig::from_spec(spec, ctx)?,
             http: ctx.http.clone(),
+            max_rate_wait: ctx.max_rate_wait,
+            limiters: Mutex::default(),
         }))
     }
 }
@@ -48,6 +53,19 @@ impl Destination for Slack {
 pub struct SlackConnection {
     config: SlackConfig,
     http: reqwest::Client,
+    max_rate_wait: Duration,
+    /// One limiter per channel (an incoming webhook is one channel).
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+}
+
+impl SlackConnection {
+    fn limiter(&self, channel: &str) -> Arc<Limiter> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        limiters
+            .entry(channel.to_owned())
+            .or_insert_with(|| Arc::new(Limiter::new(self.config.rate, self.max_rate_wait)))
+            .clone()
+    }
 }
 
 impl Connection for SlackConnection {
@@ -75,27 +93,24 @@ impl Connection for SlackConnection {
 
     fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
         async move {
-            let (request, web_api) = match &self.config.auth {
+            let built = match &self.config.auth {
                 SlackAuth::IncomingWebhook(url) => {
-                    match request::message_body(call.request, None) {
-                        Ok(mut body) => {
-                            // The channel of an incoming webhook is fixed when it is created.
-                            if let Some(obj) = body.as_object_mut() {
-                                obj.remove("channel");
-                            }
-                            (self.http.post(url.clone()).json(&body), false)
+                    request::message_body(call.request, None, call.envelope).map(|mut body| {
+                        // The channel of an incoming webhook is fixed when it is created.
+                        if let Some(obj) = body.as_object_mut() {
+                            obj.remove("channel");
                         }
-                        Err(reason) => {
-                            return Attempted::without_response(Outcome::Permanent { reason });
-                        }
-                    }
+                        let req = self.http.post(url.clone()).json(&body);
+                        (req, false, url.path().to_owned())
+                    })
                 }
                 SlackAuth::BotToken {
                     token,
                     api_base,
                     channel,
-                } => match request::message_body(call.request, channel.as_deref()) {
-                    Ok(body) => {
+                } => request::message_body(call.request, channel.as_deref(), call.envelope).map(
+                    |body| {
+                        let target = body["channel"].as_str().unwrap_or_default().to_owned();
                         // `chat.postMessage` is a fixed relative path; joining it cannot fail.
                         let url = api_base.join("chat.postMessage").expect("valid path");
                         let req = self
@@ -104,13 +119,18 @@ impl Connection for SlackConnection {
                             .bearer_auth(token)
                             .header("content-type", "application/json; charset=utf-8")
                             .body(body.to_string());
-                        (req, true)
-                    }
-                    Err(reason) => {
-                        return Attempted::without_response(Outcome::Permanent { reason });
-                    }
-                },
+                        (req, true, target)
+                    },
+                ),
             };
+            let (request, web_api, channel) = match built {
+                Ok(built) => built,
+                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+            };
+            let limiter = self.limiter(&channel);
+            if let Err(wait) = limiter.acquire().await {
+                return Attempted::without_response(Outcome::RateLimited { after: Some(wait) });
+            }
             let response = match request.timeout(self.config.timeout).send().await {
                 Ok(r) => r,
                 Err(e) => return Attempted::without_response(http::transport_failure(&e)),
@@ -123,6 +143,11 @@ impl Connection for SlackConnection {
             } else {
                 response::classify_webhook(status, after, &body)
             };
+            match outcome {
+                Outcome::RateLimited { .. } => limiter.throttled(),
+                Outcome::Delivered => limiter.succeeded(),
+                _ => {}
+            }
             Attempted {
                 outcome,
                 status_code: Some(status),
