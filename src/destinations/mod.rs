@@ -2,6 +2,7 @@
 //! (`config.rs` connection settings, `request.rs` event → API request, `response.rs` API
 //! response → [`Outcome`]). Adding one means adding its folder and one line to [`REGISTRY`].
 
+pub mod activecampaign;
 pub mod http;
 pub mod limit;
 pub mod slack;
@@ -16,7 +17,11 @@ use crate::records::EventEnvelope;
 use crate::workspace::spec::{ConnectionSpec, FieldError};
 
 /// Every destination type Herald knows, by its `type` in a connection.
-pub static REGISTRY: &[&dyn Destination] = &[&webhook::Webhook, &slack::Slack];
+pub static REGISTRY: &[&dyn Destination] = &[
+    &webhook::Webhook,
+    &slack::Slack,
+    &activecampaign::ActiveCampaign,
+];
 
 /// Looks a destination type up by name.
 pub fn lookup(kind: &str) -> Option<&'static dyn Destination> {
