@@ -4,6 +4,7 @@
 
 pub mod activecampaign;
 pub mod http;
+pub mod intercom;
 pub mod limit;
 pub mod slack;
 pub mod webhook;
@@ -21,6 +22,7 @@ pub static REGISTRY: &[&dyn Destination] = &[
     &webhook::Webhook,
     &slack::Slack,
     &activecampaign::ActiveCampaign,
+    &intercom::Intercom,
 ];
 
 /// Looks a destination type up by name.

@@ -496,7 +496,7 @@ impl State {
             );
         }
         if let Some(e) = &email
-            && !(e.contains('@') && !e.contains(char::is_whitespace))
+            && (!e.contains('@') || e.contains(char::is_whitespace))
         {
             return error(
                 StatusCode::BAD_REQUEST,
