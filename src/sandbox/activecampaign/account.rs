@@ -1,26 +1,10 @@
-//! ActiveCampaign API v3 under `/activecampaign/api/3/…`: contacts (upsert by email), tags,
-//! contact tags, lists 1 and 2, list subscriptions. It answers like the vendor: `403
-//! {"message"}` for a missing or refused `Api-Token` (any token starting with `bad`), `422
-//! {"errors":[…]}` for validation, `404 {"message": "No Result found for …"}` for unknown ids,
-//! and `429` with `Retry-After` past 5 requests per second per token.
-//!
-//! Some accounts answer an unauthenticated request with `200` and the HTML login page; the
-//! token `html-login` makes the simulator do that. Two answers are not documented by the
-//! vendor and are this simulator's assumption: a tag name that exists already gets `422`
-//! `code: "duplicate"`, and tagging a contact twice gets `422` "already has this tag".
+//! The simulated ActiveCampaign account: what it stores and how each endpoint changes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-
-use super::{Sandbox, recorded};
 
 /// Requests per second per token, as ActiveCampaign enforces per account.
 pub const REQUESTS_PER_SECOND: u32 = 5;
@@ -28,16 +12,6 @@ pub const REQUESTS_PER_SECOND: u32 = 5;
 const MAX_BUCKETS: usize = 1_000;
 /// The token that makes the simulator answer with the HTML login page.
 pub const HTML_LOGIN_TOKEN: &str = "html-login";
-
-const PREFIX: &str = "/activecampaign/api/3";
-
-pub(super) fn router() -> Router<Sandbox> {
-    Router::new()
-        .route(&format!("{PREFIX}/contact/sync"), post(contact_sync))
-        .route(&format!("{PREFIX}/tags"), post(create_tag).get(find_tags))
-        .route(&format!("{PREFIX}/contactTags"), post(contact_tag))
-        .route(&format!("{PREFIX}/contactLists"), post(contact_list))
-}
 
 #[derive(Debug, Clone)]
 struct Contact {
@@ -88,7 +62,7 @@ impl State {
 
     /// Takes one request from `token`'s bucket (5 per second, no burst beyond that), or says
     /// how long until one is free.
-    pub(super) fn admit(&mut self, token: &str, now: Instant) -> Result<u32, Duration> {
+    pub(crate) fn admit(&mut self, token: &str, now: Instant) -> Result<u32, Duration> {
         let rate = f64::from(REQUESTS_PER_SECOND);
         if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(token) {
             self.buckets.clear();
@@ -105,7 +79,7 @@ impl State {
     }
 
     /// Everything stored, for `GET /_sandbox/state`.
-    pub(super) fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         json!({
             "contacts": self.contacts.iter().map(contact_json).collect::<Vec<_>>(),
             "tags": self.tags.iter().map(|(id, name)| tag_json(*id, name)).collect::<Vec<_>>(),
@@ -136,13 +110,9 @@ fn tag_json(id: u64, name: &str) -> Value {
 }
 
 /// A status and a JSON body.
-type Answer = (StatusCode, Value);
+pub(super) type Answer = (StatusCode, Value);
 
-fn respond((status, body): Answer) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-fn reply(status: StatusCode, body: Value) -> Answer {
+pub(super) fn reply(status: StatusCode, body: Value) -> Answer {
     (status, body)
 }
 
@@ -192,175 +162,9 @@ fn text_of(v: Option<&Value>) -> Option<String> {
     }
 }
 
-/// The checks every request passes first: faults, `Api-Token`, the rate limit. On success the
-/// parsed JSON body (or `Null` for a GET).
-async fn guard(
-    sandbox: &Sandbox,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, Response> {
-    let record = |status: u16| {
-        let mut r = recorded("activecampaign", path, headers, body, status);
-        r.method = method.to_string();
-        sandbox.record(r);
-    };
-    if let Some(response) = sandbox.faulted("activecampaign", path, headers, body).await {
-        return Err(response);
-    }
-    let token = headers.get("api-token").and_then(|v| v.to_str().ok());
-    let token = match token {
-        None | Some("") => {
-            record(403);
-            return Err(respond(reply(
-                StatusCode::FORBIDDEN,
-                json!({"message": "No Api-Token header was sent"}),
-            )));
-        }
-        Some(t) if t.starts_with("bad") => {
-            record(403);
-            return Err(respond(reply(
-                StatusCode::FORBIDDEN,
-                json!({"message": "You are not authorized to access this resource"}),
-            )));
-        }
-        Some(HTML_LOGIN_TOKEN) => {
-            record(200);
-            return Err((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
-                "<!DOCTYPE html><html><head><title>Login | ActiveCampaign</title></head>\
-                 <body><form action=\"/admin/index.php\" method=\"post\">\
-                 <input name=\"user\"><input name=\"pass\" type=\"password\"></form></body></html>",
-            )
-                .into_response());
-        }
-        Some(t) => t.to_owned(),
-    };
-    let admitted = sandbox.activecampaign().admit(&token, Instant::now());
-    match admitted {
-        Err(wait) => {
-            record(429);
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [
-                    ("retry-after", secs.to_string()),
-                    ("ratelimit-limit", REQUESTS_PER_SECOND.to_string()),
-                    ("ratelimit-remaining", "0".to_owned()),
-                ],
-                axum::Json(json!({"message": "Too Many Requests"})),
-            )
-                .into_response())
-        }
-        Ok(_) if method == Method::GET => Ok(Value::Null),
-        Ok(_) => match serde_json::from_slice::<Value>(body) {
-            Ok(v) => Ok(v),
-            Err(_) => {
-                record(400);
-                Err(respond(reply(
-                    StatusCode::BAD_REQUEST,
-                    json!({"message": "The request body is not valid JSON"}),
-                )))
-            }
-        },
-    }
-}
-
-/// Records the request with the status of `response` and hands the response back.
-fn answered(
-    sandbox: &Sandbox,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    answer: Answer,
-) -> Response {
-    let response = respond(answer);
-    let mut r = recorded(
-        "activecampaign",
-        path,
-        headers,
-        body,
-        response.status().as_u16(),
-    );
-    r.method = method.to_string();
-    sandbox.record(r);
-    response
-}
-
-async fn contact_sync(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contact/sync");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().sync(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
-}
-
-async fn find_tags(
-    Shared(sandbox): Shared<Sandbox>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let mut path = format!("{PREFIX}/tags");
-    if let Some(q) = query.get("search") {
-        path.push_str(&format!("?search={q}"));
-    }
-    if let Err(r) = guard(&sandbox, Method::GET, &path, &headers, b"").await {
-        return r;
-    }
-    let response = sandbox.activecampaign().find_tags(&query);
-    answered(&sandbox, Method::GET, &path, &headers, b"", response)
-}
-
-async fn create_tag(Shared(sandbox): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = format!("{PREFIX}/tags");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().create_tag(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
-}
-
-async fn contact_tag(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contactTags");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().contact_tag(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
-}
-
-async fn contact_list(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contactLists");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().contact_list(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
-}
-
 impl State {
     /// `POST /contact/sync`: create or update by email.
-    fn sync(&mut self, request: &Value) -> Answer {
+    pub(crate) fn sync(&mut self, request: &Value) -> Answer {
         let Some(c) = request.get("contact").filter(|c| c.is_object()) else {
             return errors(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -438,7 +242,7 @@ impl State {
     }
 
     /// `GET /tags?search=` ("contains") or `filters[search][eq]=` (exact), with `limit`/`offset`.
-    fn find_tags(&self, query: &HashMap<String, String>) -> Answer {
+    pub(crate) fn find_tags(&self, query: &HashMap<String, String>) -> Answer {
         let contains = query.get("search").map(|s| s.to_lowercase());
         let exact = query.get("filters[search][eq]");
         let limit = query
@@ -473,7 +277,7 @@ impl State {
     }
 
     /// `POST /tags`.
-    fn create_tag(&mut self, request: &Value) -> Answer {
+    pub(crate) fn create_tag(&mut self, request: &Value) -> Answer {
         let name = text_of(request.pointer("/tag/tag")).unwrap_or_default();
         if name.trim().is_empty() {
             return errors(
@@ -497,7 +301,7 @@ impl State {
     }
 
     /// `POST /contactTags`.
-    fn contact_tag(&mut self, request: &Value) -> Answer {
+    pub(crate) fn contact_tag(&mut self, request: &Value) -> Answer {
         let contact = id_of(request.pointer("/contactTag/contact"));
         let tag = id_of(request.pointer("/contactTag/tag"));
         let (Some(contact), Some(tag)) = (contact, tag) else {
@@ -542,7 +346,7 @@ impl State {
     }
 
     /// `POST /contactLists`: subscribe (1) or unsubscribe (2); one row per contact and list.
-    fn contact_list(&mut self, request: &Value) -> Answer {
+    pub(crate) fn contact_list(&mut self, request: &Value) -> Answer {
         let raw_list = text_of(request.pointer("/contactList/list")).unwrap_or_default();
         let raw_contact = text_of(request.pointer("/contactList/contact")).unwrap_or_default();
         let status = id_of(request.pointer("/contactList/status"));

@@ -1,31 +1,11 @@
-//! Intercom REST API under `/intercom/…`: contacts (search, create, get, update, delete), tags
-//! (create-or-update by name) and tagging. Answers like the vendor, with the `error.list`
-//! envelope: `401 unauthorized` for a missing or refused token (any token starting with
-//! `bad`; one starting with `revoked` gets `token_revoked`), `406` without an acceptable
-//! `Accept`, `400 intercom_version_invalid` for an unknown `Intercom-Version` (absent means the
-//! app's default version, as at Intercom), `409 conflict` "… already exists with id=…" when a
-//! created contact's email or external_id is taken, `400 parameter_invalid` for a custom
-//! attribute that is not defined (here: any name starting with `undefined_`).
-//!
-//! Like Intercom, search is eventually consistent: a new contact stays invisible to
-//! `POST /contacts/search` for `search_lag_ms` (2 s unless set with `PUT /_sandbox/intercom`).
-//! The rate limit is per token, `limit_per_minute` (10,000) spread over 10-second windows as
-//! Intercom does (1,667 per window), with `X-RateLimit-Limit/Remaining/Reset` on every
-//! authenticated answer and `429 rate_limit_exceeded` past it.
+//! The simulated Intercom workspace: what it stores and how each endpoint changes it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State as Shared};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Map, Value, json};
-
-use super::{Sandbox, recorded};
 
 /// Intercom's default per-app limit.
 pub const DEFAULT_LIMIT_PER_MINUTE: u32 = 10_000;
@@ -36,23 +16,10 @@ const WINDOW_SECS: u64 = 10;
 /// Tokens whose windows are kept; past this the table is reset (a sandbox bound).
 const MAX_WINDOWS: usize = 1_000;
 /// The API versions the simulator accepts in `Intercom-Version`.
-const VERSIONS: &[&str] = &[
+pub(crate) const VERSIONS: &[&str] = &[
     "1.0", "1.1", "1.2", "1.3", "1.4", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7",
     "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14", "2.15", "2.16", "Unstable",
 ];
-
-pub(super) fn router() -> Router<Sandbox> {
-    Router::new()
-        .route("/intercom/contacts", post(create_contact))
-        .route("/intercom/contacts/search", post(search_contacts))
-        .route(
-            "/intercom/contacts/{id}",
-            get(get_contact).put(update_contact).delete(delete_contact),
-        )
-        .route("/intercom/contacts/{id}/tags", post(tag_contact))
-        .route("/intercom/tags", post(create_tag))
-        .route("/_sandbox/intercom", axum::routing::put(tune))
-}
 
 #[derive(Debug, Clone)]
 struct Contact {
@@ -94,14 +61,14 @@ impl Default for State {
 
 /// The rate-limit headers of one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RateHeaders {
-    limit: u32,
+pub(crate) struct RateHeaders {
+    pub(crate) limit: u32,
     remaining: u32,
     reset: u64,
 }
 
 impl RateHeaders {
-    fn apply(self, response: &mut Response) {
+    pub(crate) fn apply(self, response: &mut Response) {
         let h = response.headers_mut();
         for (name, value) in [
             ("x-ratelimit-limit", self.limit.to_string()),
@@ -116,7 +83,7 @@ impl RateHeaders {
 
 impl State {
     /// Forgets contacts and tags, keeping the tuning.
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Self {
             search_lag: self.search_lag,
             limit_per_minute: self.limit_per_minute,
@@ -131,7 +98,7 @@ impl State {
 
     /// Counts one request of `token` at `now_unix` seconds: `Ok` with the headers to send, or
     /// `Err` with the headers of a 429.
-    pub(super) fn admit(&mut self, token: &str, now_unix: u64) -> Result<RateHeaders, RateHeaders> {
+    pub(crate) fn admit(&mut self, token: &str, now_unix: u64) -> Result<RateHeaders, RateHeaders> {
         let limit = self.window_limit();
         let start = now_unix - now_unix % WINDOW_SECS;
         if self.windows.len() >= MAX_WINDOWS && !self.windows.contains_key(token) {
@@ -158,7 +125,7 @@ impl State {
     }
 
     /// Everything stored, for `GET /_sandbox/state`.
-    pub(super) fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         json!({
             "contacts": self.contacts.iter().map(|c| self.contact_json(c)).collect::<Vec<_>>(),
             "tags": self.tags.iter().map(|(id, name)| json!({"type": "tag", "id": id.to_string(), "name": name})).collect::<Vec<_>>(),
@@ -182,13 +149,9 @@ impl State {
 }
 
 /// A status and a JSON body.
-type Answer = (StatusCode, Value);
+pub(crate) type Answer = (StatusCode, Value);
 
-fn respond((status, body): Answer) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Answer {
     (
         status,
         json!({"type": "error.list", "request_id": uuid::Uuid::now_v7().to_string(),
@@ -204,236 +167,6 @@ fn user_not_found() -> Answer {
     error(StatusCode::NOT_FOUND, "not_found", "User Not Found")
 }
 
-/// Faults, `Accept`, the token, `Intercom-Version`, the rate limit, then the JSON body (`Null`
-/// when there is none). On success, the body and the rate-limit headers to answer with.
-async fn guard(
-    sandbox: &Sandbox,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Value, RateHeaders), Response> {
-    let record = |status: u16| {
-        let mut r = recorded("intercom", path, headers, body, status);
-        r.method = method.to_string();
-        sandbox.record(r);
-    };
-    let refuse = |status: StatusCode, code: &str, message: &str| {
-        record(status.as_u16());
-        respond(error(status, code, message))
-    };
-    if let Some(response) = sandbox.faulted("intercom", path, headers, body).await {
-        return Err(response);
-    }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let accept = header("accept").unwrap_or("");
-    if !accept.contains("application/json") && !accept.contains("*/*") {
-        return Err(refuse(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
-            "The Accept header must allow application/json",
-        ));
-    }
-    let token = header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    if token.is_empty() || token.starts_with("bad") {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Access Token Invalid",
-        ));
-    }
-    if token.starts_with("revoked") {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "token_revoked",
-            "Token revoked",
-        ));
-    }
-    if let Some(version) = header("intercom-version")
-        && !VERSIONS.contains(&version)
-    {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "intercom_version_invalid",
-            "The requested version could not be found",
-        ));
-    }
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let rate = match sandbox.intercom().admit(token, now) {
-        Ok(rate) => rate,
-        Err(rate) => {
-            let mut response = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_exceeded",
-                &format!("Exceeded rate limit of {} in 10_seconds", rate.limit),
-            );
-            rate.apply(&mut response);
-            return Err(response);
-        }
-    };
-    if body.is_empty() {
-        return Ok((Value::Null, rate));
-    }
-    match serde_json::from_slice(body) {
-        Ok(value) => Ok((value, rate)),
-        Err(_) => {
-            let mut response = refuse(
-                StatusCode::BAD_REQUEST,
-                "parameter_invalid",
-                "The request body is not valid JSON",
-            );
-            rate.apply(&mut response);
-            Err(response)
-        }
-    }
-}
-
-/// Runs `handle` on the state after the guard, records and answers with the rate headers.
-async fn serve(
-    sandbox: Sandbox,
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    handle: impl FnOnce(&mut State, Value) -> Answer,
-) -> Response {
-    let (request, rate) = match guard(&sandbox, &method, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(response) => return response,
-    };
-    let answer = handle(&mut sandbox.intercom(), request);
-    let mut response = respond(answer);
-    rate.apply(&mut response);
-    let mut r = recorded(
-        "intercom",
-        &path,
-        &headers,
-        &body,
-        response.status().as_u16(),
-    );
-    r.method = method.to_string();
-    sandbox.record(r);
-    response
-}
-
-async fn search_contacts(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/contacts/search".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.search(&req)
-    })
-    .await
-}
-
-async fn create_contact(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/contacts".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.create(&req)
-    })
-    .await
-}
-
-async fn get_contact(
-    Shared(s): Shared<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(
-        s,
-        Method::GET,
-        path,
-        headers,
-        Bytes::new(),
-        |st, _| match st.contacts.iter().find(|c| c.id == id) {
-            Some(c) => ok(st.contact_json(c)),
-            None => user_not_found(),
-        },
-    )
-    .await
-}
-
-async fn update_contact(
-    Shared(s): Shared<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(s, Method::PUT, path, headers, body, |st, req| {
-        st.update(&id, &req)
-    })
-    .await
-}
-
-async fn delete_contact(
-    Shared(s): Shared<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(
-        s,
-        Method::DELETE,
-        path,
-        headers,
-        Bytes::new(),
-        |st, _| match st.contacts.iter().position(|c| c.id == id) {
-            Some(i) => {
-                st.contacts.remove(i);
-                ok(json!({"id": id, "object": "contact", "deleted": true}))
-            }
-            None => user_not_found(),
-        },
-    )
-    .await
-}
-
-async fn tag_contact(
-    Shared(s): Shared<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("/intercom/contacts/{id}/tags");
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.tag_contact(&id, &req)
-    })
-    .await
-}
-
-async fn create_tag(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/tags".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.create_tag(&req)
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Tuning {
-    search_lag_ms: Option<u64>,
-    limit_per_minute: Option<u32>,
-}
-
-/// `PUT /_sandbox/intercom`: the search lag and the rate limit.
-async fn tune(Shared(sandbox): Shared<Sandbox>, axum::Json(t): axum::Json<Tuning>) -> Response {
-    let mut state = sandbox.intercom();
-    if let Some(ms) = t.search_lag_ms {
-        state.search_lag = Duration::from_millis(ms);
-    }
-    if let Some(limit) = t.limit_per_minute {
-        state.limit_per_minute = limit.max(1);
-    }
-    respond(ok(
-        json!({"search_lag_ms": state.search_lag.as_millis() as u64,
-        "limit_per_minute": state.limit_per_minute, "limit_per_10_seconds": state.window_limit()}),
-    ))
-}
-
 fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -443,8 +176,43 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 impl State {
+    /// `PUT /_sandbox/intercom`: the search lag and the per-minute limit.
+    pub(crate) fn tune(
+        &mut self,
+        search_lag: Option<Duration>,
+        limit_per_minute: Option<u32>,
+    ) -> Answer {
+        if let Some(lag) = search_lag {
+            self.search_lag = lag;
+        }
+        if let Some(limit) = limit_per_minute {
+            self.limit_per_minute = limit.max(1);
+        }
+        ok(json!({"search_lag_ms": self.search_lag.as_millis() as u64,
+            "limit_per_minute": self.limit_per_minute, "limit_per_10_seconds": self.window_limit()}))
+    }
+
+    /// `GET /contacts/{id}`.
+    pub(crate) fn get(&self, id: &str) -> Answer {
+        match self.contacts.iter().find(|c| c.id == id) {
+            Some(c) => ok(self.contact_json(c)),
+            None => user_not_found(),
+        }
+    }
+
+    /// `DELETE /contacts/{id}`.
+    pub(crate) fn delete(&mut self, id: &str) -> Answer {
+        match self.contacts.iter().position(|c| c.id == id) {
+            Some(i) => {
+                self.contacts.remove(i);
+                ok(json!({"id": id, "object": "contact", "deleted": true}))
+            }
+            None => user_not_found(),
+        }
+    }
+
     /// `POST /contacts/search` with one `field = value` query on `id`, `external_id` or `email`.
-    fn search(&self, request: &Value) -> Answer {
+    pub(crate) fn search(&self, request: &Value) -> Answer {
         let query = &request["query"];
         let field = query["field"].as_str().unwrap_or("");
         let operator = query["operator"].as_str().unwrap_or("");
@@ -484,7 +252,7 @@ impl State {
     }
 
     /// `POST /contacts`: 409 when the email or external_id is taken.
-    fn create(&mut self, request: &Value) -> Answer {
+    pub(crate) fn create(&mut self, request: &Value) -> Answer {
         let email = text(request.get("email"));
         let external_id = text(request.get("external_id"));
         let role = request["role"].as_str().unwrap_or("user").to_owned();
@@ -544,7 +312,7 @@ impl State {
     }
 
     /// `PUT /contacts/{id}`: merges `custom_attributes`, sets `email` / `external_id`.
-    fn update(&mut self, id: &str, request: &Value) -> Answer {
+    pub(crate) fn update(&mut self, id: &str, request: &Value) -> Answer {
         if let Err(response) = check_attributes(request.get("custom_attributes")) {
             return response;
         }
@@ -567,7 +335,7 @@ impl State {
     }
 
     /// `POST /tags`: creates the tag unless one has the name; tags `users` when given.
-    fn create_tag(&mut self, request: &Value) -> Answer {
+    pub(crate) fn create_tag(&mut self, request: &Value) -> Answer {
         let Some(name) = text(request.get("name")).filter(|n| !n.trim().is_empty()) else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -598,7 +366,7 @@ impl State {
     }
 
     /// `POST /contacts/{id}/tags` with `{"id": tag}`; tagging twice is harmless.
-    fn tag_contact(&mut self, contact: &str, request: &Value) -> Answer {
+    pub(crate) fn tag_contact(&mut self, contact: &str, request: &Value) -> Answer {
         let tag = text(request.get("id")).and_then(|t| t.parse::<u64>().ok());
         let Some((tag, name)) =
             tag.and_then(|t| self.tags.iter().find(|(id, _)| *id == t).cloned())
