@@ -2,8 +2,10 @@
 //! (`config.rs` connection settings, `request.rs` event → API request, `response.rs` API
 //! response → [`Outcome`]). Adding one means adding its folder and one line to [`REGISTRY`].
 
+pub mod activecampaign;
 pub mod http;
 pub mod hubspot;
+pub mod intercom;
 pub mod limit;
 pub mod mailchimp;
 pub mod slack;
@@ -23,6 +25,8 @@ pub static REGISTRY: &[&dyn Destination] = &[
     &slack::Slack,
     &hubspot::HubSpot,
     &mailchimp::Mailchimp,
+    &activecampaign::ActiveCampaign,
+    &intercom::Intercom,
 ];
 
 /// Looks a destination type up by name.

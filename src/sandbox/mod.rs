@@ -10,10 +10,15 @@
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
 //! | `POST /hubspot/crm/v3/objects/contacts/batch/upsert` | HubSpot contact batch upsert by email (private-app token, 100 req / 10 s, 207 per-input errors) |
 //! | `PUT`/`GET /mailchimp/3.0/lists/{list}/members/{hash}`, `POST …/{hash}/tags` | Mailchimp members and tags (Basic auth, 10 connections per key, problem+json errors) |
+//! | `/activecampaign/api/3/{contact/sync,tags,contactTags,contactLists}` | ActiveCampaign v3 (token `bad…` → 403, `html-login` → 200 HTML login page; 5 req/s per token) |
+//! | `/intercom/{contacts,contacts/search,contacts/{id},contacts/{id}/tags,tags}` | Intercom REST (search lag, 409 on duplicate create, `X-RateLimit-*` in 10 s windows) |
 //!
-//! `GET /_sandbox/state` shows what the stateful simulators hold, one key per destination
-//! type (`hubspot`: contacts by email; `mailchimp`: audiences → members by subscriber hash);
-//! `DELETE /_sandbox/state` empties them.
+//! `GET /_sandbox/state` shows what the simulators hold, one key per destination type
+//! (`hubspot`: contacts by email; `mailchimp`: audiences → members by subscriber hash;
+//! `activecampaign`, `intercom`: contacts, tags, lists; `slack`: messages by channel;
+//! `webhook`: received events by path); `DELETE /_sandbox/state` empties them.
+//! `PUT /_sandbox/intercom` with `{"search_lag_ms": N, "limit_per_minute": N}` tunes the
+//! Intercom simulator.
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
@@ -21,7 +26,9 @@
 //! `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
 //! `DELETE /_sandbox/faults` clears them.
 
+pub mod activecampaign;
 pub mod hubspot;
+pub mod intercom;
 pub mod mailchimp;
 pub mod slack;
 pub mod webhook;
@@ -89,6 +96,8 @@ pub struct Sandbox {
     webhook_key: Option<Arc<Vec<u8>>>,
     hubspot: Arc<Mutex<hubspot::HubSpotState>>,
     mailchimp: Arc<Mutex<mailchimp::MailchimpState>>,
+    activecampaign: Arc<Mutex<activecampaign::State>>,
+    intercom: Arc<Mutex<intercom::State>>,
 }
 
 impl Sandbox {
@@ -99,11 +108,8 @@ impl Sandbox {
             .transpose()?
             .map(Arc::new);
         Ok(Self {
-            requests: Arc::default(),
-            faults: Arc::default(),
             webhook_key,
-            hubspot: Arc::default(),
-            mailchimp: Arc::default(),
+            ..Self::default()
         })
     }
 
@@ -120,6 +126,8 @@ impl Sandbox {
             .merge(slack::router())
             .merge(hubspot::router())
             .merge(mailchimp::router())
+            .merge(activecampaign::router())
+            .merge(intercom::router())
             .with_state(self.clone())
     }
 
@@ -128,6 +136,10 @@ impl Sandbox {
         serde_json::json!({
             "hubspot": self.hubspot.lock().unwrap_or_else(|p| p.into_inner()).snapshot(),
             "mailchimp": self.mailchimp.lock().unwrap_or_else(|p| p.into_inner()).snapshot(),
+            "activecampaign": self.activecampaign().snapshot(),
+            "intercom": self.intercom().snapshot(),
+            "slack": slack::snapshot(&self.requests()),
+            "webhook": webhook::snapshot(&self.requests()),
         })
     }
 
@@ -199,6 +211,17 @@ impl Sandbox {
         requests.push_back(request);
     }
 
+    fn activecampaign(&self) -> std::sync::MutexGuard<'_, activecampaign::State> {
+        self.activecampaign
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn intercom(&self) -> std::sync::MutexGuard<'_, intercom::State> {
+        self.intercom.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The simulators' stored state, one key per destination type.
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -214,7 +237,8 @@ fn recorded(
 ) -> RecordedRequest {
     let headers = headers
         .iter()
-        .filter(|(name, _)| name.as_str() != "authorization")
+        // Credentials never reach the record.
+        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "api-token"))
         .map(|(name, value)| {
             (
                 name.as_str().to_owned(),
@@ -278,6 +302,8 @@ async fn reset_state(State(sandbox): State<Sandbox>) -> &'static str {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
+    *sandbox.activecampaign() = activecampaign::State::default();
+    sandbox.intercom().reset();
     "state cleared\n"
 }
 

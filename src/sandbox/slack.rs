@@ -77,3 +77,34 @@ async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
     sandbox.record(recorded("slack", path, &headers, &body, 200));
     Json(reply).into_response()
 }
+
+/// Messages Slack accepted, by channel (the `channel` of `chat.postMessage`, or the path of
+/// an incoming webhook), oldest first: `{"channels": {"C1": [{"text": …, "blocks": […]}]}}`.
+pub(super) fn snapshot(requests: &[super::RecordedRequest]) -> Value {
+    let mut channels = serde_json::Map::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.destination == "slack" && r.status == 200)
+    {
+        let accepted = r.path.starts_with("/slack/services/")
+            || r.body.get("channel").and_then(Value::as_str).is_some()
+                && has_text_or_blocks(&r.body);
+        if !accepted {
+            continue;
+        }
+        let channel = r
+            .body
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or(&r.path)
+            .to_owned();
+        let message = json!({"text": r.body.get("text"), "blocks": r.body.get("blocks")});
+        channels
+            .entry(channel)
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+            .expect("an array")
+            .push(message);
+    }
+    json!({ "channels": channels })
+}

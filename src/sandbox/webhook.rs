@@ -78,3 +78,26 @@ async fn receive(
     };
     (status, text).into_response()
 }
+
+/// Events the receiver accepted (2xx), by path, oldest first:
+/// `{"endpoints": {"/webhook/a": [{"webhook_id": …, "body": …, "signature_valid": …}]}}`.
+pub(super) fn snapshot(requests: &[super::RecordedRequest]) -> serde_json::Value {
+    let mut endpoints = serde_json::Map::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.destination == "webhook" && (200..300).contains(&r.status))
+    {
+        let event = serde_json::json!({
+            "webhook_id": r.headers.get("webhook-id"),
+            "body": r.body,
+            "signature_valid": r.signature_valid,
+        });
+        endpoints
+            .entry(r.path.clone())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+            .as_array_mut()
+            .expect("an array")
+            .push(event);
+    }
+    serde_json::json!({ "endpoints": endpoints })
+}

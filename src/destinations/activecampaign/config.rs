@@ -1,0 +1,193 @@
+//! ActiveCampaign connection settings: the account's API URL and its `Api-Token`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::destinations::limit::RateSpec;
+use crate::destinations::{DestinationContext, http, parse_settings};
+use crate::workspace::spec::{ConnectionSpec, FieldError, Secret};
+
+/// ActiveCampaign allows 5 requests per second per account, shared by every key on it.
+pub const DEFAULT_RATE: RateSpec = RateSpec::new(5, Duration::from_secs(1));
+
+/// Settings beside `id` and `type` in an ActiveCampaign connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The account URL, `https://<account>.api-us1.com` (Settings → Developer); required.
+    base_url: Option<String>,
+    timeout_ms: Option<u64>,
+    /// Requests per window; default [`DEFAULT_RATE`].
+    rate_limit: Option<RateSpec>,
+}
+
+/// A validated ActiveCampaign connection.
+#[derive(Debug, Clone)]
+pub struct ActiveCampaignConfig {
+    /// `<base_url>/api/3/`, ready for joining relative paths.
+    pub api_base: url::Url,
+    /// `credentials.api_token`, sent as `Api-Token`.
+    pub api_token: Secret,
+    pub timeout: Duration,
+    pub rate: RateSpec,
+}
+
+impl ActiveCampaignConfig {
+    /// Reads and checks `spec`.
+    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
+        let settings: Settings = parse_settings(spec)?;
+        if settings.timeout_ms == Some(0) {
+            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
+        }
+        let base_url = settings.base_url.ok_or_else(|| {
+            FieldError::new(
+                "base_url",
+                "is required: the account URL https://<account>.api-us1.com (Settings → Developer)",
+            )
+        })?;
+        let rate = settings.rate_limit.unwrap_or(DEFAULT_RATE);
+        rate.check()
+            .map_err(|(field, problem)| FieldError::new(field, problem))?;
+        for key in spec.credentials.keys() {
+            if key != "api_token" {
+                return Err(FieldError::new(
+                    format!("credentials.{key}"),
+                    "unknown credential; ActiveCampaign connections take `api_token`",
+                ));
+            }
+        }
+        let api_token = spec
+            .credentials
+            .get("api_token")
+            .filter(|t| !t.expose().trim().is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                FieldError::new(
+                    "credentials.api_token",
+                    "is required: the API key from Settings → Developer",
+                )
+            })?;
+        Ok(Self {
+            api_base: api_base(&base_url, ctx.allow_private_networks)?,
+            api_token,
+            timeout: settings
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(ctx.default_timeout),
+            rate,
+        })
+    }
+}
+
+/// `<base_url>/api/3/`. A `base_url` copied with its `/api/3` suffix is accepted as well.
+fn api_base(raw: &str, allow_private_networks: bool) -> Result<url::Url, FieldError> {
+    let mut url = http::check_url("base_url", raw, allow_private_networks)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(FieldError::new(
+            "base_url",
+            "must be the account URL without a query, e.g. https://<account>.api-us1.com",
+        ));
+    }
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/3").unwrap_or(path);
+    url.set_path(&format!("{path}/api/3/"));
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> DestinationContext {
+        DestinationContext {
+            http: reqwest::Client::new(),
+            default_timeout: Duration::from_secs(10),
+            allow_private_networks: false,
+            max_rate_wait: Duration::from_secs(1),
+        }
+    }
+
+    fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
+        ConnectionSpec {
+            id: "ac".into(),
+            kind: "activecampaign".into(),
+            credentials: token
+                .map(|t| [("api_token".to_owned(), Secret::new(t))].into())
+                .unwrap_or_default(),
+            settings: settings.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn the_account_url_gets_the_api_path() {
+        for base in [
+            "https://acme.api-us1.com",
+            "https://acme.api-us1.com/",
+            "https://acme.api-us1.com/api/3",
+            "https://acme.api-us1.com/api/3/",
+        ] {
+            let config = ActiveCampaignConfig::from_spec(
+                &spec(serde_json::json!({"base_url": base}), Some("k")),
+                &ctx(),
+            )
+            .unwrap();
+            assert_eq!(
+                config.api_base.as_str(),
+                "https://acme.api-us1.com/api/3/",
+                "{base}"
+            );
+            assert_eq!(config.rate, DEFAULT_RATE);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (serde_json::json!({}), Some("k"), "base_url"),
+            (
+                serde_json::json!({"base_url": "http://10.0.0.1"}),
+                Some("k"),
+                "base_url",
+            ),
+            (
+                serde_json::json!({"base_url": "https://a.api-us1.com"}),
+                None,
+                "credentials.api_token",
+            ),
+            (
+                serde_json::json!({"base_url": "https://a.api-us1.com"}),
+                Some(" "),
+                "credentials.api_token",
+            ),
+            (
+                serde_json::json!({"base_url": "https://a.api-us1.com", "rate_limit": {"requests": 0, "per_ms": 1000}}),
+                Some("k"),
+                "rate_limit.requests",
+            ),
+            (
+                serde_json::json!({"base_url": "https://a.api-us1.com", "list": 1}),
+                Some("k"),
+                "list",
+            ),
+        ];
+        for (settings, token, field) in cases {
+            let err = ActiveCampaignConfig::from_spec(&spec(settings.clone(), token), &ctx())
+                .unwrap_err();
+            assert_eq!(err.path, field, "{settings}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let config = ActiveCampaignConfig::from_spec(
+            &spec(
+                serde_json::json!({"base_url": "https://a.api-us1.com"}),
+                Some("sekrit-token"),
+            ),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("sekrit"));
+    }
+}
