@@ -81,7 +81,7 @@ rules:
     for expected in [
         "bad.yaml: workspace: `ws bad`",
         "connections[0].url: 169.254.169.254 is not a public address",
-        "connections[1].type: `hubspott` is not a destination type (known: webhook, slack, activecampaign, intercom)",
+        "connections[1].type: `hubspott` is not a destination type (known: webhook, slack, hubspot, mailchimp, activecampaign, intercom)",
         "rules[0].when: syntax error",
         "rules[1].connection: `missing` is not a connection",
     ] {
