@@ -41,6 +41,12 @@ fn apply_dry_run_accepts_the_examples() {
             "NORTHSTAR_WEBHOOK_SECRET",
             "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
         )
+        .env("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-1")
+        .env("ACADEMYFLOW_MAILCHIMP_KEY", "k1-us6")
+        .env("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "ac-1")
+        .env("NORTHSTAR_HUBSPOT_TOKEN", "pat-2")
+        .env("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "ac-2")
+        .env("NORTHSTAR_INTERCOM_TOKEN", "ic-2")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -50,7 +56,7 @@ fn apply_dry_run_accepts_the_examples() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("valid ws_academyflow (2 connections, 2 rules)"),
+        stdout.contains("valid ws_academyflow (5 connections, 5 rules)"),
         "{stdout}"
     );
     assert!(stdout.contains("valid ws_northstar"), "{stdout}");

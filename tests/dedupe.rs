@@ -48,7 +48,7 @@ fn already_delivered(app: &App) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delivered_deliveries_are_not_sent_again_on_replay_restart_or_targeted_replay() {
     let h = Harness::new().await;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let before = Utc::now() - chrono::TimeDelta::seconds(1);
     let page = |i: u32| {
         json!({"user_id": format!("usr_{i}"), "email": format!("u{i}@northstar.io"),

@@ -20,13 +20,14 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
         .unwrap();
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
-    let emit_line = loop {
+    let mut emit_lines = Vec::new();
+    while emit_lines.len() < 2 {
         let line = lines.next().expect("herald dev printed its lines").unwrap();
         printed.push(line.clone());
         if line.starts_with("herald emit ") {
-            break line;
+            emit_lines.push(line);
         }
-    };
+    }
     let field = |prefix: &str| {
         printed
             .iter()
@@ -44,17 +45,19 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(&emit_line)
-        .env("PATH", &path)
-        .current_dir(work.path())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "the printed emit line failed: {emit_line}"
-    );
+    for emit_line in &emit_lines {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(emit_line)
+            .env("PATH", &path)
+            .current_dir(work.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the printed emit line failed: {emit_line}"
+        );
+    }
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let history = loop {
@@ -78,7 +81,7 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
             .iter()
             .filter(|r| r["status"] == "delivered")
             .count()
-            == 2
+            == 5
         {
             break records;
         }
@@ -96,9 +99,59 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
             .json()
             .await
             .unwrap();
-    assert_eq!(requests.len(), 1);
-    let text = requests[0]["body"]["text"].as_str().unwrap();
+    assert_eq!(requests.len(), 2, "one alert per workspace");
+    let lesson = requests
+        .iter()
+        .find(|r| r["path"] == "/slack/api/chat.postMessage")
+        .expect("the instructors' alert");
+    let text = lesson["body"]["text"].as_str().unwrap();
     assert!(text.contains("Customer Research Fundamentals"), "{text}");
+
+    // All five destinations (and the webhook) hold what the seeds promise.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state: serde_json::Value = reqwest::get(format!("{http}/_sandbox/state"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tagged = state["intercom"]["contacts"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty());
+        if tagged && !state["hubspot"]["contacts"]["alex@northstar.io"].is_null() {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "onboarding not delivered: {state:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let nina = &state["hubspot"]["contacts"]["nina@academyflow.io"]["properties"];
+    assert_eq!(nina["current_module"], "Growth Foundations", "{state:#}");
+    let members = state["mailchimp"]["audiences"]["academy-students"]
+        .as_object()
+        .expect("the audience");
+    assert!(
+        members
+            .values()
+            .any(|m| m["email_address"] == "nina@academyflow.io")
+    );
+    assert!(state["slack"]["channels"]["#instructors"].is_array());
+    let ac_tags = state["activecampaign"]["tags"].to_string();
+    assert!(
+        ac_tags.contains("milestone-50-course_creator-accelerator"),
+        "{ac_tags}"
+    );
+    assert!(ac_tags.contains("step-3-complete"), "{ac_tags}");
+    assert!(
+        state["intercom"]["tags"]
+            .to_string()
+            .contains("onboarding-step-3")
+    );
+    assert!(state["webhook"]["endpoints"]["/webhook/academyflow"].is_array());
+
     let ready = reqwest::get(format!("{http}/readyz")).await.unwrap();
     assert!(ready.status().is_success());
 

@@ -88,6 +88,24 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `herald emit` of one event with `--resource course`-style flags.
+    fn emit(&self, brokers: &str, workspace: &str, event: &str, flags: &[&str], payload: &str) {
+        let mut args = vec![
+            "emit",
+            "--brokers",
+            brokers,
+            "--workspace",
+            workspace,
+            "--event",
+            event,
+        ];
+        args.extend_from_slice(flags);
+        args.push(payload);
+        self.run(&args);
+    }
+}
+
 async fn wait_http_ok(url: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -143,6 +161,21 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
                 format!("{sandbox_url}/slack/services/T1/B1/e2e"),
             ),
             ("NORTHSTAR_WEBHOOK_SECRET", SECRET.to_owned()),
+            (
+                "ACADEMYFLOW_HUBSPOT_TOKEN",
+                "pat-e2e-academyflow".to_owned(),
+            ),
+            (
+                "ACADEMYFLOW_MAILCHIMP_KEY",
+                "e2e0academyflow-us6".to_owned(),
+            ),
+            (
+                "ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN",
+                "e2e-academyflow".to_owned(),
+            ),
+            ("NORTHSTAR_HUBSPOT_TOKEN", "pat-e2e-northstar".to_owned()),
+            ("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "e2e-northstar".to_owned()),
+            ("NORTHSTAR_INTERCOM_TOKEN", "e2e-northstar".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -175,10 +208,15 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     );
     wait_http_ok(&format!("{sandbox_url}/_sandbox/requests")).await;
 
-    let examples: Vec<PathBuf> = ["examples/academy.yaml", "examples/onboarding.yaml"]
+    // A second course workspace with different rules for the same event: only its CRM, and
+    // its milestone tag at 80%.
+    let skillforge = env.work.path().join("skillforge.yaml");
+    std::fs::write(&skillforge, SKILLFORGE).unwrap();
+    let mut examples: Vec<PathBuf> = ["examples/academy.yaml", "examples/onboarding.yaml"]
         .iter()
         .map(|p| root().join(p))
         .collect();
+    examples.push(skillforge);
     let mut apply = vec!["workspace", "apply", "--brokers", &brokers];
     apply.extend(examples.iter().map(|p| p.to_str().unwrap()));
     env.run(&apply);
@@ -195,49 +233,67 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     let before_emits = (chrono::Utc::now() - chrono::Duration::seconds(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let seed = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
-    env.run(&[
-        "emit",
-        "--brokers",
-        &brokers,
-        "--workspace",
-        "ws_academyflow",
-        "--event",
-        "lesson.completed",
+    let course = [
         "--resource",
         "course",
         "--resource-id",
         "creator-accelerator",
-        "--event-id",
-        "evt_e2e_lesson",
+    ];
+    let with_id = |id: &'static str| [&course[..], &["--event-id", id]].concat();
+    env.emit(
+        &brokers,
+        "ws_academyflow",
+        "lesson.completed",
+        &with_id("evt_e2e_lesson"),
         seed,
-    ]);
+    );
     let page = r#"{"user_id":"usr_5012","email":"alex@northstar.io","page_id":"page_connect-crm","page_title":"Connect your CRM","sequence_step":3,"completed_at":"2026-03-21T15:06:00Z","time_on_page_seconds":522}"#;
     let payload_file = env.work.path().join("page.json");
     std::fs::write(&payload_file, page).unwrap();
-    env.run(&[
-        "emit",
-        "--brokers",
-        &brokers,
-        "--workspace",
-        "ws_northstar",
-        "--event",
-        "page.completed",
+    let flags = [
         "--resource",
         "onboarding_sequence",
         "--resource-id",
         "workspace-setup",
         "--event-id",
         "evt_e2e_page",
-        &format!("@{}", payload_file.display()),
-    ]);
+    ];
+    let file = format!("@{}", payload_file.display());
+    env.emit(&brokers, "ws_northstar", "page.completed", &flags, &file);
+
+    // Below the academy's halfway threshold: no milestone tag, no backend webhook.
+    let below = seed
+        .replace("nina@academyflow.io", "leo@academyflow.io")
+        .replace(
+            "\"completion_percentage\":62",
+            "\"completion_percentage\":30",
+        );
+    env.emit(
+        &brokers,
+        "ws_academyflow",
+        "lesson.completed",
+        &with_id("evt_e2e_below"),
+        &below,
+    );
+    let skill = seed.replace("nina@academyflow.io", "nina@skillforge.io");
+    env.emit(
+        &brokers,
+        "ws_skillforge",
+        "lesson.completed",
+        &with_id("evt_e2e_skill"),
+        &skill,
+    );
 
     let deadline = Instant::now() + PATIENCE;
     let (academy, northstar) = loop {
         let academy = history(&env, &brokers, "ws_academyflow");
         let northstar = history(&env, &brokers, "ws_northstar");
+        let skillforge = history(&env, &brokers, "ws_skillforge");
         let delivered =
             |h: &[serde_json::Value]| h.iter().filter(|d| d["status"] == "delivered").count();
-        if delivered(&academy) == 2 && delivered(&northstar) == 2 {
+        // Academy: 5 for the seed (HubSpot, Mailchimp, Slack, ActiveCampaign, webhook), 3 for
+        // the student below the threshold. Onboarding: 5. Skillforge: its CRM only.
+        if delivered(&academy) == 8 && delivered(&northstar) == 5 && delivered(&skillforge) == 1 {
             break (academy, northstar);
         }
         assert!(
@@ -258,7 +314,14 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
             assert!(!d[field].is_null(), "history --json lacks {field}: {d}");
         }
     }
-    assert!(academy.iter().all(|d| d["event_id"] == "evt_e2e_lesson"));
+    assert_eq!(
+        academy
+            .iter()
+            .filter(|d| d["event_id"] == "evt_e2e_lesson")
+            .count(),
+        5
+    );
+    seed_scenarios_hold(&sandbox_url).await;
 
     let requests: Vec<serde_json::Value> = reqwest::get(format!("{sandbox_url}/_sandbox/requests"))
         .await
@@ -290,6 +353,41 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
         .collect();
     assert_eq!(hooks.len(), 2);
     assert!(hooks.iter().all(|h| h["signature_valid"] == true));
+    let sent = requests.len();
+
+    // Targeted replay while the processor runs: everything was delivered, so nothing is sent;
+    // with --force and --rule, that rule's delivery goes out again.
+    let targeted = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--brokers",
+            &brokers,
+            "--workspace",
+            "ws_northstar",
+            "--since",
+            &before_emits,
+        ];
+        args.extend_from_slice(extra);
+        String::from_utf8(env.run(&args).stdout).unwrap()
+    };
+    let out = targeted(&[]);
+    assert!(
+        out.contains("replayed 1 event(s)")
+            && out.contains("0 deliveries attempted and recorded; 5 already delivered"),
+        "{out}"
+    );
+    let out = targeted(&["--rule", "step-to-backend", "--force"]);
+    assert!(
+        out.contains("1 deliveries attempted and recorded; 0 already delivered"),
+        "{out}"
+    );
+    let northstar_hooks = sandbox_requests(&sandbox_url)
+        .await
+        .iter()
+        .filter(|r| r["path"] == "/webhook/northstar")
+        .count();
+    assert_eq!(northstar_hooks, 2, "--force sent the webhook again");
+    let sent = sent + 1;
 
     let replay = |execute: bool| {
         let mut c = env.herald();
@@ -348,7 +446,7 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     };
     println!("replay plan on tansu:\n{plan}");
     assert!(
-        plan.contains("dry run: 2 events would be read again"),
+        plan.contains("dry run: 4 events would be read again"),
         "{plan}"
     );
     let executed = replay(true);
@@ -357,10 +455,203 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
         "{}",
         String::from_utf8_lossy(&executed.stderr)
     );
-    assert!(String::from_utf8_lossy(&executed.stdout).contains("2 events will be read again"));
+    assert!(String::from_utf8_lossy(&executed.stdout).contains("4 events will be read again"));
     let again = String::from_utf8(replay(false).stdout).unwrap();
     assert!(
         again.contains("dry run: 0 events would be read again"),
         "offsets moved: {again}"
     );
+
+    // A new `herald run` reads the 4 events again; dedupe (history read back from the broker)
+    // stops all 14 of their deliveries: no destination gets a second call.
+    let _rerun = Process(
+        env.herald()
+            .args(["run", "--brokers", &brokers])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let skipped = match reqwest::get(&metrics_url).await {
+            Ok(r) => already_delivered(&r.text().await.unwrap_or_default()),
+            Err(_) => 0,
+        };
+        if skipped >= 14 {
+            assert_eq!(skipped, 14);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "re-read events not deduplicated ({skipped} of 14)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sandbox_requests(&sandbox_url).await.len(),
+        sent,
+        "a destination was called again"
+    );
 }
+
+/// The sum of `herald_deliveries_total{outcome="already_delivered"}` in a scrape.
+fn already_delivered(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("herald_deliveries_total{") && l.contains("outcome=\"already_delivered\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn sandbox_requests(sandbox_url: &str) -> Vec<serde_json::Value> {
+    reqwest::get(format!("{sandbox_url}/_sandbox/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Seed 000 (academy) and seeds 001/002 (onboarding), asserted on what the simulators store.
+async fn seed_scenarios_hold(sandbox_url: &str) {
+    let state: serde_json::Value = reqwest::get(format!("{sandbox_url}/_sandbox/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contacts = &state["hubspot"]["contacts"];
+    // HubSpot: lesson and progress properties; onboarding step fields.
+    let nina = &contacts["nina@academyflow.io"]["properties"];
+    assert_eq!(
+        nina["last_lesson_completed"], "Customer Research Fundamentals",
+        "{state:#}"
+    );
+    assert_eq!(nina["current_module"], "Growth Foundations");
+    assert_eq!(nina["course_completion_pct"], "62");
+    let alex = &contacts["alex@northstar.io"]["properties"];
+    assert_eq!(alex["onboarding_step"], "3", "{state:#}");
+    assert_eq!(alex["last_page_completed"], "page_connect-crm");
+    // The other course workspace wrote its own property, not the academy's.
+    let skill = &contacts["nina@skillforge.io"]["properties"];
+    assert_eq!(skill["course_progress"], "62", "{state:#}");
+    assert!(skill["current_module"].is_null());
+
+    // Mailchimp: in the configured audience, with the next-lesson tag.
+    let members = state["mailchimp"]["audiences"]["academy-students"]
+        .as_object()
+        .expect("the academy audience");
+    let member = members
+        .values()
+        .find(|m| m["email_address"] == "nina@academyflow.io")
+        .expect("nina is a member");
+    assert_eq!(member["status"], "subscribed");
+    assert!(
+        member["tags"]
+            .to_string()
+            .contains("next-lesson-after-lesson_customer-research"),
+        "{member}"
+    );
+
+    // Slack: the instructors' alert names course and module; the onboarding update has the
+    // step and page.
+    let alerts = state["slack"]["channels"]["#instructors"].to_string();
+    assert!(alerts.contains("course_creator-accelerator") && alerts.contains("Growth Foundations"));
+    let update = state["slack"]["channels"]["/slack/services/T1/B1/e2e"].to_string();
+    assert!(
+        update.contains("*Step*") && update.contains("Connect your CRM"),
+        "{update}"
+    );
+
+    // ActiveCampaign: the milestone tag for the student past 50%, not for the one at 30%, and
+    // none at 62% for the workspace whose threshold is 80%; the onboarding step tag.
+    let ac = &state["activecampaign"];
+    let tag_id = |name: &str| {
+        ac["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tag"] == name || t["name"] == name)
+            .map(|t| t["id"].clone())
+    };
+    let contact_id = |email: &str| {
+        ac["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["email"] == email)
+            .map(|c| c["id"].clone())
+    };
+    let has_tag = |email: &str, tag: &str| {
+        let (Some(c), Some(t)) = (contact_id(email), tag_id(tag)) else {
+            return false;
+        };
+        ac["contact_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ct| ct["contact"] == c && ct["tag"] == t)
+    };
+    assert!(
+        has_tag(
+            "nina@academyflow.io",
+            "milestone-50-course_creator-accelerator"
+        ),
+        "{ac:#}"
+    );
+    assert!(!has_tag(
+        "leo@academyflow.io",
+        "milestone-50-course_creator-accelerator"
+    ));
+    assert!(
+        tag_id("milestone-80").is_none(),
+        "skillforge's threshold is not reached"
+    );
+    assert!(has_tag("alex@northstar.io", "step-3-complete"), "{ac:#}");
+
+    // Intercom: the user is tagged with the new onboarding state.
+    let user = state["intercom"]["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["external_id"] == "usr_5012")
+        .expect("the Intercom contact");
+    assert!(
+        user["tags"].to_string().contains("onboarding-step-3"),
+        "{user}"
+    );
+
+    // The webhook receivers got signed events.
+    assert!(state["webhook"]["endpoints"]["/webhook/academyflow"].is_array());
+}
+
+const SKILLFORGE: &str = r#"
+workspace: ws_skillforge
+connections:
+  - id: crm
+    type: hubspot
+    base_url: "${env:HERALD_SANDBOX_URL}/hubspot"
+    credentials: { token: "pat-e2e-skillforge" }
+  - id: automation
+    type: activecampaign
+    base_url: "${env:HERALD_SANDBOX_URL}/activecampaign"
+    credentials: { api_token: "e2e-skillforge" }
+rules:
+  - id: progress
+    event: lesson.completed
+    connection: crm
+    action: upsert_contact
+    with:
+      email: "{{ payload.email }}"
+      properties: { course_progress: "{{ payload.completion_percentage }}" }
+  - id: milestone
+    event: lesson.completed
+    when: "payload.completion_percentage >= 80"
+    connection: automation
+    action: add_tag
+    with: { email: "{{ payload.email }}", tag: "milestone-80" }
+"#;

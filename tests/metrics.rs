@@ -29,7 +29,7 @@ fn value(scrape: &str, series: &str) -> Option<f64> {
 async fn metrics_cover_the_catalog_after_a_scenario() {
     let mut h = Harness::new().await;
     h.settings.kafka.statistics_interval_ms = 200;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     h.sandbox.inject(Fault {
         path: "/webhook/academyflow".into(),
         count: 1,

@@ -28,7 +28,7 @@ fn seed_lesson() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_lesson_fans_out_to_slack_and_webhook_and_both_are_in_history() {
     let h = Harness::new().await;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let running = h.start();
     h.emit(
         "ws_academyflow",
@@ -112,7 +112,7 @@ async fn seed_lesson_fans_out_to_slack_and_webhook_and_both_are_in_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn condition_resource_filter_and_templates_shape_the_deliveries() {
     let h = Harness::new().await;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let running = h.start();
     // Below the halfway condition: only Slack.
     let mut low = seed_lesson();
@@ -262,7 +262,7 @@ rules:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_workspaces_and_unmatched_events_are_recorded_as_skipped() {
     let h = Harness::new().await;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let running = h.start();
     for i in 0..5 {
         h.emit(
@@ -372,7 +372,7 @@ rules:
 async fn malformed_input_goes_to_the_dlq_with_its_reason_and_bytes_and_is_committed() {
     let mut h = Harness::new().await;
     h.settings.processor.max_event_bytes = 2048;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let running = h.start();
     let oversized = format!(
         r#"{{"event":"x","payload":{{"pad":"{}"}}}}"#,

@@ -96,7 +96,7 @@ fn offsets_for_a_time_are_found_by_search_where_the_broker_cannot_and_committed_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_refuses_new_offsets_while_the_group_is_live() {
     let h = common::Harness::new().await;
-    h.apply_examples().await;
+    h.apply_fixtures().await;
     let running = h.start();
     h.emit(
         "ws_academyflow",

@@ -32,6 +32,9 @@ pub const DEV_WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==
 /// The `lesson.completed` payload of seed 000.
 const SEED_LESSON: &str = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
 
+/// The `page.completed` payload of seeds 001 and 002.
+const SEED_PAGE: &str = r#"{"user_id":"usr_5012","email":"alex@northstar.io","page_id":"page_connect-crm","page_title":"Connect your CRM","sequence_step":3,"completed_at":"2026-03-21T15:06:00Z","time_on_page_seconds":522}"#;
+
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Address of the HTTP server (sandbox, health, metrics).
@@ -50,6 +53,12 @@ pub fn dev_vars(sandbox_url: &str) -> Vars {
             format!("{sandbox_url}/slack/services/T0DEV/B0DEV/sandbox"),
         )
         .with("NORTHSTAR_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+        .with("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-sandbox-academyflow")
+        .with("ACADEMYFLOW_MAILCHIMP_KEY", "sandbox0academyflow-us6")
+        .with("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "sandbox-academyflow")
+        .with("NORTHSTAR_HUBSPOT_TOKEN", "pat-sandbox-northstar")
+        .with("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "sandbox-northstar")
+        .with("NORTHSTAR_INTERCOM_TOKEN", "sandbox-northstar")
 }
 
 pub fn dev(
@@ -136,8 +145,16 @@ pub fn dev(
             "herald emit --brokers {brokers} --workspace ws_academyflow --event lesson.completed \
              --resource course --resource-id creator-accelerator '{SEED_LESSON}'"
         );
-        println!("# then see what Slack and the webhook received, and the history:");
-        println!("curl -s {http}/_sandbox/requests");
+        println!("# and the page.completed event of the onboarding scenario:");
+        println!(
+            "herald emit --brokers {brokers} --workspace ws_northstar --event page.completed \
+             --resource onboarding_sequence --resource-id workspace-setup '{SEED_PAGE}'"
+        );
+        println!(
+            "# then see what HubSpot, Mailchimp, Slack, ActiveCampaign, Intercom and the webhook \
+             hold, and the history:"
+        );
+        println!("curl -s {http}/_sandbox/state");
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
         app.run_processor(shutdown).await?;
         let _ = server.await;

@@ -83,6 +83,12 @@ impl Harness {
             )
             .with("NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .with("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-test-academyflow")
+            .with("ACADEMYFLOW_MAILCHIMP_KEY", "test0academyflow-us6")
+            .with("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "test-academyflow")
+            .with("NORTHSTAR_HUBSPOT_TOKEN", "pat-test-northstar")
+            .with("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "test-northstar")
+            .with("NORTHSTAR_INTERCOM_TOKEN", "test-northstar")
     }
 
     /// Validates and publishes workspace files given as (name, YAML).
@@ -98,6 +104,19 @@ impl Harness {
             .expect("published");
     }
 
+    /// The compact academy and onboarding workspaces of tests/fixtures (Slack and webhook).
+    pub async fn apply_fixtures(&self) {
+        self.apply(&[
+            ("academy.yaml", include_str!("../fixtures/academy.yaml")),
+            (
+                "onboarding.yaml",
+                include_str!("../fixtures/onboarding.yaml"),
+            ),
+        ])
+        .await;
+    }
+
+    /// The seed workspaces of examples/ (all five destinations and a webhook).
     pub async fn apply_examples(&self) {
         self.apply(&[
             ("academy.yaml", include_str!("../../examples/academy.yaml")),
