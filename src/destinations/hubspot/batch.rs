@@ -1,16 +1,18 @@
-//! The HubSpot client and its batcher. Upserts that reach a connection within
-//! `batch_window_ms` of each other leave as one batch request of at most 100 inputs: one
-//! request instead of up to 100 against a quota of 100 requests per 10 s. Each caller still
+//! The HubSpot client and its batcher. Upserts that reach a connection while another of its
+//! batch requests is in flight gather (for up to `batch_window_ms`) and leave as one batch
+//! request of at most 100 inputs: one request instead of up to 100 against a quota of 100
+//! requests per 10 s. An idle connection sends at once. Each caller still
 //! gets its own [`Attempted`], because every input carries its delivery id as
 //! `objectWriteTraceId` and HubSpot reports failures per input (207).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::config::{HubSpotConfig, MAX_BATCH_INPUTS};
@@ -209,29 +211,53 @@ pub fn spawn(client: Arc<Client>, window: Duration) -> mpsc::Sender<Job> {
     tx
 }
 
+/// Gathers jobs into batches. An idle connection sends at once (a workspace's events arrive
+/// one after another, so waiting would only add latency); while a batch request is in flight
+/// (or waiting for the rate limit), new jobs gather for up to `window` or until it returns,
+/// so load turns into fewer, larger requests.
 async fn run(client: Arc<Client>, window: Duration, mut rx: mpsc::Receiver<Job>) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(Notify::new());
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + window;
         let mut emails = HashSet::from([first.upsert.email.clone()]);
         let mut jobs = vec![first];
         // Duplicates merge into one input, so the cap counts distinct emails.
         while emails.len() < MAX_BATCH_INPUTS {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => {
-                    emails.insert(job.upsert.email.clone());
-                    jobs.push(job);
+            let job = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if window.is_zero() || in_flight.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        next = tokio::time::timeout_at(deadline, rx.recv()) => match next {
+                            Ok(Some(job)) => Some(job),
+                            Ok(None) | Err(_) => break,
+                        },
+                        // A request returned: look again whether the connection is idle.
+                        () = finished.notified() => None,
+                    }
                 }
-                Ok(None) | Err(_) => break,
+            };
+            if let Some(job) = job {
+                emails.insert(job.upsert.email.clone());
+                jobs.push(job);
             }
         }
         // The batch goes out on its own task so the next one can gather meanwhile.
         let client = client.clone();
+        let (in_flight, finished) = (in_flight.clone(), finished.clone());
+        in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let (calls, replies): (Vec<_>, Vec<_>) = jobs
                 .into_iter()
                 .map(|j| ((j.delivery_id, j.upsert), j.reply))
                 .unzip();
             let attempts = client.upsert(&calls).await;
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            finished.notify_one();
             for (reply, attempt) in replies.into_iter().zip(attempts) {
                 // A caller that gave up no longer needs its answer.
                 let _ = reply.send(attempt);
