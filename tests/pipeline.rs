@@ -580,3 +580,60 @@ rules:
     );
     running.stop().await;
 }
+
+/// The rate-limit target: a burst of 1,000 events for one workspace, at the default HubSpot
+/// settings, gets no 429 from the simulator, which enforces HubSpot's 100 requests per rolling
+/// 10 s. (About 110 s: the limiter paces the connection at its quota.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_1000_events_for_one_workspace_gets_no_429_from_hubspot() {
+    const EVENTS: usize = 1000;
+    let h = Harness::new().await;
+    let crm = r#"
+workspace: ws_burst
+connections:
+  - { id: crm, type: hubspot, base_url: "${env:HERALD_SANDBOX_URL}/hubspot", credentials: { token: "pat-burst" } }
+rules:
+  - id: contact
+    event: signed_up
+    connection: crm
+    action: upsert_contact
+    with: { email: "{{ payload.email }}", properties: { lifecyclestage: "lead" } }
+"#;
+    h.apply(&[("burst.yaml", crm)]).await;
+    for i in 0..EVENTS {
+        let payload = json!({"email": format!("user{i}@burst.example")});
+        h.emit("ws_burst", "signed_up", &format!("evt_{i}"), None, payload)
+            .await;
+    }
+    let running = h.start();
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let history = h.history("ws_burst").await;
+        let delivered = history
+            .iter()
+            .filter(|d| d.status == DeliveryStatus::Delivered)
+            .count();
+        if delivered == EVENTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivered} of {EVENTS} delivered"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let requests = h.requests("hubspot");
+    let limited = requests.iter().filter(|r| r.status == 429).count();
+    eprintln!(
+        "hubspot burst: {EVENTS} events, {} requests, {limited} answered 429, {:.0} s",
+        requests.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(limited, 0, "the simulator refused requests");
+    let contacts = h.sandbox.state()["hubspot"]["contacts"]
+        .as_object()
+        .map_or(0, |c| c.len());
+    assert_eq!(contacts, EVENTS, "every contact is in the simulated CRM");
+    running.stop().await;
+}
