@@ -38,6 +38,9 @@ async fn readyz(State(api): State<Api>) -> impl IntoResponse {
 
 async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.workspaces.set(api.health.table.len() as i64);
+    api.metrics.broken_connections.set(
+        crate::workspace::compile::BROKEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(),

@@ -98,6 +98,8 @@ pub struct Sandbox {
     mailchimp: Arc<Mutex<mailchimp::MailchimpState>>,
     activecampaign: Arc<Mutex<activecampaign::State>>,
     intercom: Arc<Mutex<intercom::State>>,
+    /// Recent Slack messages per channel, for its rate limit.
+    slack_posts: Arc<Mutex<slack::Posts>>,
 }
 
 impl Sandbox {

@@ -1,5 +1,9 @@
 //! Slack: an incoming webhook (`200 ok`, or plain-text error codes with real statuses) and
 //! `chat.postMessage` (HTTP 200 with `{"ok": false, "error": …}` for application errors).
+//! Slack allows about one message per second per channel with short bursts: more than
+//! [`BURST`] messages to one channel (or one incoming webhook) within a second are answered
+//! 429 with `Retry-After: 1` (`{"ok": false, "error": "ratelimited"}` from the Web API,
+//! `rate_limited` from a webhook).
 
 use axum::Json;
 use axum::Router;
@@ -11,6 +15,42 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use super::{Sandbox, recorded};
+
+/// Messages one channel takes within a second before Slack answers 429.
+pub const BURST: usize = 2;
+
+/// Recent message times per channel.
+pub type Posts = std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>;
+
+/// Notes a message to `channel`; `false` when it exceeds the channel's rate.
+fn admit(sandbox: &Sandbox, channel: &str) -> bool {
+    let now = std::time::Instant::now();
+    let mut posts = sandbox
+        .slack_posts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let recent = posts.entry(channel.to_owned()).or_default();
+    while recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+    {
+        recent.pop_front();
+    }
+    if recent.len() >= BURST {
+        return false;
+    }
+    recent.push_back(now);
+    true
+}
+
+fn too_many(body: Response) -> Response {
+    let mut response = body;
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    response
+}
 
 pub(super) fn router() -> Router<Sandbox> {
     Router::new()
@@ -39,6 +79,7 @@ async fn incoming_webhook(
     let (status, text) = match serde_json::from_slice::<Value>(&body) {
         Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
         Ok(v) if !has_text_or_blocks(&v) => (StatusCode::BAD_REQUEST, "no_text"),
+        Ok(_) if !admit(&sandbox, &full_path) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Ok(_) => (StatusCode::OK, "ok"),
     };
     sandbox.record(recorded(
@@ -48,7 +89,12 @@ async fn incoming_webhook(
         &body,
         status.as_u16(),
     ));
-    (status, text).into_response()
+    let response = (status, text).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        too_many(response)
+    } else {
+        response
+    }
 }
 
 async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
@@ -68,6 +114,11 @@ async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
         (_, Ok(v)) => match v.get("channel").and_then(Value::as_str) {
             None | Some("") => json!({"ok": false, "error": "channel_not_found"}),
             Some(_) if !has_text_or_blocks(v) => json!({"ok": false, "error": "no_text"}),
+            Some(channel) if !admit(&sandbox, channel) => {
+                let reply = json!({"ok": false, "error": "ratelimited"});
+                sandbox.record(recorded("slack", path, &headers, &body, 429));
+                return too_many(Json(reply).into_response());
+            }
             Some(channel) => {
                 let ts = format!("{:.6}", chrono::Utc::now().timestamp_micros() as f64 / 1e6);
                 json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": v.get("text")}})
@@ -107,4 +158,17 @@ pub(super) fn snapshot(requests: &[super::RecordedRequest]) -> Value {
             .push(message);
     }
     json!({ "channels": channels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_takes_a_short_burst_then_is_rate_limited() {
+        let sandbox = Sandbox::default();
+        assert!(admit(&sandbox, "#a") && admit(&sandbox, "#a"));
+        assert!(!admit(&sandbox, "#a"), "a third message within the second");
+        assert!(admit(&sandbox, "#b"), "channels are limited separately");
+    }
 }
