@@ -17,6 +17,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
+use crate::workspace::spec::FieldError;
+
 /// `rate_limit: {requests, per_ms}` in a connection's settings: at most `requests` requests in
 /// any `per_ms` milliseconds. Overrides the vendor default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -35,15 +37,19 @@ impl RateSpec {
         }
     }
 
-    /// Checks the values; the error names the field under `rate_limit`.
-    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
-        if self.requests == 0 {
-            return Err(("rate_limit.requests", "must be at least 1"));
+    /// A connection's `rate_limit` when given (checked; the error names the field under
+    /// `rate_limit`), else the vendor's `default`.
+    pub fn given_or(given: Option<Self>, default: Self) -> Result<Self, FieldError> {
+        let Some(spec) = given else {
+            return Ok(default);
+        };
+        if spec.requests == 0 {
+            return Err(FieldError::new("rate_limit.requests", "must be at least 1"));
         }
-        if self.per_ms == 0 {
-            return Err(("rate_limit.per_ms", "must be at least 1"));
+        if spec.per_ms == 0 {
+            return Err(FieldError::new("rate_limit.per_ms", "must be at least 1"));
         }
-        Ok(())
+        Ok(spec)
     }
 }
 
@@ -79,7 +85,7 @@ impl std::fmt::Debug for Limiter {
 
 impl Limiter {
     /// A limiter for `spec` that refuses waits longer than `max_wait`. A zero `requests` or
-    /// `per_ms` (rejected by [`RateSpec::check`]) is treated as 1.
+    /// `per_ms` (rejected by [`RateSpec::given_or`]) is treated as 1.
     pub fn new(spec: RateSpec, max_wait: Duration) -> Self {
         let spec = RateSpec {
             requests: spec.requests.max(1),

@@ -110,6 +110,17 @@ pub struct DestinationContext {
     pub max_rate_wait: Duration,
 }
 
+impl DestinationContext {
+    /// A connection's request timeout: its `timeout_ms` (above 0) or the default.
+    pub fn timeout(&self, timeout_ms: Option<u64>) -> Result<Duration, FieldError> {
+        match timeout_ms {
+            Some(0) => Err(FieldError::new("timeout_ms", "must be greater than 0")),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok(self.default_timeout),
+        }
+    }
+}
+
 /// One call for a connection to make.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {

@@ -37,18 +37,14 @@ impl ActiveCampaignConfig {
     /// Reads and checks `spec`.
     pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
         let settings: Settings = parse_settings(spec)?;
-        if settings.timeout_ms == Some(0) {
-            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
-        }
+        let timeout = ctx.timeout(settings.timeout_ms)?;
         let base_url = settings.base_url.ok_or_else(|| {
             FieldError::new(
                 "base_url",
                 "is required: the account URL https://<account>.api-us1.com (Settings → Developer)",
             )
         })?;
-        let rate = settings.rate_limit.unwrap_or(DEFAULT_RATE);
-        rate.check()
-            .map_err(|(field, problem)| FieldError::new(field, problem))?;
+        let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
         for key in spec.credentials.keys() {
             if key != "api_token" {
                 return Err(FieldError::new(
@@ -71,10 +67,7 @@ impl ActiveCampaignConfig {
         Ok(Self {
             api_base: api_base(&base_url, ctx.allow_private_networks)?,
             api_token,
-            timeout: settings
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(ctx.default_timeout),
+            timeout,
             rate,
         })
     }

@@ -69,13 +69,8 @@ impl HubSpotConfig {
     /// Reads and checks `spec`.
     pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
         let settings: Settings = parse_settings(spec)?;
-        if settings.timeout_ms == Some(0) {
-            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
-        }
-        if let Some(rate) = settings.rate_limit {
-            rate.check()
-                .map_err(|(path, message)| FieldError::new(path, message))?;
-        }
+        let timeout = ctx.timeout(settings.timeout_ms)?;
+        let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
         for key in spec.credentials.keys() {
             if key != "token" {
                 return Err(FieldError::new(
@@ -115,14 +110,11 @@ impl HubSpotConfig {
         Ok(Self {
             api_base,
             token,
-            timeout: settings
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(ctx.default_timeout),
+            timeout,
             batch_window: Duration::from_millis(
                 settings.batch_window_ms.unwrap_or(DEFAULT_BATCH_WINDOW_MS),
             ),
-            rate: settings.rate_limit.unwrap_or(DEFAULT_RATE),
+            rate,
             account_utc_offset,
         })
     }

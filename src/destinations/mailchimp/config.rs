@@ -71,13 +71,8 @@ impl MailchimpConfig {
     /// Reads and checks `spec`.
     pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
         let settings: Settings = parse_settings(spec)?;
-        if settings.timeout_ms == Some(0) {
-            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
-        }
-        if let Some(rate) = settings.rate_limit {
-            rate.check()
-                .map_err(|(path, message)| FieldError::new(path, message))?;
-        }
+        let timeout = ctx.timeout(settings.timeout_ms)?;
+        let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
         let status_if_new = settings
             .status_if_new
             .unwrap_or_else(|| "subscribed".to_owned());
@@ -129,11 +124,8 @@ impl MailchimpConfig {
             api_key,
             audience_id: settings.audience_id,
             status_if_new,
-            timeout: settings
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(ctx.default_timeout),
-            rate: settings.rate_limit.unwrap_or(DEFAULT_RATE),
+            timeout,
+            rate,
         })
     }
 }

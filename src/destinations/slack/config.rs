@@ -53,12 +53,8 @@ impl SlackConfig {
     /// Reads and checks `spec`.
     pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
         let settings: Settings = parse_settings(spec)?;
-        if settings.timeout_ms == Some(0) {
-            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
-        }
-        let rate = settings.rate_limit.unwrap_or(DEFAULT_RATE);
-        rate.check()
-            .map_err(|(field, problem)| FieldError::new(field, problem))?;
+        let timeout = ctx.timeout(settings.timeout_ms)?;
+        let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
         for key in spec.credentials.keys() {
             if key != "webhook_url" && key != "token" {
                 return Err(FieldError::new(
@@ -116,10 +112,7 @@ impl SlackConfig {
         };
         Ok(Self {
             auth,
-            timeout: settings
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(ctx.default_timeout),
+            timeout,
             rate,
         })
     }

@@ -33,9 +33,7 @@ impl WebhookConfig {
     pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
         let settings: Settings = parse_settings(spec)?;
         let url = http::check_url("url", &settings.url, ctx.allow_private_networks)?;
-        if settings.timeout_ms == Some(0) {
-            return Err(FieldError::new("timeout_ms", "must be greater than 0"));
-        }
+        let timeout = ctx.timeout(settings.timeout_ms)?;
         for key in spec.credentials.keys() {
             if key != "secret" {
                 return Err(FieldError::new(
@@ -54,10 +52,7 @@ impl WebhookConfig {
             .map_err(|problem| FieldError::new("credentials.secret", problem))?;
         Ok(Self {
             url,
-            timeout: settings
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(ctx.default_timeout),
+            timeout,
             signing_key,
         })
     }
