@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::Outcome;
+use super::limit::Limiter;
 use crate::workspace::spec::FieldError;
 
 /// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
@@ -23,6 +24,41 @@ pub fn client(allow_private_networks: bool) -> reqwest::Client {
     }
     // Building fails only when the TLS backend cannot initialise, which rustls always can.
     builder.build().expect("HTTP client builds")
+}
+
+/// A response read to its end.
+#[derive(Debug)]
+pub struct Received {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+/// Waits for the connection's rate limit, sends `request`, reads the whole response and tells
+/// the limiter how it went (a 429 slows the connection, a success helps it recover). `Err` is
+/// the attempt's outcome when no response came back, or when the wait for the limit would be
+/// too long (then nothing is sent).
+pub async fn send_limited(
+    limiter: &Limiter,
+    request: reqwest::RequestBuilder,
+) -> Result<Received, Outcome> {
+    if let Err(wait) = limiter.acquire().await {
+        return Err(Outcome::RateLimited { after: Some(wait) });
+    }
+    let response = request.send().await.map_err(|e| transport_failure(&e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.map_err(|e| transport_failure(&e))?;
+    match status {
+        429 => limiter.throttled(),
+        200..=299 => limiter.succeeded(),
+        _ => {}
+    }
+    Ok(Received {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Parses a destination URL and applies the SSRF rules to its literal host.

@@ -113,11 +113,6 @@ impl ActiveCampaignConnection {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        if let Err(wait) = self.limiter.acquire().await {
-            return Err(Attempted::without_response(Outcome::RateLimited {
-                after: Some(wait),
-            }));
-        }
         let mut request = self
             .http
             .request(method, url)
@@ -127,26 +122,18 @@ impl ActiveCampaignConnection {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let http::Received {
+            status,
+            headers,
+            body,
+        } = http::send_limited(&self.limiter, request)
             .await
-            .map_err(|e| Attempted::without_response(http::transport_failure(&e)))?;
-        let status = response.status().as_u16();
-        let html = response
-            .headers()
+            .map_err(Attempted::without_response)?;
+        let html = headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
-        let retry_after = http::retry_after(response.headers());
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Attempted::without_response(http::transport_failure(&e)))?;
-        match status {
-            429 => self.limiter.throttled(),
-            200..=299 => self.limiter.succeeded(),
-            _ => {}
-        }
+        let retry_after = http::retry_after(&headers);
         Ok(Reply {
             status,
             html,

@@ -111,30 +111,24 @@ impl Client {
         if let Some(after) = self.paused_for() {
             return Err(Outcome::RateLimited { after: Some(after) });
         }
-        if let Err(wait) = self.limiter.acquire().await {
-            return Err(Outcome::RateLimited { after: Some(wait) });
-        }
         // A fixed relative path under a base that ends with `/`; joining cannot fail.
         let url = self
             .config
             .api_base
             .join("crm/v3/objects/contacts/batch/upsert")
             .expect("valid path");
-        let response = self
+        let request = self
             .http
             .post(url)
             .bearer_auth(&self.config.token)
             .json(&request::batch_body(inputs))
-            .timeout(self.config.timeout)
-            .send()
-            .await
-            .map_err(|e| http::transport_failure(&e))?;
-        let status = response.status().as_u16();
-        let after = http::retry_after(response.headers());
-        let body = response
-            .text()
-            .await
-            .map_err(|e| http::transport_failure(&e))?;
+            .timeout(self.config.timeout);
+        let http::Received {
+            status,
+            headers,
+            body,
+        } = http::send_limited(&self.limiter, request).await?;
+        let after = http::retry_after(&headers);
         let sent: Vec<Sent<'_>> = inputs
             .iter()
             .map(|i| Sent {
@@ -150,11 +144,6 @@ impl Client {
             Utc::now(),
             self.config.account_utc_offset,
         );
-        match status {
-            429 => self.limiter.throttled(),
-            200..=299 => self.limiter.succeeded(),
-            _ => {}
-        }
         if let Verdict::DailyLimit { after } = verdict {
             tracing::warn!(
                 pause_s = after.as_secs(),

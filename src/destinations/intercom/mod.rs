@@ -109,11 +109,6 @@ impl IntercomConnection {
     ) -> Step<Reply> {
         // Relative paths made of fixed words and checked ids always join onto a base URL.
         let url = self.config.api_base.join(path).expect("relative API path");
-        if let Err(wait) = self.limiter.acquire().await {
-            return Err(Attempted::without_response(Outcome::RateLimited {
-                after: Some(wait),
-            }));
-        }
         let mut request = self
             .http
             .request(method, url)
@@ -124,27 +119,19 @@ impl IntercomConnection {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
+        let http::Received {
+            status,
+            headers,
+            body,
+        } = http::send_limited(&self.limiter, request)
             .await
-            .map_err(|e| Attempted::without_response(http::transport_failure(&e)))?;
-        let status = response.status().as_u16();
-        let retry_after = http::retry_after(response.headers());
-        let reset_after = response
-            .headers()
+            .map_err(Attempted::without_response)?;
+        let retry_after = http::retry_after(&headers);
+        let reset_after = headers
             .get("x-ratelimit-reset")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok())
             .map(|reset| response::until_reset(reset, chrono::Utc::now().timestamp()));
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Attempted::without_response(http::transport_failure(&e)))?;
-        match status {
-            429 => self.limiter.throttled(),
-            200..=299 => self.limiter.succeeded(),
-            _ => {}
-        }
         Ok(Reply {
             status,
             retry_after,

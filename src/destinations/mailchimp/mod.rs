@@ -181,9 +181,6 @@ impl MailchimpConnection {
                 after: Some(Duration::from_secs(1)),
             });
         };
-        if let Err(wait) = self.limiter.acquire().await {
-            return Attempted::without_response(Outcome::RateLimited { after: Some(wait) });
-        }
         // `path` is built from an audience id checked to be alphanumeric and a hex hash.
         let url = match self.config.api_base.join(path) {
             Ok(url) => url,
@@ -193,29 +190,21 @@ impl MailchimpConnection {
                 });
             }
         };
-        let response = match self
+        let request = self
             .http
             .request(method, url)
             .basic_auth("herald", Some(&self.config.api_key))
             .json(&body)
-            .timeout(self.config.timeout)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Attempted::without_response(http::transport_failure(&e)),
+            .timeout(self.config.timeout);
+        let http::Received {
+            status,
+            headers,
+            body: text,
+        } = match http::send_limited(&self.limiter, request).await {
+            Ok(received) => received,
+            Err(outcome) => return Attempted::without_response(outcome),
         };
-        let status = response.status().as_u16();
-        let after = http::retry_after(response.headers());
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return Attempted::without_response(http::transport_failure(&e)),
-        };
-        match status {
-            429 => self.limiter.throttled(),
-            200..=299 => self.limiter.succeeded(),
-            _ => {}
-        }
+        let after = http::retry_after(&headers);
         Attempted {
             outcome: response::classify(status, after, &text, &member.audience_id),
             status_code: Some(status),
