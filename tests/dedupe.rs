@@ -11,26 +11,8 @@ use chrono::Utc;
 use common::{Harness, PATIENCE};
 use herald::app::App;
 use herald::deliver::targeted::{self, Window};
-use herald::kafka;
 use herald::records::DeliveryStatus;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-
-fn committed(h: &Harness) -> Vec<(i32, Offset)> {
-    let group: BaseConsumer = kafka::consumer_config(&h.settings).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..h.settings.topics.partitions {
-        tpl.add_partition(&h.settings.topics.events, p);
-    }
-    let c = group
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    c.elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset()))
-        .collect()
-}
 
 fn already_delivered(app: &App) -> u64 {
     ["slack", "webhook"]
@@ -114,7 +96,7 @@ async fn delivered_deliveries_are_not_sent_again_on_replay_restart_or_targeted_r
     assert_eq!(h.requests("slack").len(), slack, "no second Slack alert");
     assert_eq!(h.requests("webhook").len(), webhook, "no second webhook");
     second.stop().await;
-    let offsets = committed(&h);
+    let offsets = h.committed();
 
     // Targeted replay of northstar: everything was delivered, so nothing is sent…
     let app = App::start(h.settings.clone(), h.vars()).unwrap();
@@ -174,5 +156,5 @@ async fn delivered_deliveries_are_not_sent_again_on_replay_restart_or_targeted_r
     drop(app);
 
     // A targeted replay moves no group offsets.
-    assert_eq!(committed(&h), offsets);
+    assert_eq!(h.committed(), offsets);
 }

@@ -214,21 +214,9 @@ rules:
 
 /// Committed offsets of the processor's group on the events topic, summed.
 fn committed_events(h: &Harness) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let group: BaseConsumer = herald::kafka::consumer_config(&h.settings)
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..h.settings.topics.partitions {
-        tpl.add_partition(&h.settings.topics.events, p);
-    }
-    let committed = group
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
+    h.committed()
+        .into_iter()
+        .map(|(_, offset)| match offset {
             rdkafka::Offset::Offset(o) => o,
             _ => 0,
         })

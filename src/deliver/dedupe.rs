@@ -259,15 +259,6 @@ impl Dedupe {
         }
     }
 
-    /// Entries held, over all owned partitions.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(|p| p.set.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Stops the follower thread.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);

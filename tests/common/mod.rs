@@ -163,6 +163,25 @@ impl Harness {
         Running::start(self.settings.clone(), self.vars())
     }
 
+    /// The processor group's committed offset per events partition (`Offset::Invalid` where
+    /// nothing is committed).
+    pub fn committed(&self) -> Vec<(i32, rdkafka::Offset)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let group: BaseConsumer = kafka::consumer_config(&self.settings).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..self.settings.topics.partitions {
+            tpl.add_partition(&self.settings.topics.events, p);
+        }
+        let committed = group
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect()
+    }
+
     /// History of `workspace`, read the way `herald history` reads it.
     pub async fn history(&self, workspace: &str) -> Vec<DeliveryRecord> {
         let settings = self.settings.clone();
