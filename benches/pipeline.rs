@@ -12,7 +12,7 @@ use futures::StreamExt;
 use herald::app::App;
 use herald::kafka::{self, topic_plan};
 use herald::settings::Settings;
-use herald::workspace::interpolate::Vars;
+use herald::settings::interpolate::Vars;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};

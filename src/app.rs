@@ -11,6 +11,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 use crate::deliver::dedupe::Dedupe;
+use crate::deliver::health::Health;
 use crate::deliver::processor::{self, ProcessorError};
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::retry_worker;
@@ -20,8 +21,8 @@ use crate::history::OutcomeWriter;
 use crate::history::skips::SkipSummaries;
 use crate::kafka;
 use crate::settings::Settings;
-use crate::telemetry::{Health, Metrics};
-use crate::workspace::interpolate::Vars;
+use crate::settings::interpolate::Vars;
+use crate::telemetry::Metrics;
 use crate::workspace::table::{WorkspaceTable, spawn_loader};
 
 /// The destination context the settings describe.

@@ -19,11 +19,23 @@
 //!                   history (herald.deliveries, compacted; skip summaries)
 //! ```
 //!
-//! - [`settings`]: configuration (defaults, `herald.toml`, `HERALD__…`).
-//! - [`records`]: the records and their Avro schemas.
-//! - [`kafka`]: client settings, the topic plan.
-//! - [`api`]: health and metrics over HTTP; [`sandbox`]: local destination simulators.
-//! - [`cli`]: the `herald` commands; [`app`] wires a processor together.
+//! The modules, in layers. Each uses only the layers below it; `tests/architecture.rs` reads
+//! every `crate::…` path and fails on an edge that runs the other way.
+//!
+//! ```text
+//! cli                      the `herald` commands
+//! app                      wires a processor: consumers, producer, HTTP server
+//! ops, api, sandbox        operator commands (group replay, workspace replay, redrive); HTTP;
+//!                          local destination simulators
+//! deliver                  the running pipeline: consumer loop, offsets, order, routing,
+//!                          settling outcomes, retry tiers, dedupe, health
+//! workspace                compiled workspaces, rule templates, the live table
+//! ingest, history,         decode input; write and read outcomes; one folder per
+//!   destinations             destination behind one typed connector trait
+//! kafka, telemetry         client settings, topic plan, reading by offset and time; logs, metrics
+//! settings                 configuration and `${env:…}` references
+//! model                    spec types, secrets, field errors, records and their Avro form
+//! ```
 
 pub mod api;
 pub mod app;
@@ -33,7 +45,8 @@ pub mod destinations;
 pub mod history;
 pub mod ingest;
 pub mod kafka;
-pub mod records;
+pub mod model;
+pub mod ops;
 pub mod sandbox;
 pub mod settings;
 pub mod telemetry;

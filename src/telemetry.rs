@@ -1,8 +1,5 @@
-//! Logs, metrics and health. Metric names follow `herald_<noun>_<unit>`; labels never carry a
+//! Logs and metrics. Metric names follow `herald_<noun>_<unit>`; labels never carry a
 //! workspace id, an email or a URL.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -10,7 +7,6 @@ use prometheus::{
 };
 
 use crate::settings::{LogFormat, LogSettings};
-use crate::workspace::table::WorkspaceTable;
 
 /// Installs the global tracing subscriber (text or JSON lines on stderr).
 pub fn init_logging(log: &LogSettings) {
@@ -202,58 +198,5 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// What `/readyz` reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub table: Arc<WorkspaceTable>,
-    /// Set once the processor's consumer subscribed (it may still wait for an assignment).
-    pub consuming: AtomicBool,
-    /// False while outcomes fail to be acknowledged by Kafka.
-    pub producer: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Health over `table` and the outcome producer's flag.
-    pub fn new(table: Arc<WorkspaceTable>, producer: Arc<AtomicBool>) -> Self {
-        Self {
-            table,
-            consuming: AtomicBool::new(false),
-            producer,
-        }
-    }
-
-    /// Ready when the workspace table is loaded and the consumer is in its group.
-    pub fn ready(&self) -> Result<(), &'static str> {
-        if !self.table.is_ready() {
-            return Err("workspace table not loaded yet");
-        }
-        if !self.consuming.load(Ordering::Relaxed) {
-            return Err("consumer not subscribed yet");
-        }
-        if !self.producer.load(Ordering::Relaxed) {
-            return Err("producer failing: outcomes are not being acknowledged by Kafka");
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_only_with_table_consumer_and_producer() {
-        let producer = Arc::new(AtomicBool::new(true));
-        let health = Health::new(Arc::new(WorkspaceTable::default()), producer.clone());
-        assert!(health.ready().unwrap_err().contains("workspace table"));
-        health.table.mark_ready();
-        assert!(health.ready().unwrap_err().contains("consumer"));
-        health.consuming.store(true, Ordering::Relaxed);
-        assert_eq!(health.ready(), Ok(()));
-        producer.store(false, Ordering::Relaxed);
-        assert!(health.ready().unwrap_err().contains("producer"));
     }
 }

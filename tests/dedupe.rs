@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{Harness, PATIENCE};
 use herald::app::App;
-use herald::deliver::targeted::{self, Window};
-use herald::records::DeliveryStatus;
+use herald::model::records::DeliveryStatus;
+use herald::ops::workspace_replay::{self, Window};
 use serde_json::json;
 
 fn already_delivered(app: &App) -> u64 {
@@ -108,7 +108,7 @@ async fn delivered_deliveries_are_not_sent_again_on_replay_restart_or_targeted_r
         rule: None,
         force: false,
     };
-    let report = targeted::replay(&h.settings, &app.router, &window)
+    let report = workspace_replay::replay(&h.settings, &app.router, &window)
         .await
         .unwrap();
     assert_eq!(report.events, 3);
@@ -126,7 +126,7 @@ async fn delivered_deliveries_are_not_sent_again_on_replay_restart_or_targeted_r
     // …and with --force and --rule, that rule's deliveries go out again, nothing else.
     window.force = true;
     window.rule = Some("step-to-backend".into());
-    let report = targeted::replay(&h.settings, &app.router, &window)
+    let report = workspace_replay::replay(&h.settings, &app.router, &window)
         .await
         .unwrap();
     assert_eq!(

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::destinations::{Attempted, Call, Connection, DestinationContext, Outcome, lookup};
-use herald::records::EventEnvelope;
+use herald::model::records::EventEnvelope;
+use herald::model::{ConnectionSpec, Secret};
 use herald::sandbox::{Fault, Sandbox};
-use herald::workspace::spec::{ConnectionSpec, Secret};
 use serde_json::{Value, json};
 
 /// A sandbox served on an ephemeral port; its base URL.

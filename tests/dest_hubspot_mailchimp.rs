@@ -8,9 +8,9 @@ use futures::future::join_all;
 use herald::destinations::{
     Attempted, Call, Connection, DestinationContext, Outcome, http, lookup,
 };
-use herald::records::EventEnvelope;
+use herald::model::ConnectionSpec;
+use herald::model::records::EventEnvelope;
 use herald::sandbox::{Fault, RecordedRequest, Sandbox};
-use herald::workspace::spec::ConnectionSpec;
 use serde_json::{Value, json};
 
 struct Env {

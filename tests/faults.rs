@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Harness, WEBHOOK_SECRET};
-use herald::records::DeliveryStatus;
+use herald::model::records::DeliveryStatus;
 use herald::sandbox::Fault;
 use serde_json::json;
 

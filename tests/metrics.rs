@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Harness;
-use herald::records::DeliveryStatus;
+use herald::model::records::DeliveryStatus;
 use herald::sandbox::Fault;
 use serde_json::json;
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::Harness;
-use herald::records::DeliveryStatus;
+use herald::model::records::DeliveryStatus;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 
@@ -61,7 +61,7 @@ async fn seed_lesson_fans_out_to_slack_and_webhook_and_both_are_in_history() {
         assert_eq!(d.attempts[0].status_code, Some(200));
         assert_eq!(
             d.delivery_id,
-            herald::records::delivery_id(
+            herald::model::records::delivery_id(
                 "ws_academyflow",
                 "evt_seed_000",
                 d.rule_id.as_deref().unwrap()

@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use herald::deliver::replay::{self, Resolved};
 use herald::kafka;
+use herald::kafka::by_time::Resolved;
+use herald::ops::group_replay;
 use herald::settings::Settings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -53,7 +54,7 @@ fn offsets_for_a_time_are_found_by_search_where_the_broker_cannot_and_committed_
 
     let reader: BaseConsumer = kafka::reader_config(&settings).create().unwrap();
     let at = Utc.timestamp_millis_opt(t0 + 12_500).unwrap();
-    let plans = replay::plan(&reader, &group, topic, at).unwrap();
+    let plans = group_replay::plan(&reader, &group, topic, at).unwrap();
     let p0 = plans.iter().find(|p| p.partition == 0).unwrap();
     let p1 = plans.iter().find(|p| p.partition == 1).unwrap();
     assert_eq!(
@@ -72,7 +73,7 @@ fn offsets_for_a_time_are_found_by_search_where_the_broker_cannot_and_committed_
         "the mock cannot answer offsets for times"
     );
 
-    replay::execute(&group, "replayed", topic, &plans).unwrap();
+    group_replay::execute(&group, "replayed", topic, &plans).unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, 0);
     tpl.add_partition(topic, 1);
@@ -83,7 +84,7 @@ fn offsets_for_a_time_are_found_by_search_where_the_broker_cannot_and_committed_
     assert_eq!(offsets, [Offset::Offset(13), Offset::Offset(4)]);
 
     // Before everything: the start of each partition.
-    let plans = replay::plan(
+    let plans = group_replay::plan(
         &reader,
         &group,
         topic,
@@ -115,14 +116,14 @@ async fn the_broker_refuses_new_offsets_while_the_group_is_live() {
         let group: BaseConsumer = kafka::consumer_config_for(&settings, &settings.kafka.group_id)
             .create()
             .unwrap();
-        let plans = replay::plan(
+        let plans = group_replay::plan(
             &reader,
             &group,
             &settings.topics.events,
             Utc::now() - chrono::Duration::hours(1),
         )
         .unwrap();
-        replay::execute(
+        group_replay::execute(
             &group,
             &settings.kafka.group_id,
             &settings.topics.events,
@@ -132,7 +133,7 @@ async fn the_broker_refuses_new_offsets_while_the_group_is_live() {
     .await
     .unwrap();
     assert!(
-        matches!(refused, Err(replay::ReplayError::GroupLive { .. })),
+        matches!(refused, Err(group_replay::ReplayError::GroupLive { .. })),
         "{refused:?}"
     );
     running.stop().await;

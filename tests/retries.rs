@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Harness, WEBHOOK_SECRET};
-use herald::records::{DeliveryRecord, DeliveryStatus};
+use herald::model::records::{DeliveryRecord, DeliveryStatus};
 use herald::sandbox::Fault;
 use serde_json::json;
 
@@ -267,7 +267,7 @@ async fn a_poison_record_in_a_retry_tier_goes_to_the_dlq_and_does_not_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_after_fixing_the_connection_delivers_the_dead_deliveries_once() {
-    use herald::deliver::redrive::{RedriveFilter, redrive};
+    use herald::ops::redrive::{RedriveFilter, redrive};
     use herald::workspace::table::WorkspaceEntry;
 
     let h = Harness::new().await;

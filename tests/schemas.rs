@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use apache_avro::Schema;
 use chrono::{TimeZone, Utc};
-use herald::records::avro::{self, AvroRecord};
-use herald::records::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope};
-use herald::workspace::spec::WorkspaceConfig;
+use herald::model::WorkspaceConfig;
+use herald::model::records::avro::{self, AvroRecord};
+use herald::model::records::{
+    Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope,
+};
 
 fn on_disk(name: &str) -> Schema {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
@@ -156,9 +158,7 @@ fn workspace_config_round_trips_for_the_examples() {
     }
     let mut config = WorkspaceConfig::parse(include_str!("../examples/academy.yaml")).unwrap();
     config.publishable_keys = vec!["pk_live_1".into()];
-    config.connections[0].credentials = BTreeMap::from([(
-        "token".into(),
-        herald::workspace::spec::Secret::new("xoxb-1"),
-    )]);
+    config.connections[0].credentials =
+        BTreeMap::from([("token".into(), herald::model::Secret::new("xoxb-1"))]);
     round_trip("WorkspaceConfig", &config);
 }

@@ -9,7 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::telemetry::{Health, Metrics};
+use crate::deliver::health::Health;
+use crate::telemetry::Metrics;
 
 #[derive(Clone)]
 struct Api {
@@ -38,9 +39,9 @@ async fn readyz(State(api): State<Api>) -> impl IntoResponse {
 
 async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.workspaces.set(api.health.table.len() as i64);
-    api.metrics.broken_connections.set(
-        crate::workspace::compile::BROKEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    api.metrics
+        .broken_connections
+        .set(api.health.table.broken_connections() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(),

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::kafka::topic_plan;
 use crate::sandbox::Sandbox;
 use crate::settings::Settings;
-use crate::workspace::interpolate::Vars;
+use crate::settings::interpolate::Vars;
 
 /// The example workspaces, compiled in so `herald dev` runs from any directory.
 pub const EXAMPLES: &[(&str, &str)] = &[

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
 use super::KafkaArgs;
-use crate::deliver::redrive::{RedriveFilter, redrive};
-use crate::records::DeliveryStatus;
+use crate::model::records::DeliveryStatus;
+use crate::ops::redrive::{RedriveFilter, redrive};
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

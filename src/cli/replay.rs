@@ -2,7 +2,7 @@
 //! offset reset. Without `--execute` it only prints the plan.
 //!
 //! `herald replay --workspace W --since T [--until T] [--rule R] [--force]`: targeted replay of
-//! one workspace's events, with no group offsets moved (see [`crate::deliver::targeted`]).
+//! one workspace's events, with no group offsets moved (see [`crate::ops::workspace_replay`]).
 
 use std::time::Duration;
 
@@ -13,11 +13,12 @@ use rdkafka::consumer::BaseConsumer;
 
 use super::KafkaArgs;
 use crate::app::App;
-use crate::deliver::replay::{self, ReplayError, Resolved};
-use crate::deliver::targeted::{self, Window};
 use crate::kafka;
+use crate::kafka::by_time::Resolved;
+use crate::ops::group_replay::{self, ReplayError};
+use crate::ops::workspace_replay::{self, Window};
 use crate::settings::Settings;
-use crate::workspace::interpolate::Vars;
+use crate::settings::interpolate::Vars;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").required(true).args(["group", "workspace"])))]
@@ -84,7 +85,7 @@ async fn replay_workspace(
     settings: Settings,
     window: Window,
 ) -> anyhow::Result<Result<(), Refused>> {
-    if let Err(e) = targeted::check(&window) {
+    if let Err(e) = workspace_replay::check(&window) {
         return Ok(Err(Refused(e.to_string())));
     }
     let app =
@@ -98,7 +99,7 @@ async fn replay_workspace(
             window.workspace_id
         );
     }
-    let report = targeted::replay(&settings, &app.router, &window).await?;
+    let report = workspace_replay::replay(&settings, &app.router, &window).await?;
     let until = window
         .until
         .map_or_else(|| "now".to_owned(), |u| u.to_rfc3339());
@@ -144,18 +145,18 @@ fn reset_offsets(
     // below, made from outside the group, is what a live group makes the broker refuse.
     // Its own client: a broker that fails to describe groups may drop the connection.
     let checker: BaseConsumer = kafka::reader_config(settings).create()?;
-    match replay::ensure_group_empty(&checker, group_id) {
+    match group_replay::ensure_group_empty(&checker, group_id) {
         Ok(()) => {}
         Err(e @ ReplayError::GroupActive { .. }) => return Ok(Err(Refused(e.to_string()))),
         Err(e @ ReplayError::GroupUnknown { .. }) => {
             eprintln!(
                 "warning: {}; relying on the broker to refuse offsets for a live group",
-                crate::destinations::http::error_chain(&e)
+                crate::model::error_chain(&e)
             );
         }
         Err(e) => return Err(e).context("refusing to replay"),
     }
-    let plans = replay::plan(&reader, &group, &topic, to_datetime)
+    let plans = group_replay::plan(&reader, &group, &topic, to_datetime)
         .with_context(|| format!("cannot plan the replay of {topic}"))?;
     println!(
         "{:>9}  {:>10}  {:>10}  {:>9}  resolved by",
@@ -174,7 +175,7 @@ fn reset_offsets(
     }
     let total: i64 = plans.iter().map(|p| p.reread.max(0)).sum();
     if args.execute {
-        match replay::execute(&group, group_id, &topic, &plans) {
+        match group_replay::execute(&group, group_id, &topic, &plans) {
             Ok(()) => {}
             Err(e @ ReplayError::GroupLive { .. }) => return Ok(Err(Refused(e.to_string()))),
             Err(e) => return Err(e).context("cannot commit the new offsets"),

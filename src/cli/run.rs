@@ -4,7 +4,7 @@ use anyhow::Context;
 
 use crate::app::App;
 use crate::settings::Settings;
-use crate::workspace::interpolate::Vars;
+use crate::settings::interpolate::Vars;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.http.listen.clone();

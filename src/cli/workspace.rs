@@ -11,10 +11,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::KafkaArgs;
 use crate::app::destination_context;
 use crate::kafka;
+use crate::model::WorkspaceConfig;
 use crate::settings::Settings;
+use crate::settings::interpolate::Vars;
 use crate::workspace::compile::CompiledWorkspace;
-use crate::workspace::interpolate::Vars;
-use crate::workspace::spec::WorkspaceConfig;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {

@@ -33,9 +33,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::replay::offset_for_time;
 use crate::kafka;
-use crate::records::{DeliveryRecord, DeliveryStatus};
+use crate::kafka::by_time::offset_for_time;
+use crate::model::records::{DeliveryRecord, DeliveryStatus};
 use crate::settings::Settings;
 
 /// How long an event waits for its partition's delivered set before going ahead without it.
@@ -295,111 +295,144 @@ impl Dedupe {
         self.loaded.send_modify(|generation| *generation += 1);
     }
 
+    /// Applies one history record read from partition `p`.
+    fn read(&self, p: i32, payload: Option<&[u8]>) {
+        if let Some(record) = payload.and_then(|v| serde_json::from_slice::<DeliveryRecord>(v).ok())
+        {
+            let at = record.updated_at.timestamp_millis();
+            self.note(p, &record.delivery_id, record.status, at);
+        }
+    }
+
     /// The follower thread: applies assignment changes, reads the owned partitions, and marks
     /// each loaded when it reaches the end it had at assignment.
-    fn follow(&self, follower: BaseConsumer, resolver: BaseConsumer, commands: Receiver<Command>) {
-        let mut assigned: HashSet<i32> = HashSet::new();
-        // partition → high watermark at assignment, while loading.
-        let mut loading: HashMap<i32, i64> = HashMap::new();
+    fn follow(&self, consumer: BaseConsumer, resolver: BaseConsumer, commands: Receiver<Command>) {
+        let mut follower = Follower {
+            dedupe: self,
+            consumer,
+            resolver,
+            assigned: HashSet::new(),
+            loading: HashMap::new(),
+        };
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(command) = commands.try_recv() {
                 match command {
-                    Command::Assign(partitions, from) => {
-                        for p in partitions {
-                            if assigned.remove(&p) {
-                                unassign(&follower, &self.topic, p);
-                            }
-                            match self.start_offset(&resolver, p, from) {
-                                Ok((start, high)) if start < high => {
-                                    let mut tpl = TopicPartitionList::new();
-                                    let added = tpl
-                                        .add_partition_offset(&self.topic, p, Offset::Offset(start))
-                                        .and_then(|()| follower.incremental_assign(&tpl));
-                                    match added {
-                                        Ok(()) => {
-                                            assigned.insert(p);
-                                            loading.insert(p, high);
-                                        }
-                                        Err(e) => {
-                                            tracing::warn!(partition = p, error = %e,
-                                                "cannot follow delivery history; dedupe off for it");
-                                            self.mark_loaded(p);
-                                        }
-                                    }
-                                }
-                                Ok(_) => {
-                                    // Nothing in the window yet; follow new records from the end.
-                                    let mut tpl = TopicPartitionList::new();
-                                    let _ = tpl
-                                        .add_partition_offset(&self.topic, p, Offset::End)
-                                        .and_then(|()| follower.incremental_assign(&tpl))
-                                        .map(|()| assigned.insert(p));
-                                    self.mark_loaded(p);
-                                }
-                                Err(e) => {
-                                    tracing::warn!(partition = p, error = %e,
-                                        "cannot read delivery history; dedupe off for the partition");
-                                    self.mark_loaded(p);
-                                }
-                            }
-                        }
-                    }
+                    Command::Assign(partitions, from) => partitions
+                        .into_iter()
+                        .for_each(|p| follower.assign(p, from)),
                     Command::Revoke(partitions) => {
-                        for p in partitions {
-                            loading.remove(&p);
-                            if assigned.remove(&p) {
-                                unassign(&follower, &self.topic, p);
-                            }
-                        }
+                        partitions.into_iter().for_each(|p| follower.revoke(p))
                     }
                 }
             }
-            match follower.poll(Duration::from_millis(100)) {
+            match follower.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    let p = m.partition();
-                    if let Some(record) = m
-                        .payload()
-                        .and_then(|v| serde_json::from_slice::<DeliveryRecord>(v).ok())
-                    {
-                        let at = record.updated_at.timestamp_millis();
-                        self.note(p, &record.delivery_id, record.status, at);
-                    }
-                    if loading.get(&p).is_some_and(|high| m.offset() + 1 >= *high) {
-                        loading.remove(&p);
-                        self.mark_loaded(p);
-                    }
+                    let (p, offset) = (m.partition(), m.offset());
+                    self.read(p, m.payload());
+                    // The message borrows the consumer; release it before the follower moves on.
+                    drop(m);
+                    follower.reached(p, offset);
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "delivery history fetch failed"),
-                None => {
-                    // Compaction may have removed the last records: the position tells.
-                    if !loading.is_empty()
-                        && let Ok(positions) = follower.position()
-                    {
-                        for e in positions.elements() {
-                            let reached = match (e.offset(), loading.get(&e.partition())) {
-                                (Offset::Offset(o), Some(high)) => o >= *high,
-                                _ => false,
-                            };
-                            if reached {
-                                loading.remove(&e.partition());
-                                self.mark_loaded(e.partition());
-                            }
-                        }
-                    }
+                None => follower.check_positions(),
+            }
+        }
+    }
+}
+
+/// The follower thread's view of the history partitions it reads.
+struct Follower<'a> {
+    dedupe: &'a Dedupe,
+    consumer: BaseConsumer,
+    /// Finds start offsets by time, apart from `consumer` so its assignment stays put.
+    resolver: BaseConsumer,
+    assigned: HashSet<i32>,
+    /// partition → high watermark at assignment, while loading.
+    loading: HashMap<i32, i64>,
+}
+
+impl Follower<'_> {
+    /// Starts reading partition `p` from the first record at or after `from` ms.
+    fn assign(&mut self, p: i32, from: i64) {
+        let topic = &self.dedupe.topic;
+        if self.assigned.remove(&p) {
+            unassign(&self.consumer, topic, p);
+        }
+        match self.start_offset(p, from) {
+            Ok((start, high)) if start < high => match self.add(p, Offset::Offset(start)) {
+                Ok(()) => {
+                    self.loading.insert(p, high);
                 }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e,
+                        "cannot follow delivery history; dedupe off for it");
+                    self.dedupe.mark_loaded(p);
+                }
+            },
+            Ok(_) => {
+                // Nothing in the window yet; follow new records from the end.
+                let _ = self.add(p, Offset::End);
+                self.dedupe.mark_loaded(p);
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e,
+                    "cannot read delivery history; dedupe off for the partition");
+                self.dedupe.mark_loaded(p);
+            }
+        }
+    }
+
+    fn add(&mut self, p: i32, offset: Offset) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.dedupe.topic, p, offset)?;
+        self.consumer.incremental_assign(&tpl)?;
+        self.assigned.insert(p);
+        Ok(())
+    }
+
+    fn revoke(&mut self, p: i32) {
+        self.loading.remove(&p);
+        if self.assigned.remove(&p) {
+            unassign(&self.consumer, &self.dedupe.topic, p);
+        }
+    }
+
+    /// Marks `p` loaded once `offset` reaches the end it had at assignment.
+    fn reached(&mut self, p: i32, offset: i64) {
+        if self.loading.get(&p).is_some_and(|high| offset + 1 >= *high) {
+            self.loading.remove(&p);
+            self.dedupe.mark_loaded(p);
+        }
+    }
+
+    /// With nothing to read, a loading partition may still be done: compaction may have
+    /// removed its last records, and the position tells.
+    fn check_positions(&mut self) {
+        if self.loading.is_empty() {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements() {
+            let reached = match (e.offset(), self.loading.get(&e.partition())) {
+                (Offset::Offset(o), Some(high)) => o >= *high,
+                _ => false,
+            };
+            if reached {
+                self.loading.remove(&e.partition());
+                self.dedupe.mark_loaded(e.partition());
             }
         }
     }
 
     /// Where to start reading partition `p` for records at or after `from` ms, and its end.
-    fn start_offset(
-        &self,
-        resolver: &BaseConsumer,
-        p: i32,
-        from: i64,
-    ) -> Result<(i64, i64), KafkaError> {
-        let (_, high) = resolver.fetch_watermarks(&self.topic, p, Duration::from_secs(10))?;
-        let (start, _) = offset_for_time(resolver, &self.topic, p, from)?;
+    fn start_offset(&self, p: i32, from: i64) -> Result<(i64, i64), KafkaError> {
+        let topic = &self.dedupe.topic;
+        let (_, high) = self
+            .resolver
+            .fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (start, _) = offset_for_time(&self.resolver, topic, p, from)?;
         Ok((start, high))
     }
 }

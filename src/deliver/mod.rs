@@ -4,13 +4,11 @@
 //! consumer of the retry tiers ([`retry_worker`]).
 
 pub mod dedupe;
+pub mod health;
 pub mod offsets;
 pub mod order;
 pub mod processor;
-pub mod redrive;
-pub mod replay;
 pub mod retry;
 pub mod retry_worker;
 pub mod route;
 pub mod settle;
-pub mod targeted;

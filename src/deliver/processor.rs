@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::dedupe::Dedupe;
+use super::health::Health;
 use super::offsets::{Claim, OffsetTracker};
 use super::order::{KeyOrder, Turn};
 use super::route::{RouteOptions, Router};
@@ -30,7 +31,6 @@ use crate::history::writer::DeadLetter;
 use crate::ingest::{RawRecord, decode};
 use crate::kafka;
 use crate::settings::Settings;
-use crate::telemetry::Health;
 
 /// Keeps an offset tracker in step with the group's assignment (used by the event consumer and
 /// the retry-tier consumer alike), and turns librdkafka's statistics into lag gauges.

@@ -15,16 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::destinations::Outcome;
-use crate::settings::{Settings, parse_duration};
-
-/// One delay tier and its topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tier {
-    pub delay: Duration,
-    /// As configured, e.g. `5s`; also the topic suffix and the metrics label.
-    pub name: String,
-    pub topic: String,
-}
+use crate::settings::{Settings, Tier};
 
 /// The configured tiers, jitter and maximum age.
 #[derive(Debug, Clone)]
@@ -50,19 +41,8 @@ pub enum Next {
 impl RetryPolicy {
     /// The policy the settings describe (validated at start-up).
     pub fn from_settings(settings: &Settings) -> Self {
-        let tiers = settings
-            .retry
-            .tiers
-            .iter()
-            .map(|name| Tier {
-                // Validated by `Settings::load`.
-                delay: parse_duration(name).unwrap_or(Duration::from_secs(5)),
-                name: name.clone(),
-                topic: format!("{}{name}", settings.topics.retry_prefix),
-            })
-            .collect();
         Self {
-            tiers,
+            tiers: settings.retry_tiers(),
             jitter: settings.retry.jitter,
             max_age: Duration::from_millis(settings.retry.max_age_ms),
         }

@@ -31,7 +31,7 @@ use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::Outcome;
 use crate::history::writer::DeadLetter;
 use crate::kafka;
-use crate::records::DeliveryTask;
+use crate::model::records::DeliveryTask;
 use crate::settings::Settings;
 use crate::workspace::table::WorkspaceEntry;
 

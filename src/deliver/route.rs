@@ -14,10 +14,11 @@ use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::{Call, Outcome};
 use crate::history::OutcomeWriter;
 use crate::history::skips::{SkipReason, SkipSummaries};
-use crate::records::{Attempt, EventEnvelope, delivery_id};
+use crate::model::records::{Attempt, EventEnvelope, delivery_id};
 use crate::telemetry::Metrics;
-use crate::workspace::compile::{CompiledRule, CompiledWorkspace, RenderError, render_context};
+use crate::workspace::compile::{CompiledRule, CompiledWorkspace};
 use crate::workspace::table::{WorkspaceEntry, WorkspaceTable};
+use crate::workspace::templates::{RenderError, render_context};
 
 /// Everything the processing of one event needs, shared by all events.
 pub struct Router {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::retry::{Next, RetryPolicy};
 use crate::destinations::Outcome;
-use crate::records::{
+use crate::model::records::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope, push_attempt,
 };
 

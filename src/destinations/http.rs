@@ -10,7 +10,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::Outcome;
 use super::limit::Limiter;
-use crate::workspace::spec::FieldError;
+use crate::model::{FieldError, error_chain};
 
 /// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
 /// private, link-local or otherwise non-public addresses are refused.
@@ -191,21 +191,6 @@ pub fn transport_failure(err: &reqwest::Error) -> Outcome {
         after: None,
         reason,
     }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// Cuts a response body to a length fit for a history record.

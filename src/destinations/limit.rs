@@ -17,7 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use crate::workspace::spec::FieldError;
+use crate::model::FieldError;
 
 /// `rate_limit: {requests, per_ms}` in a connection's settings: at most `requests` requests in
 /// any `per_ms` milliseconds. Overrides the vendor default.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::records::EventEnvelope;
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::records::EventEnvelope;
+use crate::model::{ConnectionSpec, FieldError};
 
 /// Every destination type Herald knows, by its `type` in a connection.
 pub static REGISTRY: &[&dyn Destination] = &[

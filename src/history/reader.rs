@@ -9,7 +9,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 
 use crate::kafka;
-use crate::records::DeliveryRecord;
+use crate::model::records::DeliveryRecord;
 use crate::settings::Settings;
 
 /// Which records to return.

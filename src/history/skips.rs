@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::records::{DeliveryRecord, DeliveryStatus, EventEnvelope, stable_id};
+use crate::model::records::{DeliveryRecord, DeliveryStatus, EventEnvelope, stable_id};
 
 /// Why an event produced no delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

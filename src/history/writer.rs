@@ -10,7 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::records::{DeliveryRecord, DeliveryTask};
+use crate::model::records::{DeliveryRecord, DeliveryTask};
 
 /// Writes history records and dead letters.
 #[derive(Clone)]
@@ -122,7 +122,7 @@ impl OutcomeWriter {
         let value = serde_json::to_vec(&DeadDeliveryRef { record, task })
             .expect("dead deliveries serialise");
         let kind = match record.status {
-            crate::records::DeliveryStatus::Failed => "failed_delivery",
+            crate::model::records::DeliveryStatus::Failed => "failed_delivery",
             _ => "dead_delivery",
         };
         let reason = record.reason.as_deref().unwrap_or_default();

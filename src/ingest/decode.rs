@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::records::EventEnvelope;
-use crate::records::avro::{self, SINGLE_OBJECT_MAGIC};
+use crate::model::records::EventEnvelope;
+use crate::model::records::avro::{self, SINGLE_OBJECT_MAGIC};
 
 /// A record as read from Kafka, owned so it can move to a task.
 #[derive(Debug, Clone)]

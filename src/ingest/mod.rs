@@ -1,4 +1,4 @@
-//! Ingest: turning a raw `herald.events` record into an [`EventEnvelope`](crate::records::EventEnvelope),
+//! Ingest: turning a raw `herald.events` record into an [`EventEnvelope`](crate::model::records::EventEnvelope),
 //! or into a reason it cannot be one (the record then goes to the dead-letter topic).
 
 pub mod decode;

@@ -1,20 +1,15 @@
 //! A workspace configuration, checked and compiled: connections built, every `when` and `with`
-//! template compiled once into one minijinja environment, rules indexed by event name.
+//! template compiled once (see [`super::templates`]), rules indexed by event name.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use minijinja::{Environment, UndefinedBehavior};
-use serde_json::Value;
-
-use super::interpolate::Vars;
-use super::spec::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
+use super::broken::BrokenConnections;
+use super::templates::{RenderError, Template, Templates};
 use crate::destinations::{self, Connection, DestinationContext};
-use crate::records::EventEnvelope;
-
-/// Connections marked broken across all loaded workspaces (for the metric).
-pub static BROKEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+use crate::model::records::EventEnvelope;
+use crate::model::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
+use crate::settings::interpolate::Vars;
 
 /// A workspace ready to route events.
 #[derive(Debug)]
@@ -22,17 +17,9 @@ pub struct CompiledWorkspace {
     pub id: String,
     pub rules: Vec<CompiledRule>,
     by_event: HashMap<String, Vec<usize>>,
-    templates: Environment<'static>,
-    /// Connections that answered "bad credentials", with the reason. It lives as long as this
-    /// compiled config: applying the workspace again (the fix) starts with none broken.
-    broken: Mutex<HashMap<String, String>>,
-}
-
-impl Drop for CompiledWorkspace {
-    fn drop(&mut self) {
-        let n = self.broken.get_mut().map(|b| b.len()).unwrap_or(0);
-        BROKEN_CONNECTIONS.fetch_sub(n as i64, Ordering::Relaxed);
-    }
+    templates: Templates,
+    /// Connections that answered "bad credentials"; they live as long as this compiled config.
+    pub broken: BrokenConnections,
 }
 
 /// A connection of a workspace with its type.
@@ -54,27 +41,6 @@ pub struct CompiledRule {
     pub connection: BoundConnection,
     when: Option<String>,
     with: Template,
-}
-
-/// The shape of a rule's `with`: literals kept as they are, strings compiled as templates.
-#[derive(Debug)]
-enum Template {
-    Literal(Value),
-    /// A compiled template; `native` ones are a single `{{ expr }}` whose value keeps its type.
-    Text {
-        name: String,
-        native: bool,
-    },
-    Array(Vec<Template>),
-    Object(Vec<(String, Template)>),
-}
-
-/// A template or condition that failed at render time; the delivery fails with it.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct RenderError {
-    pub field: String,
-    pub message: String,
 }
 
 impl CompiledWorkspace {
@@ -133,9 +99,7 @@ impl CompiledWorkspace {
             }
         }
 
-        let mut templates = Environment::new();
-        templates.set_undefined_behavior(UndefinedBehavior::Strict);
-        templates.add_filter(NATIVE_FILTER, native_json);
+        let mut templates = Templates::default();
         let mut rules = Vec::new();
         let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
         let mut seen = HashSet::new();
@@ -171,7 +135,7 @@ impl CompiledWorkspace {
                 rules,
                 by_event,
                 templates,
-                broken: Mutex::default(),
+                broken: BrokenConnections::default(),
             })
         } else {
             Err(ConfigErrors(errors))
@@ -181,12 +145,7 @@ impl CompiledWorkspace {
     /// Marks `connection_id` broken: its deliveries are parked as dead without calling the
     /// API until the workspace config changes.
     pub fn mark_broken(&self, connection_id: &str, reason: &str) {
-        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-        if broken
-            .insert(connection_id.to_owned(), reason.to_owned())
-            .is_none()
-        {
-            BROKEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        if self.broken.mark(connection_id, reason) {
             tracing::error!(workspace = %self.id, connection = connection_id, reason,
                 "connection broken; its deliveries are parked until the workspace is applied again");
         }
@@ -194,8 +153,7 @@ impl CompiledWorkspace {
 
     /// Why `connection_id` is broken, if it is.
     pub fn broken_reason(&self, connection_id: &str) -> Option<String> {
-        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-        broken.get(connection_id).cloned()
+        self.broken.reason(connection_id)
     }
 
     /// The rule with id `rule_id`.
@@ -224,7 +182,7 @@ impl CompiledWorkspace {
             })
     }
 
-    /// Whether `rule`'s `when` holds for the event (`ctx` from [`render_context`]).
+    /// Whether `rule`'s `when` holds for the event (`ctx` from [`super::templates::render_context`]).
     pub fn condition_holds(
         &self,
         rule: &CompiledRule,
@@ -233,7 +191,7 @@ impl CompiledWorkspace {
         let Some(name) = &rule.when else {
             return Ok(true);
         };
-        Ok(self.render_text(name, "when", ctx)? == "1")
+        self.templates.holds(name, ctx)
     }
 
     /// Renders `rule`'s `with` for the event.
@@ -241,71 +199,9 @@ impl CompiledWorkspace {
         &self,
         rule: &CompiledRule,
         ctx: &minijinja::Value,
-    ) -> Result<Value, RenderError> {
-        self.render_template(&rule.with, "with", ctx)
+    ) -> Result<serde_json::Value, RenderError> {
+        self.templates.render(&rule.with, "with", ctx)
     }
-
-    fn render_template(
-        &self,
-        t: &Template,
-        field: &str,
-        ctx: &minijinja::Value,
-    ) -> Result<Value, RenderError> {
-        Ok(match t {
-            Template::Literal(v) => v.clone(),
-            Template::Text { name, native } => {
-                let text = self.render_text(name, field, ctx)?;
-                if *native {
-                    serde_json::from_str(&text).map_err(|e| RenderError {
-                        field: field.to_owned(),
-                        message: format!("value is not representable: {e}"),
-                    })?
-                } else {
-                    Value::String(text)
-                }
-            }
-            Template::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| self.render_template(t, &format!("{field}[{i}]"), ctx))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Template::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, t)| {
-                        Ok((
-                            k.clone(),
-                            self.render_template(t, &format!("{field}.{k}"), ctx)?,
-                        ))
-                    })
-                    .collect::<Result<_, RenderError>>()?,
-            ),
-        })
-    }
-
-    fn render_text(
-        &self,
-        name: &str,
-        field: &str,
-        ctx: &minijinja::Value,
-    ) -> Result<String, RenderError> {
-        let error = |e: minijinja::Error| RenderError {
-            field: field.to_owned(),
-            message: describe(&e),
-        };
-        self.templates
-            .get_template(name)
-            .map_err(error)?
-            .render(ctx)
-            .map_err(error)
-    }
-}
-
-/// The template context of an event: its envelope's fields (`event`, `payload`, …).
-pub fn render_context(envelope: &EventEnvelope) -> minijinja::Value {
-    minijinja::Value::from_serialize(envelope)
 }
 
 /// Compiles one rule. `Ok(None)` when its connection is one that failed to build: its templates
@@ -315,26 +211,25 @@ fn compile_rule(
     at: &str,
     connections: &HashMap<&str, BoundConnection>,
     broken: &HashSet<&str>,
-    templates: &mut Environment<'static>,
+    templates: &mut Templates,
 ) -> Result<Option<CompiledRule>, Vec<FieldError>> {
     let mut errors = Vec::new();
     let when = match &spec.when {
         None => None,
         Some(cond) => {
             let name = format!("{}/when", spec.id);
-            match templates
-                .add_template_owned(name.clone(), format!("{{% if ({cond}) %}}1{{% endif %}}"))
-            {
-                Ok(()) => Some(name),
+            match templates.add_condition(name, cond) {
+                Ok(name) => Some(name),
                 Err(e) => {
-                    errors.push(FieldError::new(format!("{at}.when"), describe(&e)));
+                    errors.push(FieldError::new(format!("{at}.when"), e));
                     None
                 }
             }
         }
     };
-    let with = compile_value(&spec.with, &format!("{}/with", spec.id), templates)
-        .map_err(|(path, e)| errors.push(FieldError::new(format!("{at}.with{path}"), describe(&e))))
+    let with = templates
+        .add_value(&spec.with, &format!("{}/with", spec.id))
+        .map_err(|(path, e)| errors.push(FieldError::new(format!("{at}.with{path}"), e)))
         .ok();
     let connection = match connections.get(spec.connection.as_str()) {
         Some(c) => match c.connection.check_rule(&spec.action, &spec.with) {
@@ -374,78 +269,6 @@ fn compile_rule(
     }))
 }
 
-/// Compiles the strings of `value` as templates. On error returns the path below `with`.
-fn compile_value(
-    value: &Value,
-    name: &str,
-    templates: &mut Environment<'static>,
-) -> Result<Template, (String, minijinja::Error)> {
-    Ok(match value {
-        Value::String(s) if s.contains("{{") || s.contains("{%") => {
-            let (source, native) = match single_expression(s) {
-                Some(expr) => (format!("{{{{ ({expr}) | {NATIVE_FILTER} }}}}"), true),
-                None => (s.clone(), false),
-            };
-            templates
-                .add_template_owned(name.to_owned(), source)
-                .map_err(|e| (String::new(), e))?;
-            Template::Text {
-                name: name.to_owned(),
-                native,
-            }
-        }
-        Value::Array(items) => Template::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    compile_value(v, &format!("{name}[{i}]"), templates)
-                        .map_err(|(p, e)| (format!("[{i}]{p}"), e))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(fields) => Template::Object(
-            fields
-                .iter()
-                .map(|(k, v)| {
-                    compile_value(v, &format!("{name}.{k}"), templates)
-                        .map(|t| (k.clone(), t))
-                        .map_err(|(p, e)| (format!(".{k}{p}"), e))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        other => Template::Literal(other.clone()),
-    })
-}
-
-/// The filter single-expression templates render through.
-const NATIVE_FILTER: &str = "herald_native_json";
-
-/// Renders a value as JSON so it keeps its type; unlike `tojson` it refuses undefined values, so
-/// `{{ payload.missing }}` fails the delivery instead of sending `null`.
-fn native_json(value: minijinja::Value) -> Result<String, minijinja::Error> {
-    if value.is_undefined() {
-        return Err(minijinja::Error::new(
-            minijinja::ErrorKind::UndefinedError,
-            "the expression has no value for this event",
-        ));
-    }
-    serde_json::to_string(&value)
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))
-}
-
-/// `{{ expr }}` and nothing else: such a template renders the expression's value with its type
-/// (a number stays a number), any other template renders text.
-fn single_expression(s: &str) -> Option<&str> {
-    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
-    let plain = !inner.contains("{{")
-        && !inner.contains("}}")
-        && !inner.contains("{%")
-        && !inner.starts_with('-')
-        && !inner.ends_with('-');
-    plain.then_some(inner)
-}
-
 fn check_name(path: &str, name: &str, errors: &mut Vec<FieldError>) {
     let ok = !name.is_empty()
         && name.len() <= 200
@@ -460,20 +283,10 @@ fn check_name(path: &str, name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// A minijinja error without the internal template name.
-fn describe(e: &minijinja::Error) -> String {
-    let mut text = e.kind().to_string();
-    if let Some(detail) = e.detail() {
-        text.push_str(": ");
-        text.push_str(detail);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::spec::WorkspaceConfig;
+    use crate::workspace::templates::render_context;
 
     fn workspace(rules: &str) -> Result<CompiledWorkspace, ConfigErrors> {
         let text = format!(

@@ -1,8 +1,9 @@
-//! Workspaces: the configuration format ([`spec`]), `${env:…}` references ([`interpolate`]),
-//! compiled rules and templates ([`compile`]) and the live table read from `herald.workspaces`
-//! ([`table`]).
+//! Workspaces: a configuration checked and compiled ([`compile`]), the template engine of its
+//! rules ([`templates`]), the connections found broken at run time ([`broken`]) and the live
+//! table read from `herald.workspaces` ([`table`]). The format itself is in
+//! [`crate::model::spec`].
 
+pub mod broken;
 pub mod compile;
-pub mod interpolate;
-pub mod spec;
 pub mod table;
+pub mod templates;

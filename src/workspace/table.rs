@@ -14,11 +14,11 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::compile::CompiledWorkspace;
-use super::interpolate::Vars;
-use super::spec::WorkspaceConfig;
 use crate::destinations::DestinationContext;
 use crate::kafka;
+use crate::model::WorkspaceConfig;
 use crate::settings::Settings;
+use crate::settings::interpolate::Vars;
 
 /// What the table holds for one workspace id.
 #[derive(Debug, Clone)]
@@ -56,6 +56,18 @@ impl WorkspaceTable {
     /// Number of workspaces known, valid or not.
     pub fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Connections marked broken across every loaded workspace.
+    pub fn broken_connections(&self) -> usize {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .values()
+            .map(|e| match e {
+                WorkspaceEntry::Ready(ws) => ws.broken.count(),
+                WorkspaceEntry::Invalid(_) => 0,
+            })
+            .sum()
     }
 
     /// Whether the table holds no workspace.

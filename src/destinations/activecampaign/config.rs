@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError, Secret};
+use crate::model::{ConnectionSpec, FieldError, Secret};
 
 /// ActiveCampaign allows 5 requests per second per account, shared by every key on it.
 pub const DEFAULT_RATE: RateSpec = RateSpec::new(5, Duration::from_secs(1));

@@ -24,7 +24,7 @@ use crate::destinations::limit::Limiter;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
 };
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 const ACTIONS: &[&str] = &["sync_contact", "add_tag", "add_to_list"];
 

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::workspace::spec::FieldError;
+use crate::model::FieldError;
 
 /// The contact fields every action accepts.
 const CONTACT_KEYS: &[&str] = &["email", "first_name", "last_name", "phone", "field_values"];

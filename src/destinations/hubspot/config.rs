@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 /// HubSpot's API.
 pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
@@ -142,7 +142,7 @@ fn parse_utc_offset(raw: &str) -> Option<FixedOffset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::spec::Secret;
+    use crate::model::Secret;
 
     fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
         ConnectionSpec {

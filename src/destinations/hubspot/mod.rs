@@ -20,7 +20,7 @@ use crate::destinations::limit::Limiter;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action,
 };
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 const ACTIONS: &[&str] = &["upsert_contact"];
 
@@ -127,11 +127,7 @@ mod tests {
         let spec = ConnectionSpec {
             id: "hs".into(),
             kind: "hubspot".into(),
-            credentials: [(
-                "token".to_owned(),
-                crate::workspace::spec::Secret::new("pat-na1-x"),
-            )]
-            .into(),
+            credentials: [("token".to_owned(), crate::model::Secret::new("pat-na1-x"))].into(),
             settings: Default::default(),
         };
         let ctx = DestinationContext {

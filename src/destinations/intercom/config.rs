@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError, Secret};
+use crate::model::{ConnectionSpec, FieldError, Secret};
 
 /// The `Intercom-Version` sent unless `api_version` says otherwise.
 pub const DEFAULT_API_VERSION: &str = "2.14";

@@ -25,7 +25,7 @@ use crate::destinations::limit::Limiter;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
 };
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 const ACTIONS: &[&str] = &["tag_contact", "update_attributes"];
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::workspace::spec::FieldError;
+use crate::model::FieldError;
 
 /// The field an action requires beside the contact's identity.
 fn payload_key(action: &str) -> &'static str {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 /// Mailchimp allows 10 simultaneous connections per account, across all apps, and no more.
 pub const MAX_CONCURRENT_REQUESTS: usize = 10;
@@ -165,7 +165,7 @@ pub fn data_centre(api_key: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::spec::Secret;
+    use crate::model::Secret;
 
     fn spec(settings: serde_json::Value, key: Option<&str>) -> ConnectionSpec {
         ConnectionSpec {

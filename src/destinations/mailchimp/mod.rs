@@ -29,7 +29,7 @@ use crate::destinations::limit::Limiter;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
 };
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 const ACTIONS: &[&str] = &["upsert_member", "add_tags"];
 
@@ -221,11 +221,7 @@ mod tests {
         let spec = ConnectionSpec {
             id: "mc".into(),
             kind: "mailchimp".into(),
-            credentials: [(
-                "api_key".to_owned(),
-                crate::workspace::spec::Secret::new(key),
-            )]
-            .into(),
+            credentials: [("api_key".to_owned(), crate::model::Secret::new(key))].into(),
             settings: settings.as_object().unwrap().clone(),
         };
         let ctx = DestinationContext {

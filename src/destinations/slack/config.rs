@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 /// Slack's Web API.
 pub const DEFAULT_API_BASE: &str = "https://slack.com/api";

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::records::EventEnvelope;
+use crate::model::records::EventEnvelope;
 
 /// Block Kit allows at most this many fields in one section.
 const MAX_FIELDS: usize = 10;

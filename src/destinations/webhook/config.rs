@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 /// Settings beside `id` and `type` in a webhook connection.
 #[derive(Debug, Deserialize)]

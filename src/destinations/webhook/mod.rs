@@ -16,7 +16,7 @@ use self::config::WebhookConfig;
 use crate::destinations::{
     Attempted, Call, Connection, Destination, DestinationContext, check_action, http,
 };
-use crate::workspace::spec::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError};
 
 const ACTIONS: &[&str] = &["post"];
 

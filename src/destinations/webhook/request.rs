@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::records::EventEnvelope;
+use crate::model::records::EventEnvelope;
 
 /// The body Herald posts when a rule has no `with`: Standard Webhooks' `type`, `timestamp`,
 /// `data` shape, with the event's fields under `data`.

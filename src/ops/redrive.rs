@@ -15,12 +15,12 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
-use super::retry::RetryPolicy;
+use crate::deliver::retry::RetryPolicy;
 use crate::history::OutcomeWriter;
 use crate::history::reader::{self, HistoryQuery};
 use crate::history::writer::DeadDelivery;
 use crate::kafka;
-use crate::records::{DeliveryRecord, DeliveryStatus};
+use crate::model::records::{DeliveryRecord, DeliveryStatus};
 use crate::settings::Settings;
 
 /// Which deliveries to redrive.

@@ -12,12 +12,12 @@ use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 
 use super::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope};
-use crate::workspace::spec::{ConnectionSpec, RuleSpec, Secret, WorkspaceConfig};
+use crate::model::{ConnectionSpec, RuleSpec, Secret, WorkspaceConfig};
 
-const ENVELOPE_AVSC: &str = include_str!("../../schemas/EventEnvelope.avsc");
-const TASK_AVSC: &str = include_str!("../../schemas/DeliveryTask.avsc");
-const RECORD_AVSC: &str = include_str!("../../schemas/DeliveryRecord.avsc");
-const WORKSPACE_AVSC: &str = include_str!("../../schemas/WorkspaceConfig.avsc");
+const ENVELOPE_AVSC: &str = include_str!("../../../schemas/EventEnvelope.avsc");
+const TASK_AVSC: &str = include_str!("../../../schemas/DeliveryTask.avsc");
+const RECORD_AVSC: &str = include_str!("../../../schemas/DeliveryRecord.avsc");
+const WORKSPACE_AVSC: &str = include_str!("../../../schemas/WorkspaceConfig.avsc");
 
 // The schema files are compiled in; the tests in `tests/schemas.rs` keep them valid.
 static SCHEMAS: LazyLock<[Schema; 4]> = LazyLock::new(|| {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::spec::{ConnectionSpec, FieldError, Secret};
+use crate::model::{ConnectionSpec, FieldError, Secret};
 
 /// Where references are looked up: explicit values first, then the process environment.
 #[derive(Debug, Clone, Default)]

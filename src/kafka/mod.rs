@@ -1,5 +1,7 @@
 //! Kafka clients as Herald configures them, the topic plan, and reading a topic to its end.
 
+pub mod by_time;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ fn base(settings: &Settings) -> ClientConfig {
 /// the environment (a Kubernetes Secret) rather than the configuration file. `Settings::load`
 /// already checked that every reference resolves.
 fn extra(c: &mut ClientConfig, settings: &Settings) {
-    let vars = crate::workspace::interpolate::Vars::from_env();
+    let vars = crate::settings::interpolate::Vars::from_env();
     for (k, v) in &settings.kafka.client {
         c.set(k, vars.resolve(v).unwrap_or_else(|_| v.clone()));
     }
@@ -146,16 +148,11 @@ pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
             compacted: false,
         },
     ];
-    plan.extend(
-        crate::deliver::retry::RetryPolicy::from_settings(settings)
-            .tiers
-            .into_iter()
-            .map(|tier| TopicSpec {
-                name: tier.topic,
-                partitions: t.partitions,
-                compacted: false,
-            }),
-    );
+    plan.extend(settings.retry_tiers().into_iter().map(|tier| TopicSpec {
+        name: tier.topic,
+        partitions: t.partitions,
+        compacted: false,
+    }));
     plan
 }
 

@@ -4,6 +4,8 @@
 //! Every struct denies unknown fields, so a misspelt key fails start-up instead of being
 //! ignored, and `validate` checks ranges with a message naming the key.
 
+pub mod interpolate;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The defaults, compiled into the binary so `herald` runs with no file at all.
-pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+pub const DEFAULTS_TOML: &str = include_str!("../defaults.toml");
 
 /// Everything Herald can be configured with.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +81,15 @@ pub struct RetrySettings {
     pub max_in_flight: usize,
 }
 
+/// One delay tier and its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub delay: Duration,
+    /// As configured, e.g. `5s`; also the topic suffix and the metrics label.
+    pub name: String,
+    pub topic: String,
+}
+
 /// Defaults shared by every destination.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +134,20 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// The retry tiers, in order, with their topics.
+    pub fn retry_tiers(&self) -> Vec<Tier> {
+        self.retry
+            .tiers
+            .iter()
+            .map(|name| Tier {
+                // Validated by `Settings::load`.
+                delay: parse_duration(name).unwrap_or(Duration::from_secs(5)),
+                name: name.clone(),
+                topic: format!("{}{name}", self.topics.retry_prefix),
+            })
+            .collect()
+    }
+
     /// Loads the defaults, then `file` (or `herald.toml` when present), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_from(file, std::env::vars())
@@ -186,7 +211,7 @@ impl Settings {
             Ok(())
         }
         nonempty("kafka.brokers", &self.kafka.brokers)?;
-        let vars = crate::workspace::interpolate::Vars::from_env();
+        let vars = crate::settings::interpolate::Vars::from_env();
         for (key, value) in &self.kafka.client {
             if let Err(problem) = vars.resolve(value) {
                 return Err(SettingsError::InvalidClient {

@@ -11,11 +11,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::replay::offset_for_time;
-use super::route::{RouteOptions, Routed, Router};
+use crate::deliver::route::{RouteOptions, Routed, Router};
 use crate::ingest::{RawRecord, decode};
 use crate::kafka;
-use crate::records::EventEnvelope;
+use crate::kafka::by_time::offset_for_time;
+use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
 
 /// History records of a window's deliveries are read from this long before the window, for
