@@ -29,7 +29,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
 /// The webhook secret the examples use in `herald dev`; the sandbox verifies it.
 pub const DEV_WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==";
 
-/// The `lesson.completed` payload of seed 000.
+/// The `lesson.completed` payload of the product pages' example.
 const SEED_LESSON: &str = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
 
 /// The `page.completed` payload of seeds 001 and 002.

@@ -1,7 +1,9 @@
-//! Delivery: the consumer loop ([`processor`]), ordered offset tracking ([`offsets`]),
-//! per-workspace ordering ([`order`]), routing one event to its deliveries ([`route`]),
-//! settling an attempt's outcome ([`settle`]), the retry schedule ([`retry`]) and the
-//! consumer of the retry tiers ([`retry_worker`]).
+//! Delivery, the running pipeline: the consumer loop ([`processor`]), ordered offset
+//! tracking ([`offsets`]), per-workspace ordering ([`order`]), routing one event to its
+//! deliveries ([`route`]), settling an attempt's outcome ([`settle`]), the retry schedule
+//! ([`retry`]) and the consumer of the retry tiers ([`retry_worker`]), skipping what was
+//! delivered already ([`dedupe`]) and what `/readyz` reports ([`health`]). Operator commands
+//! that act on the topics from outside the pipeline are in `ops`, above this module.
 
 pub mod dedupe;
 pub mod health;

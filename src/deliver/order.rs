@@ -1,7 +1,7 @@
 //! Per-workspace ordering inside a partition. Events of different workspaces run
 //! concurrently; events of the same workspace (same record key) start in offset order, each
 //! after the one before it finished, so "lesson 3 then lesson 4" reaches a CRM in that order.
-//! Retries (a later issue) give up this order by design.
+//! Retries (`deliver::retry_worker`) give up this order by design.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,6 +1,6 @@
 //! Reading delivery history back: the whole compacted topic, latest record per delivery id.
-//! This is a scan, fit for the CLI and for workspaces' recent history; a later issue
-//! materialises the owned partitions for dedupe.
+//! This is a scan, fit for the CLI and for workspaces' recent history; dedupe keeps its own
+//! view of the partitions it owns (`deliver::dedupe`).
 
 use std::collections::HashMap;
 
