@@ -223,3 +223,56 @@ fn follow(
     }
     let _ = consumer.assign(&TopicPartitionList::new());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{"workspace": "ws", "connections": [{"id": "hook", "type": "webhook",
+        "url": "http://127.0.0.1:9/h", "credentials": {"secret": "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA=="}}]}"#;
+
+    fn ctx() -> DestinationContext {
+        DestinationContext {
+            http: reqwest::Client::new(),
+            default_timeout: Duration::from_secs(1),
+            allow_private_networks: true,
+            max_rate_wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn broken_connections_are_counted_until_the_workspace_is_applied_again() {
+        let table = WorkspaceTable::default();
+        let (ctx, vars) = (ctx(), Vars::default());
+        table.apply("ws", Some(CONFIG.as_bytes()), &ctx, &vars);
+        assert_eq!(table.broken_connections(), 0);
+        let ready = || match table.get("ws") {
+            Some(WorkspaceEntry::Ready(ws)) => ws,
+            other => panic!("the workspace compiles: {other:?}"),
+        };
+        let ws = ready();
+        ws.mark_broken("hook", "401");
+        ws.mark_broken("hook", "401 again");
+        assert_eq!(table.broken_connections(), 1);
+
+        table.apply("ws", Some(CONFIG.as_bytes()), &ctx, &vars);
+        assert_eq!(
+            table.broken_connections(),
+            0,
+            "a new config starts with none broken"
+        );
+        ws.mark_broken("hook", "401");
+        assert_eq!(
+            table.broken_connections(),
+            0,
+            "the replaced config no longer counts"
+        );
+        ready().mark_broken("hook", "401");
+        table.apply("ws", None, &ctx, &vars);
+        assert_eq!(
+            table.broken_connections(),
+            0,
+            "a deleted workspace no longer counts"
+        );
+    }
+}
