@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use apache_avro::Schema;
+use apache_avro::types::Value;
 use chrono::{TimeZone, Utc};
 use herald::model::WorkspaceConfig;
 use herald::model::records::avro::{self, AvroRecord};
@@ -36,14 +37,14 @@ fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(name: &str, record: &
         schema.canonical_form(),
         "{name} schema differs from schemas/{name}.avsc"
     );
-    let value = record.to_avro();
+    let value = record.to_avro().unwrap();
     assert!(
         value.validate(&schema),
         "{name} value does not validate against schemas/{name}.avsc"
     );
     let bytes = apache_avro::to_avro_datum(&schema, value).unwrap();
     let back = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
-    assert_eq!(&T::from_avro(back).unwrap(), record, "{name}");
+    assert_eq!(&T::from_avro(&back).unwrap(), record, "{name}");
     assert_eq!(
         &avro::from_datum::<T>(&avro::to_datum(record).unwrap()).unwrap(),
         record
@@ -161,4 +162,25 @@ fn workspace_config_round_trips_for_the_examples() {
     config.connections[0].credentials =
         BTreeMap::from([("token".into(), herald::model::Secret::new("xoxb-1"))]);
     round_trip("WorkspaceConfig", &config);
+}
+
+#[test]
+fn a_payload_that_is_not_a_json_object_is_refused_naming_the_field() {
+    let Value::Record(mut fields) = envelope().to_avro().unwrap() else {
+        panic!("a record is an Avro record");
+    };
+    for (name, value) in &mut fields {
+        if name == "payload" {
+            *value = Value::String("[1, 2]".into());
+        }
+    }
+    let mut writer =
+        apache_avro::GenericSingleObjectWriter::new_with_capacity(EventEnvelope::schema(), 256)
+            .unwrap();
+    let mut bytes = Vec::new();
+    writer
+        .write_value(Value::Record(fields), &mut bytes)
+        .unwrap();
+    let err = avro::from_single_object::<EventEnvelope>(&bytes).unwrap_err();
+    assert!(err.to_string().contains("`payload`"), "{err}");
 }
