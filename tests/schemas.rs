@@ -1,9 +1,13 @@
 //! The Rust records round-trip through apache-avro with exactly the schemas in `schemas/`:
 //! each record is written with the schema read from disk and read back into an equal value.
+//! Each schema also reads what its previous version (kept in `schemas/previous/`) wrote, so
+//! records already in the topics stay readable after an upgrade.
 
 use std::collections::BTreeMap;
 
 use apache_avro::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::types::Value;
 use chrono::{TimeZone, Utc};
 use herald::model::WorkspaceConfig;
 use herald::model::records::avro::{self, AvroRecord};
@@ -11,21 +15,20 @@ use herald::model::records::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope,
 };
 
-fn on_disk(name: &str) -> Schema {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
-    let envelope = std::fs::read_to_string(format!("{dir}/EventEnvelope.avsc")).unwrap();
-    let text = std::fs::read_to_string(format!("{dir}/{name}.avsc")).unwrap();
-    if name == "DeliveryTask" {
-        // Its `envelope` field names the EventEnvelope record defined in EventEnvelope.avsc.
-        Schema::parse_str(&avro::inline_named_type(
-            &text,
-            "io.herald.EventEnvelope",
-            &envelope,
-        ))
-        .unwrap()
-    } else {
-        Schema::parse_str(&text).unwrap()
-    }
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
+
+/// The schema in `schemas/{path}.avsc`.
+fn on_disk(path: &str) -> Schema {
+    let envelope = std::fs::read_to_string(format!("{SCHEMAS}/EventEnvelope.avsc")).unwrap();
+    let text = std::fs::read_to_string(format!("{SCHEMAS}/{path}.avsc")).unwrap();
+    // DeliveryTask's `envelope` field names the EventEnvelope record defined in
+    // EventEnvelope.avsc; the other schemas stand alone and are left as they are.
+    Schema::parse_str(&avro::inline_named_type(
+        &text,
+        "io.herald.EventEnvelope",
+        &envelope,
+    ))
+    .unwrap()
 }
 
 /// Writes with the record's own schema, checks it equals the file's, reads back with the file's.
@@ -36,14 +39,14 @@ fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(name: &str, record: &
         schema.canonical_form(),
         "{name} schema differs from schemas/{name}.avsc"
     );
-    let value = record.to_avro();
+    let value = record.to_avro().unwrap();
     assert!(
         value.validate(&schema),
         "{name} value does not validate against schemas/{name}.avsc"
     );
     let bytes = apache_avro::to_avro_datum(&schema, value).unwrap();
     let back = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
-    assert_eq!(&T::from_avro(back).unwrap(), record, "{name}");
+    assert_eq!(&T::from_avro(&back).unwrap(), record, "{name}");
     assert_eq!(
         &avro::from_datum::<T>(&avro::to_datum(record).unwrap()).unwrap(),
         record
@@ -75,74 +78,76 @@ fn event_envelope_round_trips() {
     round_trip("EventEnvelope", &envelope());
 }
 
+fn task() -> DeliveryTask {
+    DeliveryTask {
+        delivery_id: "dl_1".into(),
+        envelope: envelope(),
+        rule_id: "lesson-alert-to-slack".into(),
+        connection_id: "instructor-slack".into(),
+        request: serde_json::json!({"text": "hi", "blocks": [{"type": "divider"}]}),
+        attempt: 2,
+        retries: 1,
+        tier: 1,
+        due_at: Utc.timestamp_millis_opt(1_774_102_690_000).unwrap(),
+        first_attempt_at: Some(Utc.timestamp_millis_opt(1_774_102_685_000).unwrap()),
+        last_error: Some("HTTP 503".into()),
+        attempts: vec![Attempt {
+            at: Utc.timestamp_millis_opt(1_774_102_685_000).unwrap(),
+            outcome: "retry".into(),
+            status_code: Some(503),
+            error: Some("HTTP 503".into()),
+            latency_ms: 40,
+        }],
+        partition: Some(2),
+    }
+}
+
 #[test]
 fn delivery_task_round_trips() {
-    round_trip(
-        "DeliveryTask",
-        &DeliveryTask {
-            delivery_id: "dl_1".into(),
-            envelope: envelope(),
-            rule_id: "lesson-alert-to-slack".into(),
-            connection_id: "instructor-slack".into(),
-            request: serde_json::json!({"text": "hi", "blocks": [{"type": "divider"}]}),
-            attempt: 2,
-            retries: 1,
-            tier: 1,
-            due_at: Utc.timestamp_millis_opt(1_774_102_690_000).unwrap(),
-            first_attempt_at: Some(Utc.timestamp_millis_opt(1_774_102_685_000).unwrap()),
-            last_error: Some("HTTP 503".into()),
-            attempts: vec![Attempt {
-                at: Utc.timestamp_millis_opt(1_774_102_685_000).unwrap(),
+    round_trip("DeliveryTask", &task());
+}
+
+fn delivery_record(status: DeliveryStatus) -> DeliveryRecord {
+    let at = Utc.timestamp_millis_opt(1_774_102_690_000).unwrap();
+    DeliveryRecord {
+        delivery_id: "dl_1".into(),
+        workspace_id: "ws".into(),
+        event_id: "evt_1".into(),
+        event: "lesson.completed".into(),
+        rule_id: Some("r".into()),
+        connection_id: Some("c".into()),
+        destination: Some("slack".into()),
+        action: Some("post_message".into()),
+        status,
+        reason: (status != DeliveryStatus::Delivered)
+            .then(|| "slack error: channel_not_found".into()),
+        attempts: vec![
+            Attempt {
+                at,
                 outcome: "retry".into(),
                 status_code: Some(503),
                 error: Some("HTTP 503".into()),
-                latency_ms: 40,
-            }],
-            partition: Some(2),
-        },
-    );
+                latency_ms: 12,
+            },
+            Attempt {
+                at,
+                outcome: "delivered".into(),
+                status_code: None,
+                error: None,
+                latency_ms: 0,
+            },
+        ],
+        skipped_count: (status == DeliveryStatus::Skipped).then_some(7),
+        next_attempt_at: (status == DeliveryStatus::Retrying).then_some(at),
+        created_at: at,
+        updated_at: at,
+    }
 }
 
 #[test]
 fn delivery_record_round_trips_for_every_status() {
     for status in DeliveryStatus::ALL {
-        let at = Utc.timestamp_millis_opt(1_774_102_690_000).unwrap();
-        round_trip(
-            "DeliveryRecord",
-            &DeliveryRecord {
-                delivery_id: "dl_1".into(),
-                workspace_id: "ws".into(),
-                event_id: "evt_1".into(),
-                event: "lesson.completed".into(),
-                rule_id: Some("r".into()),
-                connection_id: Some("c".into()),
-                destination: Some("slack".into()),
-                action: Some("post_message".into()),
-                status,
-                reason: (status != DeliveryStatus::Delivered)
-                    .then(|| "slack error: channel_not_found".into()),
-                attempts: vec![
-                    Attempt {
-                        at,
-                        outcome: "retry".into(),
-                        status_code: Some(503),
-                        error: Some("HTTP 503".into()),
-                        latency_ms: 12,
-                    },
-                    Attempt {
-                        at,
-                        outcome: "delivered".into(),
-                        status_code: None,
-                        error: None,
-                        latency_ms: 0,
-                    },
-                ],
-                skipped_count: (status == DeliveryStatus::Skipped).then_some(7),
-                next_attempt_at: (status == DeliveryStatus::Retrying).then_some(at),
-                created_at: at,
-                updated_at: at,
-            },
-        );
+        round_trip("DeliveryRecord", &delivery_record(status));
     }
 }
 
@@ -161,4 +166,128 @@ fn workspace_config_round_trips_for_the_examples() {
     config.connections[0].credentials =
         BTreeMap::from([("token".into(), herald::model::Secret::new("xoxb-1"))]);
     round_trip("WorkspaceConfig", &config);
+}
+
+/// Schemas that have had one version only, so there is no earlier writer to read.
+const FIRST_VERSIONS: &[&str] = &["EventEnvelope", "DeliveryRecord", "WorkspaceConfig"];
+
+/// Checks that schemas/{name}.avsc reads `record` as the previous version of the schema wrote
+/// it. `record` holds what that version could hold: fields added since are at their defaults.
+fn reads_what_the_previous_version_wrote<T>(name: &str, record: &T)
+where
+    T: AvroRecord + PartialEq + std::fmt::Debug,
+{
+    let has_previous = std::path::Path::new(&format!("{SCHEMAS}/previous/{name}.avsc")).exists();
+    assert_ne!(
+        has_previous,
+        FIRST_VERSIONS.contains(&name),
+        "{name}: either its previous version is in schemas/previous/ or it is a first version"
+    );
+    if !has_previous {
+        return;
+    }
+    let (previous, current) = (on_disk(&format!("previous/{name}")), on_disk(name));
+    SchemaCompatibility::can_read(&previous, &current)
+        .unwrap_or_else(|e| panic!("{name} cannot read its previous version: {e}"));
+    // The same value in the previous schema's shape is what the previous version wrote.
+    let written = record.to_avro().unwrap().resolve(&previous).unwrap();
+    let bytes = apache_avro::to_avro_datum(&previous, written).unwrap();
+    let read =
+        apache_avro::from_avro_datum(&previous, &mut bytes.as_slice(), Some(&current)).unwrap();
+    assert_eq!(&T::from_avro(&read).unwrap(), record, "{name}");
+}
+
+#[test]
+fn every_schema_reads_what_its_previous_version_wrote() {
+    reads_what_the_previous_version_wrote("EventEnvelope", &envelope());
+    // The previous version had no `partition`; its tasks read with none.
+    let task = DeliveryTask {
+        partition: None,
+        ..task()
+    };
+    reads_what_the_previous_version_wrote("DeliveryTask", &task);
+    reads_what_the_previous_version_wrote("DeliveryRecord", &delivery_record(DeliveryStatus::Dead));
+    let config = WorkspaceConfig::parse(include_str!("../examples/academy.yaml")).unwrap();
+    reads_what_the_previous_version_wrote("WorkspaceConfig", &config);
+}
+
+#[test]
+fn every_schema_is_checked_against_its_history() {
+    let names = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".avsc").map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let checked = [
+        "DeliveryRecord",
+        "DeliveryTask",
+        "EventEnvelope",
+        "WorkspaceConfig",
+    ];
+    assert_eq!(
+        names(SCHEMAS),
+        checked,
+        "a schema the test above does not check"
+    );
+    for previous in names(&format!("{SCHEMAS}/previous")) {
+        assert!(
+            checked.contains(&previous.as_str()),
+            "schemas/previous/{previous}.avsc has no current version"
+        );
+    }
+}
+
+#[test]
+fn a_field_added_without_a_default_cannot_read_older_data() {
+    let record = |fields: &str| {
+        Schema::parse_str(&format!(
+            r#"{{"type": "record", "name": "R", "fields": [{fields}]}}"#
+        ))
+        .unwrap()
+    };
+    let older = record(r#"{"name": "a", "type": "string"}"#);
+    let without_default =
+        record(r#"{"name": "a", "type": "string"}, {"name": "b", "type": "int"}"#);
+    let with_default =
+        record(r#"{"name": "a", "type": "string"}, {"name": "b", "type": "int", "default": 7}"#);
+    let written = Value::Record(vec![("a".into(), Value::String("x".into()))]);
+    let bytes = apache_avro::to_avro_datum(&older, written).unwrap();
+    let read =
+        |reader: &Schema| apache_avro::from_avro_datum(&older, &mut bytes.as_slice(), Some(reader));
+
+    assert!(SchemaCompatibility::can_read(&older, &without_default).is_err());
+    let err = read(&without_default).unwrap_err().to_string();
+    assert!(err.contains(r#""b""#), "{err}");
+
+    assert!(SchemaCompatibility::can_read(&older, &with_default).is_ok());
+    let expected = Value::Record(vec![
+        ("a".into(), Value::String("x".into())),
+        ("b".into(), Value::Int(7)),
+    ]);
+    assert_eq!(read(&with_default).unwrap(), expected);
+}
+
+#[test]
+fn a_payload_that_is_not_a_json_object_is_refused_naming_the_field() {
+    let Value::Record(mut fields) = envelope().to_avro().unwrap() else {
+        panic!("a record is an Avro record");
+    };
+    for (name, value) in &mut fields {
+        if name == "payload" {
+            *value = Value::String("[1, 2]".into());
+        }
+    }
+    let mut writer =
+        apache_avro::GenericSingleObjectWriter::new_with_capacity(EventEnvelope::schema(), 256)
+            .unwrap();
+    let mut bytes = Vec::new();
+    writer
+        .write_value(Value::Record(fields), &mut bytes)
+        .unwrap();
+    let err = avro::from_single_object::<EventEnvelope>(&bytes).unwrap_err();
+    assert!(err.to_string().contains("`payload`"), "{err}");
 }
