@@ -21,15 +21,6 @@ async fn serve_sandbox() -> (Sandbox, String) {
     (sandbox, url)
 }
 
-fn ctx() -> DestinationContext {
-    DestinationContext {
-        http: herald::destinations::http::client(true),
-        default_timeout: Duration::from_secs(10),
-        allow_private_networks: true,
-        max_rate_wait: Duration::from_secs(30),
-    }
-}
-
 fn connect(kind: &str, settings: Value, credential: (&str, &str)) -> Arc<dyn Connection> {
     let spec = ConnectionSpec {
         id: format!("{kind}-test"),
@@ -39,7 +30,7 @@ fn connect(kind: &str, settings: Value, credential: (&str, &str)) -> Arc<dyn Con
     };
     lookup(kind)
         .expect("registered")
-        .connect(&spec, &ctx())
+        .connect(&spec, &DestinationContext::for_local_tests())
         .expect("valid connection")
 }
 
@@ -58,13 +49,14 @@ fn envelope() -> EventEnvelope {
 
 async fn send(conn: &Arc<dyn Connection>, action: &str, with: Value) -> Attempted {
     let envelope = envelope();
-    conn.send(Call {
-        delivery_id: "dlv_1",
-        action,
-        request: &with,
-        envelope: &envelope,
-    })
-    .await
+    let action = conn.clone().bind(action).expect("an action");
+    action
+        .send(Call {
+            delivery_id: "dlv_1",
+            request: &with,
+            envelope: &envelope,
+        })
+        .await
 }
 
 async fn state(url: &str) -> Value {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use herald::destinations::{
-    Attempted, Call, Connection, DestinationContext, Outcome, http, lookup,
-};
+use herald::destinations::{Attempted, Call, Connection, DestinationContext, Outcome, lookup};
 use herald::model::ConnectionSpec;
 use herald::model::records::EventEnvelope;
 use herald::sandbox::{Fault, RecordedRequest, Sandbox};
@@ -42,12 +40,7 @@ impl Env {
 
     fn connect(&self, spec: Value) -> Arc<dyn Connection> {
         let spec: ConnectionSpec = serde_json::from_value(spec).expect("spec");
-        let ctx = DestinationContext {
-            http: http::client(true),
-            default_timeout: Duration::from_secs(10),
-            allow_private_networks: true,
-            max_rate_wait: Duration::from_secs(5),
-        };
+        let ctx = DestinationContext::for_local_tests();
         lookup(&spec.kind)
             .expect("registered")
             .connect(&spec, &ctx)
@@ -82,11 +75,10 @@ impl Env {
     ) -> Attempted {
         let call = Call {
             delivery_id: id,
-            action,
             request: &with,
             envelope: &self.envelope,
         };
-        c.send(call).await
+        c.clone().bind(action).expect("an action").send(call).await
     }
 
     async fn state(&self) -> Value {
@@ -580,12 +572,7 @@ async fn mailchimp_bad_keys_break_the_connection_or_are_refused_at_config_time()
     let spec: ConnectionSpec = serde_json::from_value(json!({
         "id": "mc", "type": "mailchimp", "credentials": {"api_key": "0123abcd"}}))
     .unwrap();
-    let ctx = DestinationContext {
-        http: reqwest::Client::new(),
-        default_timeout: Duration::from_secs(1),
-        allow_private_networks: false,
-        max_rate_wait: Duration::from_secs(1),
-    };
+    let ctx = DestinationContext::for_tests();
     let err = lookup("mailchimp")
         .unwrap()
         .connect(&spec, &ctx)
