@@ -242,7 +242,11 @@ async fn retry(router: &Router, task: DeliveryTask) {
         let reason = format!("rule `{}` was removed from the workspace", task.rule_id);
         return give_up(router, task, reason).await;
     };
-    let delivery = Delivery::from_task(task, rule.connection.kind.clone(), rule.action.clone());
+    let delivery = Delivery::from_task(
+        task,
+        rule.connection.kind.clone(),
+        rule.action.name().to_owned(),
+    );
     router
         .attempt_and_record(&workspace, rule, delivery, Ok(()))
         .await;

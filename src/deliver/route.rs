@@ -126,7 +126,11 @@ impl Router {
             tracing::info!(delivery_id = %id, "already delivered; not sent again");
             self.metrics
                 .deliveries
-                .with_label_values(&[&rule.connection.kind, &rule.action, "already_delivered"])
+                .with_label_values(&[
+                    &rule.connection.kind,
+                    rule.action.name(),
+                    "already_delivered",
+                ])
                 .inc();
             return false;
         }
@@ -137,7 +141,7 @@ impl Router {
             rule_id: rule.id.clone(),
             connection_id: rule.connection.id.clone(),
             destination: rule.connection.kind.clone(),
-            action: rule.action.clone(),
+            action: rule.action.name().to_owned(),
             request: request.as_ref().cloned().unwrap_or_default(),
             attempt: 1,
             retries: 0,
@@ -180,11 +184,10 @@ impl Router {
             let started = Instant::now();
             let call = Call {
                 delivery_id: &delivery.delivery_id,
-                action: &rule.action,
                 request: &delivery.request,
                 envelope: &delivery.envelope,
             };
-            let attempted = rule.connection.connection.send(call).await;
+            let attempted = rule.action.send(call).await;
             let latency = started.elapsed();
             self.metrics
                 .attempt_latency
@@ -206,7 +209,7 @@ impl Router {
         };
         self.metrics
             .deliveries
-            .with_label_values(&[destination, &rule.action, result.outcome.kind()])
+            .with_label_values(&[destination, rule.action.name(), result.outcome.kind()])
             .inc();
         match &result.outcome {
             Outcome::Delivered => {

@@ -1,6 +1,7 @@
 //! The HTTP client every destination shares: connection pooling, no redirects, and an SSRF
 //! guard that refuses non-public addresses both in URLs and in DNS answers (so a hostname that
 //! later resolves to 169.254.169.254 is refused at connect time, not just at config time).
+//! Rate-limited connections send through [`HttpConnection`] and its one [`send_limited`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::Outcome;
-use super::limit::Limiter;
+use super::limit::{Limiter, RateSpec};
+use super::{DestinationContext, Outcome};
 use crate::model::{FieldError, error_chain};
 
 /// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
@@ -34,13 +35,46 @@ pub struct Received {
     pub body: String,
 }
 
+/// What an answer tells a connection's rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// The API asked us to slow down.
+    Throttled,
+    /// The call went through; the rate may recover.
+    Succeeded,
+    /// Neither (a failure that says nothing about the rate).
+    Unchanged,
+}
+
+impl Pace {
+    /// By the HTTP status: 429 throttles, 2xx succeeds. Right for APIs that answer a rate
+    /// limit with 429.
+    pub fn by_status(received: &Received) -> Self {
+        match received.status {
+            429 => Self::Throttled,
+            200..=299 => Self::Succeeded,
+            _ => Self::Unchanged,
+        }
+    }
+
+    /// By the classified outcome, for APIs that say "slow down" in a 200 (Slack's Web API).
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::RateLimited { .. } => Self::Throttled,
+            Outcome::Delivered => Self::Succeeded,
+            _ => Self::Unchanged,
+        }
+    }
+}
+
 /// Waits for the connection's rate limit, sends `request`, reads the whole response and tells
-/// the limiter how it went (a 429 slows the connection, a success helps it recover). `Err` is
-/// the attempt's outcome when no response came back, or when the wait for the limit would be
-/// too long (then nothing is sent).
+/// the limiter how it went, as `pace` reads the answer (a 429 slows the connection, a success
+/// helps it recover). `Err` is the attempt's outcome when no response came back, or when the
+/// wait for the limit would be too long (then nothing is sent).
 pub async fn send_limited(
     limiter: &Limiter,
     request: reqwest::RequestBuilder,
+    pace: impl FnOnce(&Received) -> Pace,
 ) -> Result<Received, Outcome> {
     if let Err(wait) = limiter.acquire().await {
         return Err(Outcome::RateLimited { after: Some(wait) });
@@ -49,16 +83,56 @@ pub async fn send_limited(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.text().await.map_err(|e| transport_failure(&e))?;
-    match status {
-        429 => limiter.throttled(),
-        200..=299 => limiter.succeeded(),
-        _ => {}
-    }
-    Ok(Received {
+    let received = Received {
         status,
         headers,
         body,
-    })
+    };
+    match pace(&received) {
+        Pace::Throttled => limiter.throttled(),
+        Pace::Succeeded => limiter.succeeded(),
+        Pace::Unchanged => {}
+    }
+    Ok(received)
+}
+
+/// The HTTP side of a rate-limited connection: the shared client, the connection's request
+/// timeout and its rate limiter.
+#[derive(Debug)]
+pub struct HttpConnection {
+    client: reqwest::Client,
+    timeout: Duration,
+    limiter: Limiter,
+}
+
+impl HttpConnection {
+    /// A connection allowed `rate`, whose requests time out after `timeout`.
+    pub fn new(ctx: &DestinationContext, timeout: Duration, rate: RateSpec) -> Self {
+        Self {
+            client: ctx.http.clone(),
+            timeout,
+            limiter: Limiter::new(rate, ctx.max_rate_wait),
+        }
+    }
+
+    /// A request with the connection's timeout.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, url).timeout(self.timeout)
+    }
+
+    /// Sends `request` through the connection's limiter ([`send_limited`], paced by status).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Received, Outcome> {
+        send_limited(&self.limiter, request, Pace::by_status).await
+    }
+
+    /// The connection's limiter, for a destination that reads its answers itself.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
 }
 
 /// Parses a destination URL and applies the SSRF rules to its literal host.

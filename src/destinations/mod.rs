@@ -1,32 +1,41 @@
 //! Destinations: the tools a workspace connects. One folder per destination, split by role
-//! (`config.rs` connection settings, `request.rs` event → API request, `response.rs` API
-//! response → [`Outcome`]). Adding one means adding its folder and one line to [`REGISTRY`].
+//! (`config.rs` connection settings and credentials, `request.rs` event → API request,
+//! `response.rs` API response → [`Outcome`]); its `mod.rs` implements the typed
+//! [`connector::Connector`]. Adding one means adding its folder and one line to [`REGISTRY`].
+//!
+//! The rest of the crate sees destinations through the object-safe [`Destination`] (a registry
+//! entry), [`Connection`] (a configured connection) and [`BoundAction`] (a rule's action on its
+//! connection); [`connector`] provides all three for every connector, through the
+//! [`connector::Adapter`] its registry line names.
 
 pub mod activecampaign;
+pub mod connector;
 pub mod http;
 pub mod hubspot;
 pub mod intercom;
 pub mod limit;
 pub mod mailchimp;
 pub mod slack;
+pub mod steps;
+pub mod tags;
 pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-
+use self::connector::Adapter;
+pub use self::connector::BoundAction;
 use crate::model::records::EventEnvelope;
 use crate::model::{ConnectionSpec, FieldError};
 
 /// Every destination type Herald knows, by its `type` in a connection.
 pub static REGISTRY: &[&dyn Destination] = &[
-    &webhook::Webhook,
-    &slack::Slack,
-    &hubspot::HubSpot,
-    &mailchimp::Mailchimp,
-    &activecampaign::ActiveCampaign,
-    &intercom::Intercom,
+    &Adapter::<webhook::Webhook>::new(),
+    &Adapter::<slack::Slack>::new(),
+    &Adapter::<hubspot::HubSpot>::new(),
+    &Adapter::<mailchimp::Mailchimp>::new(),
+    &Adapter::<activecampaign::ActiveCampaign>::new(),
+    &Adapter::<intercom::Intercom>::new(),
 ];
 
 /// Looks a destination type up by name.
@@ -119,19 +128,42 @@ impl DestinationContext {
             None => Ok(self.default_timeout),
         }
     }
+
+    /// A context for tests that reaches public addresses only, as in production: a 10 s
+    /// timeout, rate-limit waits of up to 5 s.
+    #[doc(hidden)]
+    pub fn for_tests() -> Self {
+        Self::test_context(false)
+    }
+
+    /// [`DestinationContext::for_tests`], but loopback and private addresses are allowed too
+    /// (the sandbox listens on 127.0.0.1).
+    #[doc(hidden)]
+    pub fn for_local_tests() -> Self {
+        Self::test_context(true)
+    }
+
+    fn test_context(allow_private_networks: bool) -> Self {
+        Self {
+            http: http::client(allow_private_networks),
+            default_timeout: Duration::from_secs(10),
+            allow_private_networks,
+            max_rate_wait: Duration::from_secs(5),
+        }
+    }
 }
 
 /// One call for a connection to make.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     pub delivery_id: &'a str,
-    pub action: &'a str,
     /// The rule's rendered `with`.
     pub request: &'a serde_json::Value,
     pub envelope: &'a EventEnvelope,
 }
 
-/// A destination type: validates connections and makes them.
+/// A destination type: validates connections and makes them. [`connector::Adapter`] implements
+/// it for every [`connector::Connector`].
 pub trait Destination: Send + Sync {
     /// The `type` of connections of this destination.
     fn kind(&self) -> &'static str;
@@ -148,39 +180,9 @@ pub trait Destination: Send + Sync {
     ) -> Result<Arc<dyn Connection>, FieldError>;
 }
 
-/// A configured connection of one workspace.
+/// A configured connection of one workspace. Every [`connector::Connector`] is one.
 pub trait Connection: Send + Sync + std::fmt::Debug {
-    /// Checks a rule's action and the shape of its `with` before the config is accepted;
-    /// errors name the field relative to the rule, e.g. `with.text`.
-    fn check_rule(&self, action: &str, with: &serde_json::Value) -> Result<(), FieldError>;
-
-    /// Makes one attempt at the call.
-    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted>;
-}
-
-/// Checks that `action` is one of `actions`, naming the field `action` otherwise.
-pub fn check_action(kind: &str, actions: &[&str], action: &str) -> Result<(), FieldError> {
-    if actions.contains(&action) {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            "action",
-            format!(
-                "`{action}` is not an action of {kind} connections (known: {})",
-                actions.join(", ")
-            ),
-        ))
-    }
-}
-
-/// Deserialises a connection's type-specific settings, naming the offending field.
-pub fn parse_settings<T: serde::de::DeserializeOwned>(
-    spec: &ConnectionSpec,
-) -> Result<T, FieldError> {
-    let value = serde_json::Value::Object(spec.settings.clone());
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
+    /// Binds the action a rule names to this connection; an unknown name is an error at
+    /// `action`. Check the rule's `with` with [`BoundAction::check`].
+    fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError>;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::broken::BrokenConnections;
 use super::templates::{RenderError, Template, Templates};
-use crate::destinations::{self, Connection, DestinationContext};
+use crate::destinations::{self, BoundAction, Connection, DestinationContext};
 use crate::model::records::EventEnvelope;
 use crate::model::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
 use crate::settings::interpolate::Vars;
@@ -37,7 +37,8 @@ pub struct CompiledRule {
     pub event: String,
     pub resource: Option<String>,
     pub resource_id: Option<String>,
-    pub action: String,
+    /// The rule's action on its connection, parsed and checked; the router sends through it.
+    pub action: BoundAction,
     pub connection: BoundConnection,
     when: Option<String>,
     with: Template,
@@ -231,14 +232,17 @@ fn compile_rule(
         .add_value(&spec.with, &format!("{}/with", spec.id))
         .map_err(|(path, e)| errors.push(FieldError::new(format!("{at}.with{path}"), e)))
         .ok();
-    let connection = match connections.get(spec.connection.as_str()) {
-        Some(c) => match c.connection.check_rule(&spec.action, &spec.with) {
-            Ok(()) => Some(c),
-            Err(e) => {
-                errors.push(e.under(at));
-                None
+    let bound = match connections.get(spec.connection.as_str()) {
+        Some(c) => {
+            let action = c.connection.clone().bind(&spec.action);
+            match action.and_then(|a| a.check(&spec.with).map(|()| a)) {
+                Ok(action) => Some((c, action)),
+                Err(e) => {
+                    errors.push(e.under(at));
+                    None
+                }
             }
-        },
+        }
         None if broken.contains(spec.connection.as_str()) => None,
         None => {
             errors.push(FieldError::new(
@@ -254,7 +258,7 @@ fn compile_rule(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let (Some(connection), Some(with)) = (connection, with) else {
+    let (Some((connection, action)), Some(with)) = (bound, with) else {
         return Ok(None);
     };
     Ok(Some(CompiledRule {
@@ -262,7 +266,7 @@ fn compile_rule(
         event: spec.event.clone(),
         resource: spec.resource.clone(),
         resource_id: spec.resource_id.clone(),
-        action: spec.action.clone(),
+        action,
         connection: connection.clone(),
         when,
         with,
@@ -293,12 +297,7 @@ mod tests {
             "workspace: ws\nconnections:\n  - id: hook\n    type: webhook\n    url: http://127.0.0.1:9/h\n    credentials: {{ secret: whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA== }}\nrules:\n{rules}"
         );
         let config = WorkspaceConfig::parse(&text).expect("parses");
-        let ctx = DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: std::time::Duration::from_secs(1),
-            allow_private_networks: true,
-            max_rate_wait: std::time::Duration::from_secs(1),
-        };
+        let ctx = DestinationContext::for_local_tests();
         CompiledWorkspace::compile(&config, &ctx, &Vars::default())
     }
 

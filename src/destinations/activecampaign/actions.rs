@@ -5,7 +5,8 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{ActiveCampaignConnection, Step, fail_on, request};
+use super::{ActiveCampaign, fail_on, request};
+use crate::destinations::steps::{Step, permanent};
 use crate::destinations::{Attempted, Outcome};
 
 /// Tag search pages read before giving up on finding an exact name (100 tags each).
@@ -20,24 +21,11 @@ fn id_at(v: &Value, pointer: &str) -> Option<String> {
     }
 }
 
-fn permanent(reason: String) -> Attempted {
-    Attempted::without_response(Outcome::Permanent { reason })
-}
-
 fn unexpected(status: u16, what: &str, body: &Value) -> Attempted {
-    Attempted {
-        outcome: Outcome::Retry {
-            after: None,
-            reason: format!(
-                "ActiveCampaign's reply has no {what}: {}",
-                crate::destinations::http::excerpt(&body.to_string())
-            ),
-        },
-        status_code: Some(status),
-    }
+    crate::destinations::steps::unexpected("ActiveCampaign", status, what, body)
 }
 
-impl ActiveCampaignConnection {
+impl ActiveCampaign {
     /// `sync_contact`, and the first step of the others: the contact's id.
     async fn sync(&self, with: &Value) -> Step<(u16, String)> {
         let contact = request::contact(with).map_err(permanent)?;
@@ -67,7 +55,7 @@ impl ActiveCampaignConnection {
     pub(super) async fn add_tag(&self, with: &Value) -> Step<u16> {
         let name = request::required(with, "tag").map_err(permanent)?;
         let (_, contact) = self.sync(with).await?;
-        let (mut tag, mut cached) = match self.cached_tag(&name) {
+        let (mut tag, mut cached) = match self.tags.get(&name) {
             Some(id) => (id, true),
             None => (self.find_or_create_tag(&name).await?, false),
         };
@@ -83,7 +71,7 @@ impl ActiveCampaignConnection {
             if cached && matches!(reply.status, 404 | 422) {
                 // The cached tag may have been deleted in ActiveCampaign: look it up afresh,
                 // once.
-                self.forget_tag(&name);
+                self.tags.forget(&name);
                 tag = self.find_or_create_tag(&name).await?;
                 cached = false;
                 continue;
@@ -96,7 +84,7 @@ impl ActiveCampaignConnection {
     /// worker, or an earlier attempt, made it meanwhile) is resolved by looking again.
     async fn find_or_create_tag(&self, name: &str) -> Step<String> {
         if let Some(id) = self.find_tag(name, false).await? {
-            self.cache_tag(name, &id);
+            self.tags.insert(name, &id);
             return Ok(id);
         }
         let body = request::create_tag_body(name);
@@ -117,7 +105,7 @@ impl ActiveCampaignConnection {
             id_at(&created, "/tag/id")
                 .ok_or_else(|| unexpected(reply.status, "tag id", &created))?
         };
-        self.cache_tag(name, &id);
+        self.tags.insert(name, &id);
         Ok(id)
     }
 

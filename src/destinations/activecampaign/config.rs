@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError, Secret};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// ActiveCampaign allows 5 requests per second per account, shared by every key on it.
 pub const DEFAULT_RATE: RateSpec = RateSpec::new(5, Duration::from_secs(1));
@@ -14,12 +15,20 @@ pub const DEFAULT_RATE: RateSpec = RateSpec::new(5, Duration::from_secs(1));
 /// Settings beside `id` and `type` in an ActiveCampaign connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// The account URL, `https://<account>.api-us1.com` (Settings → Developer); required.
     base_url: Option<String>,
     timeout_ms: Option<u64>,
     /// Requests per window; default [`DEFAULT_RATE`].
     rate_limit: Option<RateSpec>,
+}
+
+/// `credentials` of an ActiveCampaign connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The API key from Settings → Developer.
+    api_token: Option<SecretString>,
 }
 
 /// A validated ActiveCampaign connection.
@@ -28,15 +37,18 @@ pub struct ActiveCampaignConfig {
     /// `<base_url>/api/3/`, ready for joining relative paths.
     pub api_base: url::Url,
     /// `credentials.api_token`, sent as `Api-Token`.
-    pub api_token: Secret,
+    pub api_token: SecretString,
     pub timeout: Duration,
     pub rate: RateSpec,
 }
 
 impl ActiveCampaignConfig {
-    /// Reads and checks `spec`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and the token.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let base_url = settings.base_url.ok_or_else(|| {
             FieldError::new(
@@ -45,19 +57,9 @@ impl ActiveCampaignConfig {
             )
         })?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
-        for key in spec.credentials.keys() {
-            if key != "api_token" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; ActiveCampaign connections take `api_token`",
-                ));
-            }
-        }
-        let api_token = spec
-            .credentials
-            .get("api_token")
-            .filter(|t| !t.expose().trim().is_empty())
-            .cloned()
+        let api_token = credentials
+            .api_token
+            .filter(|t| !t.expose_secret().trim().is_empty())
             .ok_or_else(|| {
                 FieldError::new(
                     "credentials.api_token",
@@ -91,14 +93,13 @@ fn api_base(raw: &str, allow_private_networks: bool) -> Result<url::Url, FieldEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::activecampaign::ActiveCampaign;
+    use crate::destinations::connector;
+    use crate::model::{ConnectionSpec, Secret};
 
-    fn ctx() -> DestinationContext {
-        DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(10),
-            allow_private_networks: false,
-            max_rate_wait: Duration::from_secs(1),
-        }
+    fn config(spec: &ConnectionSpec) -> Result<ActiveCampaignConfig, FieldError> {
+        let (settings, credentials) = connector::parse::<ActiveCampaign>(spec)?;
+        ActiveCampaignConfig::new(settings, credentials, &DestinationContext::for_tests())
     }
 
     fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
@@ -120,11 +121,7 @@ mod tests {
             "https://acme.api-us1.com/api/3",
             "https://acme.api-us1.com/api/3/",
         ] {
-            let config = ActiveCampaignConfig::from_spec(
-                &spec(serde_json::json!({"base_url": base}), Some("k")),
-                &ctx(),
-            )
-            .unwrap();
+            let config = config(&spec(serde_json::json!({"base_url": base}), Some("k"))).unwrap();
             assert_eq!(
                 config.api_base.as_str(),
                 "https://acme.api-us1.com/api/3/",
@@ -165,21 +162,17 @@ mod tests {
             ),
         ];
         for (settings, token, field) in cases {
-            let err = ActiveCampaignConfig::from_spec(&spec(settings.clone(), token), &ctx())
-                .unwrap_err();
+            let err = config(&spec(settings.clone(), token)).unwrap_err();
             assert_eq!(err.path, field, "{settings}: {err}");
         }
     }
 
     #[test]
     fn the_token_stays_out_of_debug_output() {
-        let config = ActiveCampaignConfig::from_spec(
-            &spec(
-                serde_json::json!({"base_url": "https://a.api-us1.com"}),
-                Some("sekrit-token"),
-            ),
-            &ctx(),
-        )
+        let config = config(&spec(
+            serde_json::json!({"base_url": "https://a.api-us1.com"}),
+            Some("sekrit-token"),
+        ))
         .unwrap();
         assert!(!format!("{config:?}").contains("sekrit"));
     }

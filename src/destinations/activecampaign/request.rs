@@ -4,22 +4,25 @@
 
 use serde_json::{Map, Value, json};
 
+use super::Action;
+use crate::destinations::connector::Action as _;
 use crate::model::FieldError;
 
 /// The contact fields every action accepts.
 const CONTACT_KEYS: &[&str] = &["email", "first_name", "last_name", "phone", "field_values"];
 
 /// The extra field an action requires beside the contact ones.
-fn extra_key(action: &str) -> Option<&'static str> {
+fn extra_key(action: Action) -> Option<&'static str> {
     match action {
-        "add_tag" => Some("tag"),
-        "add_to_list" => Some("list_id"),
-        _ => None,
+        Action::SyncContact => None,
+        Action::AddTag => Some("tag"),
+        Action::AddToList => Some("list_id"),
     }
 }
 
-/// Checks the shape of a rule's `with` for `action` (already known to be an action of ours).
-pub fn check(action: &str, with: &Value) -> Result<(), FieldError> {
+/// Checks the shape of a rule's `with` for `action`.
+pub fn check(action: Action, with: &Value) -> Result<(), FieldError> {
+    let name = action.name();
     let extra = extra_key(action);
     let with = with
         .as_object()
@@ -30,7 +33,7 @@ pub fn check(action: &str, with: &Value) -> Result<(), FieldError> {
             known.extend(extra);
             return Err(FieldError::new(
                 format!("with.{key}"),
-                format!("unknown field; `{action}` takes {}", known.join(", ")),
+                format!("unknown field; `{name}` takes {}", known.join(", ")),
             ));
         }
     }
@@ -209,6 +212,10 @@ pub fn contact_list_body(contact: &str, list: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(action: &str, with: &Value) -> Result<(), FieldError> {
+        super::check(Action::parse(action).expect("an action"), with)
+    }
 
     #[test]
     fn rule_shapes_are_checked_with_the_field_named() {

@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::config::{HubSpotConfig, MAX_BATCH_INPUTS};
 use super::request::{self, Input, Upsert};
 use super::response::{self, Sent, Verdict};
-use crate::destinations::limit::Limiter;
-use crate::destinations::{Attempted, Outcome, http};
+use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::{Attempted, Outcome};
 
 /// Requests waiting for the batcher; `send` waits for room beyond this.
 const QUEUE: usize = 1024;
@@ -28,18 +29,16 @@ const QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct Client {
     pub config: HubSpotConfig,
-    pub http: reqwest::Client,
-    pub limiter: Limiter,
+    pub http: HttpConnection,
     /// Set by a daily-limit 429: until then every call is answered without calling HubSpot.
     paused_until: Mutex<Option<Instant>>,
 }
 
 impl Client {
-    pub fn new(config: HubSpotConfig, http: reqwest::Client, limiter: Limiter) -> Self {
+    pub fn new(config: HubSpotConfig, http: HttpConnection) -> Self {
         Self {
             config,
             http,
-            limiter,
             paused_until: Mutex::new(None),
         }
     }
@@ -119,15 +118,14 @@ impl Client {
             .expect("valid path");
         let request = self
             .http
-            .post(url)
-            .bearer_auth(&self.config.token)
-            .json(&request::batch_body(inputs))
-            .timeout(self.config.timeout);
+            .request(reqwest::Method::POST, url)
+            .bearer_auth(self.config.token.expose_secret())
+            .json(&request::batch_body(inputs));
         let http::Received {
             status,
             headers,
             body,
-        } = http::send_limited(&self.limiter, request).await?;
+        } = self.http.send(request).await?;
         let after = http::retry_after(&headers);
         let sent: Vec<Sent<'_>> = inputs
             .iter()

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use chrono::FixedOffset;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// HubSpot's API.
 pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
@@ -28,7 +29,7 @@ pub const DEFAULT_RATE: RateSpec = RateSpec {
 /// Settings beside `id` and `type` in a HubSpot connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// API base URL; only tests and the sandbox change it.
     base_url: Option<String>,
     timeout_ms: Option<u64>,
@@ -39,12 +40,20 @@ struct Settings {
     account_utc_offset: Option<String>,
 }
 
+/// `credentials` of a HubSpot connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// A private-app access token (`pat-…`).
+    token: Option<SecretString>,
+}
+
 /// A validated HubSpot connection.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct HubSpotConfig {
     /// Ends with `/`, so relative paths join under it.
     pub api_base: url::Url,
-    pub token: String,
+    pub token: SecretString,
     pub timeout: Duration,
     pub batch_window: Duration,
     pub rate: RateSpec,
@@ -52,38 +61,20 @@ pub struct HubSpotConfig {
     pub account_utc_offset: Option<FixedOffset>,
 }
 
-impl std::fmt::Debug for HubSpotConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubSpotConfig")
-            .field("api_base", &self.api_base.as_str())
-            .field("token", &"***")
-            .field("timeout", &self.timeout)
-            .field("batch_window", &self.batch_window)
-            .field("rate", &self.rate)
-            .field("account_utc_offset", &self.account_utc_offset)
-            .finish()
-    }
-}
-
 impl HubSpotConfig {
-    /// Reads and checks `spec`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and the token.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
-        for key in spec.credentials.keys() {
-            if key != "token" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; HubSpot connections take `token` (a private-app token)",
-                ));
-            }
-        }
-        let token = spec
-            .credentials
-            .get("token")
-            .map(|t| t.expose().trim().to_owned())
+        let token = credentials
+            .token
+            .map(|t| t.expose_secret().trim().to_owned())
             .filter(|t| !t.is_empty())
+            .map(SecretString::from)
             .ok_or_else(|| {
                 FieldError::new(
                     "credentials.token",
@@ -142,7 +133,9 @@ fn parse_utc_offset(raw: &str) -> Option<FixedOffset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Secret;
+    use crate::destinations::connector;
+    use crate::destinations::hubspot::HubSpot;
+    use crate::model::{ConnectionSpec, Secret};
 
     fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
         ConnectionSpec {
@@ -155,20 +148,14 @@ mod tests {
         }
     }
 
-    fn ctx() -> DestinationContext {
-        DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(3),
-            allow_private_networks: false,
-            max_rate_wait: Duration::from_secs(1),
-        }
+    fn config(spec: &ConnectionSpec) -> Result<HubSpotConfig, FieldError> {
+        let (settings, credentials) = connector::parse::<HubSpot>(spec)?;
+        HubSpotConfig::new(settings, credentials, &DestinationContext::for_tests())
     }
 
     #[test]
     fn defaults_apply_and_the_token_stays_out_of_debug() {
-        let c =
-            HubSpotConfig::from_spec(&spec(serde_json::json!({}), Some("pat-na1-s3cret")), &ctx())
-                .unwrap();
+        let c = config(&spec(serde_json::json!({}), Some("pat-na1-s3cret"))).unwrap();
         assert_eq!(c.api_base.as_str(), "https://api.hubapi.com/");
         assert_eq!(c.batch_window, Duration::from_millis(200));
         assert_eq!(c.rate, DEFAULT_RATE);
@@ -207,7 +194,7 @@ mod tests {
             ),
         ];
         for (settings, token, path) in cases {
-            let err = HubSpotConfig::from_spec(&spec(settings.clone(), token), &ctx()).unwrap_err();
+            let err = config(&spec(settings.clone(), token)).unwrap_err();
             assert_eq!(err.path, path, "{settings}: {err}");
         }
     }

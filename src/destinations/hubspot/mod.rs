@@ -10,58 +10,56 @@ pub mod response;
 
 use std::sync::{Arc, OnceLock};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use self::batch::{Client, Job};
-use self::config::HubSpotConfig;
-use crate::destinations::limit::Limiter;
-use crate::destinations::{
-    Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action,
-};
-use crate::model::{ConnectionSpec, FieldError};
+use self::config::{Credentials, HubSpotConfig, Settings};
+use crate::destinations::connector::{Connector, actions};
+use crate::destinations::http::HttpConnection;
+use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
+use crate::model::FieldError;
 
-const ACTIONS: &[&str] = &["upsert_contact"];
-
-/// The HubSpot destination type.
-pub struct HubSpot;
-
-impl Destination for HubSpot {
-    fn kind(&self) -> &'static str {
-        "hubspot"
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        ACTIONS
-    }
-
-    fn connect(
-        &self,
-        spec: &ConnectionSpec,
-        ctx: &DestinationContext,
-    ) -> Result<Arc<dyn Connection>, FieldError> {
-        let config = HubSpotConfig::from_spec(spec, ctx)?;
-        let limiter = Limiter::new(config.rate, ctx.max_rate_wait);
-        Ok(Arc::new(HubSpotConnection {
-            client: Arc::new(Client::new(config, ctx.http.clone(), limiter)),
-            batcher: OnceLock::new(),
-        }))
+actions! {
+    /// What a HubSpot rule can do.
+    pub enum Action {
+        /// Set properties on the contact with an email, creating it when needed.
+        UpsertContact = "upsert_contact",
     }
 }
 
 /// A configured HubSpot connection.
 #[derive(Debug)]
-pub struct HubSpotConnection {
+pub struct HubSpot {
     client: Arc<Client>,
     /// Started by the first `send`, so that connections can be built (and configs validated)
     /// outside a Tokio runtime.
     batcher: OnceLock<mpsc::Sender<Job>>,
 }
 
-impl Connection for HubSpotConnection {
-    fn check_rule(&self, action: &str, with: &serde_json::Value) -> Result<(), FieldError> {
-        check_action("hubspot", ACTIONS, action)?;
+impl Connector for HubSpot {
+    const KIND: &'static str = "hubspot";
+    type Config = Settings;
+    type Credentials = Credentials;
+    type Action = Action;
+
+    fn connect(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
+        let config = HubSpotConfig::new(settings, credentials, ctx)?;
+        let http = HttpConnection::new(ctx, config.timeout, config.rate);
+        Ok(Self {
+            client: Arc::new(Client::new(config, http)),
+            batcher: OnceLock::new(),
+        })
+    }
+
+    fn check(
+        &self,
+        Action::UpsertContact: Action,
+        with: &serde_json::Value,
+    ) -> Result<(), FieldError> {
         let with = with
             .as_object()
             .ok_or_else(|| FieldError::new("with", "must be an object with `email`"))?;
@@ -80,33 +78,30 @@ impl Connection for HubSpotConnection {
         }
     }
 
-    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
-        async move {
-            let upsert = match request::upsert(call.request) {
-                Ok(u) => u,
-                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
-            };
-            let delivery_id = call.delivery_id.to_owned();
-            let window = self.client.config.batch_window;
-            if window.is_zero() {
-                let mut attempts = self.client.upsert(&[(delivery_id, upsert)]).await;
-                return attempts.pop().unwrap_or_else(batcher_gone);
-            }
-            let batcher = self
-                .batcher
-                .get_or_init(|| batch::spawn(self.client.clone(), window));
-            let (reply, answer) = oneshot::channel();
-            let job = Job {
-                delivery_id,
-                upsert,
-                reply,
-            };
-            if batcher.send(job).await.is_err() {
-                return batcher_gone();
-            }
-            answer.await.unwrap_or_else(|_| batcher_gone())
+    async fn send(&self, Action::UpsertContact: Action, call: Call<'_>) -> Attempted {
+        let upsert = match request::upsert(call.request) {
+            Ok(u) => u,
+            Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+        };
+        let delivery_id = call.delivery_id.to_owned();
+        let window = self.client.config.batch_window;
+        if window.is_zero() {
+            let mut attempts = self.client.upsert(&[(delivery_id, upsert)]).await;
+            return attempts.pop().unwrap_or_else(batcher_gone);
         }
-        .boxed()
+        let batcher = self
+            .batcher
+            .get_or_init(|| batch::spawn(self.client.clone(), window));
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            delivery_id,
+            upsert,
+            reply,
+        };
+        if batcher.send(job).await.is_err() {
+            return batcher_gone();
+        }
+        answer.await.unwrap_or_else(|_| batcher_gone())
     }
 }
 
@@ -121,46 +116,36 @@ fn batcher_gone() -> Attempted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::{Connection, connector};
+    use crate::model::ConnectionSpec;
     use serde_json::json;
 
-    fn connection() -> Arc<dyn Connection> {
+    fn connection() -> HubSpot {
         let spec = ConnectionSpec {
             id: "hs".into(),
             kind: "hubspot".into(),
             credentials: [("token".to_owned(), crate::model::Secret::new("pat-na1-x"))].into(),
             settings: Default::default(),
         };
-        let ctx = DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: std::time::Duration::from_secs(1),
-            allow_private_networks: false,
-            max_rate_wait: std::time::Duration::from_secs(1),
-        };
-        HubSpot.connect(&spec, &ctx).unwrap()
+        connector::connect(&spec, &DestinationContext::for_tests()).unwrap()
     }
 
     #[test]
     fn rules_need_an_email_and_an_object_of_properties() {
         let c = connection();
-        assert!(
-            c.check_rule("upsert_contact", &json!({"email": "{{ payload.email }}"}))
-                .is_ok()
-        );
+        let check = |with| c.check(Action::UpsertContact, &with);
+        assert!(check(json!({"email": "{{ payload.email }}"})).is_ok());
         assert_eq!(
-            c.check_rule("upsert_contact", &json!({"properties": {}}))
-                .unwrap_err()
-                .path,
+            check(json!({"properties": {}})).unwrap_err().path,
             "with.email"
         );
         assert_eq!(
-            c.check_rule("upsert_contact", &json!({"email": "x", "properties": "p"}))
+            check(json!({"email": "x", "properties": "p"}))
                 .unwrap_err()
                 .path,
             "with.properties"
         );
-        assert_eq!(
-            c.check_rule("create_deal", &json!({})).unwrap_err().path,
-            "action"
-        );
+        let c: Arc<dyn Connection> = Arc::new(c);
+        assert_eq!(c.bind("create_deal").unwrap_err().path, "action");
     }
 }

@@ -6,12 +6,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::request::{self, Identity};
-use super::{IntercomConnection, Step, fail_on};
-use crate::destinations::{Attempted, Outcome};
-
-fn permanent(reason: String) -> Attempted {
-    Attempted::without_response(Outcome::Permanent { reason })
-}
+use super::{Intercom, fail_on};
+use crate::destinations::Attempted;
+use crate::destinations::steps::{Step, permanent};
 
 /// An id usable as a path segment (Intercom's ids are hex or decimal).
 fn id_of(v: &Value) -> Option<String> {
@@ -28,24 +25,15 @@ fn id_of(v: &Value) -> Option<String> {
 }
 
 fn unexpected(status: u16, what: &str, body: &Value) -> Attempted {
-    Attempted {
-        outcome: Outcome::Retry {
-            after: None,
-            reason: format!(
-                "Intercom's reply has no {what}: {}",
-                crate::destinations::http::excerpt(&body.to_string())
-            ),
-        },
-        status_code: Some(status),
-    }
+    crate::destinations::steps::unexpected("Intercom", status, what, body)
 }
 
-impl IntercomConnection {
+impl Intercom {
     pub(super) async fn tag_contact(&self, with: &Value) -> Step<u16> {
         let who = request::identity(with).map_err(permanent)?;
         let name = request::tag(with).map_err(permanent)?;
         let mut contact = self.find_or_create(&who).await?;
-        let mut tag = match self.cached_tag(&name) {
+        let mut tag = match self.tags.get(&name) {
             Some(id) => id,
             None => self.upsert_tag(&name).await?,
         };
@@ -63,7 +51,7 @@ impl IntercomConnection {
             if reply.is_resource_not_found() && !retagged {
                 // The cached tag was deleted in Intercom: fetch it by name again, once.
                 retagged = true;
-                self.forget_tag(&name);
+                self.tags.forget(&name);
                 tag = self.upsert_tag(&name).await?;
                 continue;
             }
@@ -123,7 +111,7 @@ impl IntercomConnection {
         let reply = self.request(Method::POST, "tags", Some(&body)).await?;
         let tag = fail_on(&reply)?;
         let id = id_of(&tag["id"]).ok_or_else(|| unexpected(reply.status, "tag id", &tag))?;
-        self.cache_tag(name, &id);
+        self.tags.insert(name, &id);
         Ok(id)
     }
 }

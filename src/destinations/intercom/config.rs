@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError, Secret};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// The `Intercom-Version` sent unless `api_version` says otherwise.
 pub const DEFAULT_API_VERSION: &str = "2.14";
@@ -20,7 +21,7 @@ pub const DEFAULT_RATE: RateSpec = RateSpec::new(1_666, Duration::from_secs(10))
 /// Settings beside `id` and `type` in an Intercom connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// `us` (default), `eu` or `au`: where the workspace's data is hosted.
     region: Option<String>,
     /// `Intercom-Version`; default [`DEFAULT_API_VERSION`].
@@ -32,13 +33,21 @@ struct Settings {
     rate_limit: Option<RateSpec>,
 }
 
+/// `credentials` of an Intercom connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// An access token of the Intercom app.
+    token: Option<SecretString>,
+}
+
 /// A validated Intercom connection.
 #[derive(Debug, Clone)]
 pub struct IntercomConfig {
     /// The API root with a trailing `/`, ready for joining relative paths.
     pub api_base: url::Url,
     /// `credentials.token`, sent as a Bearer token.
-    pub token: Secret,
+    pub token: SecretString,
     pub api_version: String,
     pub timeout: Duration,
     pub rate: RateSpec,
@@ -55,24 +64,17 @@ fn region_host(region: &str) -> Option<&'static str> {
 }
 
 impl IntercomConfig {
-    /// Reads and checks `spec`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and the token.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
-        for key in spec.credentials.keys() {
-            if key != "token" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; Intercom connections take `token`",
-                ));
-            }
-        }
-        let token = spec
-            .credentials
-            .get("token")
-            .filter(|t| !t.expose().trim().is_empty())
-            .cloned()
+        let token = credentials
+            .token
+            .filter(|t| !t.expose_secret().trim().is_empty())
             .ok_or_else(|| {
                 FieldError::new(
                     "credentials.token",
@@ -124,15 +126,14 @@ impl IntercomConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::connector;
+    use crate::destinations::intercom::Intercom;
+    use crate::model::{ConnectionSpec, Secret};
     use serde_json::json;
 
-    fn ctx() -> DestinationContext {
-        DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(10),
-            allow_private_networks: false,
-            max_rate_wait: Duration::from_secs(1),
-        }
+    fn config(spec: &ConnectionSpec) -> Result<IntercomConfig, FieldError> {
+        let (settings, credentials) = connector::parse::<Intercom>(spec)?;
+        IntercomConfig::new(settings, credentials, &DestinationContext::for_tests())
     }
 
     fn spec(settings: serde_json::Value, token: Option<&str>) -> ConnectionSpec {
@@ -158,7 +159,7 @@ mod tests {
             ),
         ];
         for (settings, base) in cases {
-            let config = IntercomConfig::from_spec(&spec(settings, Some("tok")), &ctx()).unwrap();
+            let config = config(&spec(settings, Some("tok"))).unwrap();
             assert_eq!(config.api_base.as_str(), base);
             assert_eq!(config.api_version, DEFAULT_API_VERSION);
             assert_eq!(config.rate, DEFAULT_RATE);
@@ -185,19 +186,16 @@ mod tests {
             (json!({"tag": "x"}), Some("t"), "tag"),
         ];
         for (settings, token, field) in cases {
-            let err =
-                IntercomConfig::from_spec(&spec(settings.clone(), token), &ctx()).unwrap_err();
+            let err = config(&spec(settings.clone(), token)).unwrap_err();
             assert_eq!(err.path, field, "{settings}: {err}");
         }
-        let ok =
-            IntercomConfig::from_spec(&spec(json!({"api_version": "2.11"}), Some("t")), &ctx());
+        let ok = config(&spec(json!({"api_version": "2.11"}), Some("t")));
         assert_eq!(ok.unwrap().api_version, "2.11");
     }
 
     #[test]
     fn the_token_stays_out_of_debug_output() {
-        let config =
-            IntercomConfig::from_spec(&spec(json!({}), Some("sekrit-token")), &ctx()).unwrap();
+        let config = config(&spec(json!({}), Some("sekrit-token"))).unwrap();
         assert!(!format!("{config:?}").contains("sekrit"));
     }
 }

@@ -5,101 +5,75 @@
 //! consistent, so a contact created by an earlier attempt may not be found yet: the create then
 //! answers 409 "… already exists with id=…" and that id is used, so a retry never makes a
 //! second contact. Tags are created-or-fetched by name (`POST /tags` is an upsert) and their
-//! ids cached per connection. Every call waits for the connection's rate limiter.
+//! ids cached per connection ([`TagCache`]). Every call waits for the connection's rate limiter.
 
 mod actions;
 pub mod config;
 pub mod request;
 pub mod response;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use self::config::IntercomConfig;
+use self::config::{Credentials, IntercomConfig, Settings};
 use self::response::Reply;
-use crate::destinations::limit::Limiter;
-use crate::destinations::{
-    Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
-};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::connector::{Connector, actions};
+use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::steps::{self, Step};
+use crate::destinations::tags::TagCache;
+use crate::destinations::{Attempted, Call, DestinationContext};
+use crate::model::FieldError;
 
-const ACTIONS: &[&str] = &["tag_contact", "update_attributes"];
-
-/// Tag ids remembered per connection; past this the cache starts over.
-const MAX_CACHED_TAGS: usize = 10_000;
-
-/// The Intercom destination type.
-pub struct Intercom;
-
-impl Destination for Intercom {
-    fn kind(&self) -> &'static str {
-        "intercom"
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        ACTIONS
-    }
-
-    fn connect(
-        &self,
-        spec: &ConnectionSpec,
-        ctx: &DestinationContext,
-    ) -> Result<Arc<dyn Connection>, FieldError> {
-        let config = IntercomConfig::from_spec(spec, ctx)?;
-        Ok(Arc::new(IntercomConnection {
-            limiter: Limiter::new(config.rate, ctx.max_rate_wait),
-            config,
-            http: ctx.http.clone(),
-            tags: Mutex::default(),
-        }))
+actions! {
+    /// What an Intercom rule can do. Each finds (or creates) the contact first.
+    pub enum Action {
+        /// Tag the contact, creating the tag when needed.
+        TagContact = "tag_contact",
+        /// Set custom attributes on the contact.
+        UpdateAttributes = "update_attributes",
     }
 }
 
 /// A configured Intercom workspace.
 #[derive(Debug)]
-pub struct IntercomConnection {
+pub struct Intercom {
     config: IntercomConfig,
-    http: reqwest::Client,
-    limiter: Limiter,
-    /// Tag name → tag id.
-    tags: Mutex<HashMap<String, String>>,
+    http: HttpConnection,
+    tags: TagCache,
 }
 
-/// A step of an action: its result, or the attempt's end.
-type Step<T> = Result<T, Attempted>;
+impl Connector for Intercom {
+    const KIND: &'static str = "intercom";
+    type Config = Settings;
+    type Credentials = Credentials;
+    type Action = Action;
 
-impl Connection for IntercomConnection {
-    fn check_rule(&self, action: &str, with: &Value) -> Result<(), FieldError> {
-        check_action("intercom", ACTIONS, action)?;
+    fn connect(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
+        let config = IntercomConfig::new(settings, credentials, ctx)?;
+        Ok(Self {
+            http: HttpConnection::new(ctx, config.timeout, config.rate),
+            config,
+            tags: TagCache::default(),
+        })
+    }
+
+    fn check(&self, action: Action, with: &Value) -> Result<(), FieldError> {
         request::check(action, with)
     }
 
-    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
-        async move {
-            let done = match call.action {
-                "tag_contact" => self.tag_contact(call.request).await,
-                "update_attributes" => self.update_attributes(call.request).await,
-                other => Err(Attempted::without_response(Outcome::Permanent {
-                    reason: format!("`{other}` is not an action of intercom connections"),
-                })),
-            };
-            match done {
-                Ok(status) => Attempted {
-                    outcome: Outcome::Delivered,
-                    status_code: Some(status),
-                },
-                Err(attempted) => attempted,
-            }
-        }
-        .boxed()
+    async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
+        steps::finished(match action {
+            Action::TagContact => self.tag_contact(call.request).await,
+            Action::UpdateAttributes => self.update_attributes(call.request).await,
+        })
     }
 }
 
-impl IntercomConnection {
+impl Intercom {
     /// Makes one request after waiting for the rate limiter. `path` is relative to the API root.
     async fn request(
         &self,
@@ -112,8 +86,7 @@ impl IntercomConnection {
         let mut request = self
             .http
             .request(method, url)
-            .timeout(self.config.timeout)
-            .bearer_auth(self.config.token.expose())
+            .bearer_auth(self.config.token.expose_secret())
             .header("accept", "application/json")
             .header("intercom-version", &self.config.api_version);
         if let Some(body) = body {
@@ -123,7 +96,9 @@ impl IntercomConnection {
             status,
             headers,
             body,
-        } = http::send_limited(&self.limiter, request)
+        } = self
+            .http
+            .send(request)
             .await
             .map_err(Attempted::without_response)?;
         let retry_after = http::retry_after(&headers);
@@ -139,35 +114,9 @@ impl IntercomConnection {
             body,
         })
     }
-
-    fn cached_tag(&self, name: &str) -> Option<String> {
-        self.tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-    }
-
-    fn cache_tag(&self, name: &str, id: &str) {
-        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-        if tags.len() >= MAX_CACHED_TAGS {
-            tags.clear();
-        }
-        tags.insert(name.to_owned(), id.to_owned());
-    }
-
-    fn forget_tag(&self, name: &str) {
-        self.tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-    }
 }
 
 /// The body of a successful reply, or the attempt's end with its status.
 fn fail_on(reply: &Reply) -> Step<Value> {
-    response::classify(reply).map_err(|outcome| Attempted {
-        outcome,
-        status_code: Some(reply.status),
-    })
+    steps::answered(reply.status, response::classify(reply))
 }

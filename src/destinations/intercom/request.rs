@@ -3,19 +3,22 @@
 
 use serde_json::{Map, Value, json};
 
+use super::Action;
+use crate::destinations::connector::Action as _;
 use crate::model::FieldError;
 
 /// The field an action requires beside the contact's identity.
-fn payload_key(action: &str) -> &'static str {
+fn payload_key(action: Action) -> &'static str {
     match action {
-        "tag_contact" => "tag",
-        _ => "attributes",
+        Action::TagContact => "tag",
+        Action::UpdateAttributes => "attributes",
     }
 }
 
-/// Checks the shape of a rule's `with` for `action` (already known to be an action of ours).
-pub fn check(action: &str, with: &Value) -> Result<(), FieldError> {
+/// Checks the shape of a rule's `with` for `action`.
+pub fn check(action: Action, with: &Value) -> Result<(), FieldError> {
     let key = payload_key(action);
+    let action = action.name();
     let with = with.as_object().ok_or_else(|| {
         FieldError::new(
             "with",
@@ -133,6 +136,10 @@ pub fn create_body(who: &Identity) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(action: &str, with: &Value) -> Result<(), FieldError> {
+        super::check(Action::parse(action).expect("an action"), with)
+    }
 
     #[test]
     fn rule_shapes_are_checked_with_the_field_named() {

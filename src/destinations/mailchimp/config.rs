@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// Mailchimp allows 10 simultaneous connections per account, across all apps, and no more.
 pub const MAX_CONCURRENT_REQUESTS: usize = 10;
@@ -31,7 +32,7 @@ pub const STATUSES: &[&str] = &[
 /// Settings beside `id` and `type` in a Mailchimp connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// The audience (list id) rules use unless they give `with.audience_id`.
     audience_id: Option<String>,
     /// Status of members the upsert creates; existing members keep theirs.
@@ -42,35 +43,33 @@ struct Settings {
     rate_limit: Option<RateSpec>,
 }
 
+/// `credentials` of a Mailchimp connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// An API key, `<key>-<dc>`.
+    api_key: Option<SecretString>,
+}
+
 /// A validated Mailchimp connection.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MailchimpConfig {
     /// `…/3.0/`, ending with `/` so relative paths join under it.
     pub api_base: url::Url,
-    pub api_key: String,
+    pub api_key: SecretString,
     pub audience_id: Option<String>,
     pub status_if_new: String,
     pub timeout: Duration,
     pub rate: RateSpec,
 }
 
-impl std::fmt::Debug for MailchimpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailchimpConfig")
-            .field("api_base", &self.api_base.as_str())
-            .field("api_key", &"***")
-            .field("audience_id", &self.audience_id)
-            .field("status_if_new", &self.status_if_new)
-            .field("timeout", &self.timeout)
-            .field("rate", &self.rate)
-            .finish()
-    }
-}
-
 impl MailchimpConfig {
-    /// Reads and checks `spec`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and the API key, whose suffix names the data centre.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
         let status_if_new = settings
@@ -87,25 +86,16 @@ impl MailchimpConfig {
                 "must be a Mailchimp audience (list) id: letters and digits",
             ));
         }
-        for key in spec.credentials.keys() {
-            if key != "api_key" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; Mailchimp connections take `api_key`",
-                ));
-            }
-        }
-        let api_key = spec
-            .credentials
-            .get("api_key")
-            .map(|k| k.expose().trim().to_owned())
+        let api_key: SecretString = credentials
+            .api_key
+            .map(|k| k.expose_secret().trim().into())
             .ok_or_else(|| {
                 FieldError::new(
                     "credentials.api_key",
                     "is required: a Mailchimp API key of the form <key>-<dc>, e.g. …-us6",
                 )
             })?;
-        let dc = data_centre(&api_key).ok_or_else(|| {
+        let dc = data_centre(api_key.expose_secret()).ok_or_else(|| {
             FieldError::new(
                 "credentials.api_key",
                 "has no data-centre suffix: a Mailchimp API key looks like <key>-<dc> (e.g. \
@@ -165,7 +155,9 @@ pub fn data_centre(api_key: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Secret;
+    use crate::destinations::connector;
+    use crate::destinations::mailchimp::Mailchimp;
+    use crate::model::{ConnectionSpec, Secret};
 
     fn spec(settings: serde_json::Value, key: Option<&str>) -> ConnectionSpec {
         ConnectionSpec {
@@ -178,31 +170,29 @@ mod tests {
         }
     }
 
-    fn ctx() -> DestinationContext {
-        DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(3),
-            allow_private_networks: false,
-            max_rate_wait: Duration::from_secs(1),
-        }
+    fn config(
+        spec: &ConnectionSpec,
+        ctx: &DestinationContext,
+    ) -> Result<MailchimpConfig, FieldError> {
+        let (settings, credentials) = connector::parse::<Mailchimp>(spec)?;
+        MailchimpConfig::new(settings, credentials, ctx)
     }
 
     #[test]
     fn the_data_centre_comes_from_the_key_suffix() {
-        let c = MailchimpConfig::from_spec(
+        let c = config(
             &spec(
                 serde_json::json!({"audience_id": "a1b2"}),
                 Some("0123abcd-us6"),
             ),
-            &ctx(),
+            &DestinationContext::for_tests(),
         )
         .unwrap();
         assert_eq!(c.api_base.as_str(), "https://us6.api.mailchimp.com/3.0/");
         assert_eq!(c.status_if_new, "subscribed");
         assert!(!format!("{c:?}").contains("0123abcd"));
-        let mut allow = ctx();
-        allow.allow_private_networks = true;
-        let c = MailchimpConfig::from_spec(
+        let allow = DestinationContext::for_local_tests();
+        let c = config(
             &spec(
                 serde_json::json!({"base_url": "http://127.0.0.1:9/mailchimp"}),
                 Some("k-us6"),
@@ -248,7 +238,11 @@ mod tests {
             ),
         ];
         for (settings, key, path) in cases {
-            let err = MailchimpConfig::from_spec(&spec(settings.clone(), key), &ctx()).unwrap_err();
+            let err = config(
+                &spec(settings.clone(), key),
+                &DestinationContext::for_tests(),
+            )
+            .unwrap_err();
             assert_eq!(err.path, path, "{settings}: {err}");
             assert!(!err.message.contains("0123abcd"), "{err}");
         }

@@ -16,48 +16,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use self::config::{MAX_CONCURRENT_REQUESTS, MailchimpConfig};
+use self::config::{Credentials, MAX_CONCURRENT_REQUESTS, MailchimpConfig, Settings};
 use self::request::{Defaults, Member};
-use crate::destinations::limit::Limiter;
-use crate::destinations::{
-    Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
-};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::connector::{Connector, actions};
+use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
+use crate::model::FieldError;
 
-const ACTIONS: &[&str] = &["upsert_member", "add_tags"];
-
-/// The Mailchimp destination type.
-pub struct Mailchimp;
-
-impl Destination for Mailchimp {
-    fn kind(&self) -> &'static str {
-        "mailchimp"
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        ACTIONS
-    }
-
-    fn connect(
-        &self,
-        spec: &ConnectionSpec,
-        ctx: &DestinationContext,
-    ) -> Result<Arc<dyn Connection>, FieldError> {
-        let config = MailchimpConfig::from_spec(spec, ctx)?;
-        Ok(Arc::new(MailchimpConnection {
-            limiter: Limiter::new(config.rate, ctx.max_rate_wait),
-            in_flight: account_semaphore(&config.api_key),
-            max_wait: ctx.max_rate_wait,
-            http: ctx.http.clone(),
-            config,
-        }))
+actions! {
+    /// What a Mailchimp rule can do.
+    pub enum Action {
+        /// Add or update the member, never touching an existing member's status.
+        UpsertMember = "upsert_member",
+        /// Tag the member, adding it first when needed.
+        AddTags = "add_tags",
     }
 }
 
@@ -79,19 +57,36 @@ fn account_semaphore(api_key: &str) -> Arc<Semaphore> {
 
 /// A configured Mailchimp connection.
 #[derive(Debug)]
-pub struct MailchimpConnection {
+pub struct Mailchimp {
     config: MailchimpConfig,
-    http: reqwest::Client,
-    limiter: Limiter,
+    http: HttpConnection,
     /// Requests in flight for this account.
     in_flight: Arc<Semaphore>,
     /// The longest a call waits for a free connection or a rate slot.
     max_wait: Duration,
 }
 
-impl Connection for MailchimpConnection {
-    fn check_rule(&self, action: &str, with: &Value) -> Result<(), FieldError> {
-        check_action("mailchimp", ACTIONS, action)?;
+impl Connector for Mailchimp {
+    const KIND: &'static str = "mailchimp";
+    type Config = Settings;
+    type Credentials = Credentials;
+    type Action = Action;
+
+    fn connect(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
+        let config = MailchimpConfig::new(settings, credentials, ctx)?;
+        Ok(Self {
+            http: HttpConnection::new(ctx, config.timeout, config.rate),
+            in_flight: account_semaphore(config.api_key.expose_secret()),
+            max_wait: ctx.max_rate_wait,
+            config,
+        })
+    }
+
+    fn check(&self, action: Action, with: &Value) -> Result<(), FieldError> {
         let with = with
             .as_object()
             .ok_or_else(|| FieldError::new("with", "must be an object with `email`"))?;
@@ -115,7 +110,7 @@ impl Connection for MailchimpConnection {
         if with.get("merge_fields").is_some_and(|m| !m.is_object()) {
             return Err(FieldError::new("with.merge_fields", "must be an object"));
         }
-        if action == "add_tags" {
+        if action == Action::AddTags {
             match with.get("tags") {
                 Some(Value::Array(_) | Value::String(_)) => {}
                 Some(_) => {
@@ -127,39 +122,36 @@ impl Connection for MailchimpConnection {
         Ok(())
     }
 
-    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
-        async move {
-            let defaults = Defaults {
-                audience_id: self.config.audience_id.as_deref(),
-                status_if_new: &self.config.status_if_new,
-            };
-            let member = match request::member(call.request, defaults) {
-                Ok(m) => m,
-                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
-            };
-            if call.action != "add_tags" {
-                return self.upsert(&member).await;
-            }
-            let tags = match request::tags(call.request) {
-                Ok(t) => t,
-                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
-            };
-            let tagged = self.tag(&member, &tags).await;
-            if tagged.status_code != Some(404) {
-                return tagged;
-            }
-            // Not a member yet (or no such audience: the upsert's 404 then says so).
-            let upserted = self.upsert(&member).await;
-            if upserted.outcome != Outcome::Delivered {
-                return upserted;
-            }
-            self.tag(&member, &tags).await
+    async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
+        let defaults = Defaults {
+            audience_id: self.config.audience_id.as_deref(),
+            status_if_new: &self.config.status_if_new,
+        };
+        let member = match request::member(call.request, defaults) {
+            Ok(m) => m,
+            Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+        };
+        if action == Action::UpsertMember {
+            return self.upsert(&member).await;
         }
-        .boxed()
+        let tags = match request::tags(call.request) {
+            Ok(t) => t,
+            Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+        };
+        let tagged = self.tag(&member, &tags).await;
+        if tagged.status_code != Some(404) {
+            return tagged;
+        }
+        // Not a member yet (or no such audience: the upsert's 404 then says so).
+        let upserted = self.upsert(&member).await;
+        if upserted.outcome != Outcome::Delivered {
+            return upserted;
+        }
+        self.tag(&member, &tags).await
     }
 }
 
-impl MailchimpConnection {
+impl Mailchimp {
     async fn upsert(&self, member: &Member) -> Attempted {
         let path = format!("lists/{}/members/{}", member.audience_id, member.hash);
         self.request(Method::PUT, &path, request::upsert_body(member), member)
@@ -193,14 +185,13 @@ impl MailchimpConnection {
         let request = self
             .http
             .request(method, url)
-            .basic_auth("herald", Some(&self.config.api_key))
-            .json(&body)
-            .timeout(self.config.timeout);
+            .basic_auth("herald", Some(self.config.api_key.expose_secret()))
+            .json(&body);
         let http::Received {
             status,
             headers,
             body: text,
-        } = match http::send_limited(&self.limiter, request).await {
+        } = match self.http.send(request).await {
             Ok(received) => received,
             Err(outcome) => return Attempted::without_response(outcome),
         };
@@ -215,22 +206,18 @@ impl MailchimpConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::{Connection, connector};
+    use crate::model::ConnectionSpec;
     use serde_json::json;
 
-    fn connection(settings: Value, key: &str) -> Arc<dyn Connection> {
+    fn connection(settings: Value, key: &str) -> Mailchimp {
         let spec = ConnectionSpec {
             id: "mc".into(),
             kind: "mailchimp".into(),
             credentials: [("api_key".to_owned(), crate::model::Secret::new(key))].into(),
             settings: settings.as_object().unwrap().clone(),
         };
-        let ctx = DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(1),
-            allow_private_networks: false,
-            max_rate_wait: Duration::from_secs(1),
-        };
-        Mailchimp.connect(&spec, &ctx).unwrap()
+        connector::connect(&spec, &DestinationContext::for_tests()).unwrap()
     }
 
     #[test]
@@ -238,32 +225,32 @@ mod tests {
         let with_audience = connection(json!({"audience_id": "aud1"}), "k-us6");
         let without = connection(json!({}), "k-us6");
         let ok = json!({"email": "{{ payload.email }}", "tags": ["module-3"]});
-        assert!(with_audience.check_rule("upsert_member", &ok).is_ok());
-        assert!(with_audience.check_rule("add_tags", &ok).is_ok());
-        let path = |c: &Arc<dyn Connection>, action: &str, with: Value| {
-            c.check_rule(action, &with).unwrap_err().path
-        };
+        assert!(with_audience.check(Action::UpsertMember, &ok).is_ok());
+        assert!(with_audience.check(Action::AddTags, &ok).is_ok());
+        let path =
+            |c: &Mailchimp, action: Action, with: Value| c.check(action, &with).unwrap_err().path;
         assert_eq!(
-            path(&without, "upsert_member", ok.clone()),
+            path(&without, Action::UpsertMember, ok.clone()),
             "with.audience_id"
         );
         assert_eq!(
-            path(&with_audience, "add_tags", json!({"email": "x"})),
+            path(&with_audience, Action::AddTags, json!({"email": "x"})),
             "with.tags"
         );
         assert_eq!(
-            path(&with_audience, "upsert_member", json!({})),
+            path(&with_audience, Action::UpsertMember, json!({})),
             "with.email"
         );
         assert_eq!(
             path(
                 &with_audience,
-                "upsert_member",
+                Action::UpsertMember,
                 json!({"email": "x", "status_if_new": "on"})
             ),
             "with.status_if_new"
         );
-        assert_eq!(path(&with_audience, "subscribe", ok), "action");
+        let with_audience: Arc<dyn Connection> = Arc::new(with_audience);
+        assert_eq!(with_audience.bind("subscribe").unwrap_err().path, "action");
     }
 
     #[test]

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// Slack's Web API.
 pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
@@ -17,7 +18,7 @@ pub const DEFAULT_RATE: RateSpec = RateSpec::new(1, Duration::from_secs(1));
 /// Settings beside `id` and `type` in a Slack connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// Channel for `chat.postMessage` when a rule's `with.channel` is absent.
     channel: Option<String>,
     /// Web API base URL; only tests and the sandbox change it.
@@ -27,14 +28,25 @@ struct Settings {
     rate_limit: Option<RateSpec>,
 }
 
+/// `credentials` of a Slack connection: one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// An incoming-webhook URL; the URL itself is the secret.
+    webhook_url: Option<SecretString>,
+    /// A bot token (`xoxb-…`).
+    token: Option<SecretString>,
+}
+
 /// How a Slack connection posts.
 #[derive(Debug, Clone)]
 pub enum SlackAuth {
-    /// `credentials.webhook_url`: the URL is the secret, the channel is fixed by Slack.
-    IncomingWebhook(url::Url),
+    /// `credentials.webhook_url`: the URL (checked) is the secret, the channel is fixed by
+    /// Slack.
+    IncomingWebhook(SecretString),
     /// `credentials.token`: a bot token (`xoxb-…`) for `chat.postMessage`.
     BotToken {
-        token: String,
+        token: SecretString,
         api_base: url::Url,
         channel: Option<String>,
     },
@@ -50,24 +62,16 @@ pub struct SlackConfig {
 }
 
 impl SlackConfig {
-    /// Reads and checks `spec`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and that exactly one way to post is given.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
-        for key in spec.credentials.keys() {
-            if key != "webhook_url" && key != "token" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; Slack connections take `webhook_url` or `token`",
-                ));
-            }
-        }
         let allow = ctx.allow_private_networks;
-        let auth = match (
-            spec.credentials.get("webhook_url"),
-            spec.credentials.get("token"),
-        ) {
+        let auth = match (credentials.webhook_url, credentials.token) {
             (Some(_), Some(_)) => {
                 return Err(FieldError::new(
                     "credentials",
@@ -88,14 +92,11 @@ impl SlackConfig {
                          posts to the channel it was created for",
                     ));
                 }
-                SlackAuth::IncomingWebhook(http::check_url(
-                    "credentials.webhook_url",
-                    url.expose(),
-                    allow,
-                )?)
+                let url = http::check_url("credentials.webhook_url", url.expose_secret(), allow)?;
+                SlackAuth::IncomingWebhook(String::from(url).into())
             }
             (None, Some(token)) => {
-                if token.expose().trim().is_empty() {
+                if token.expose_secret().trim().is_empty() {
                     return Err(FieldError::new("credentials.token", "must not be empty"));
                 }
                 let base = settings.base_url.as_deref().unwrap_or(DEFAULT_API_BASE);
@@ -104,7 +105,7 @@ impl SlackConfig {
                     api_base.set_path(&format!("{}/", api_base.path()));
                 }
                 SlackAuth::BotToken {
-                    token: token.expose().to_owned(),
+                    token,
                     api_base,
                     channel: settings.channel,
                 }

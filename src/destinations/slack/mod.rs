@@ -10,67 +10,73 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use secrecy::ExposeSecret;
+use serde_json::Value;
 
-use self::config::{SlackAuth, SlackConfig};
-use crate::destinations::limit::Limiter;
-use crate::destinations::{
-    Attempted, Call, Connection, Destination, DestinationContext, Outcome, check_action, http,
-};
-use crate::model::{ConnectionSpec, FieldError};
+use self::config::{Credentials, Settings, SlackAuth, SlackConfig};
+use crate::destinations::connector::{Connector, actions};
+use crate::destinations::http::{self, HttpConnection, Pace, Received};
+use crate::destinations::limit::{Limiter, RateSpec};
+use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
+use crate::model::FieldError;
 
-const ACTIONS: &[&str] = &["post_message"];
-
-/// The Slack destination type.
-pub struct Slack;
-
-impl Destination for Slack {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        ACTIONS
-    }
-
-    fn connect(
-        &self,
-        spec: &ConnectionSpec,
-        ctx: &DestinationContext,
-    ) -> Result<Arc<dyn Connection>, FieldError> {
-        Ok(Arc::new(SlackConnection {
-            config: SlackConfig::from_spec(spec, ctx)?,
-            http: ctx.http.clone(),
-            max_rate_wait: ctx.max_rate_wait,
-            limiters: Mutex::default(),
-        }))
+actions! {
+    /// What a Slack rule can do.
+    pub enum Action {
+        /// Post a message (`text`, `blocks` or `fields`).
+        PostMessage = "post_message",
     }
 }
 
 /// A configured Slack connection.
 #[derive(Debug)]
-pub struct SlackConnection {
-    config: SlackConfig,
-    http: reqwest::Client,
+pub struct Slack {
+    auth: SlackAuth,
+    /// Its limiter paces an incoming webhook, which posts to one channel.
+    http: HttpConnection,
+    /// The rate allowed per channel, and how long a call may wait for it.
+    rate: RateSpec,
     max_rate_wait: Duration,
-    /// One limiter per channel (an incoming webhook is one channel).
-    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// A bot token's limiters, one per channel.
+    channels: Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
-impl SlackConnection {
-    fn limiter(&self, channel: &str) -> Arc<Limiter> {
-        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        limiters
+impl Slack {
+    fn channel_limiter(&self, channel: &str) -> Arc<Limiter> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
             .entry(channel.to_owned())
-            .or_insert_with(|| Arc::new(Limiter::new(self.config.rate, self.max_rate_wait)))
+            .or_insert_with(|| Arc::new(Limiter::new(self.rate, self.max_rate_wait)))
             .clone()
     }
 }
 
-impl Connection for SlackConnection {
-    fn check_rule(&self, action: &str, with: &serde_json::Value) -> Result<(), FieldError> {
-        check_action("slack", ACTIONS, action)?;
+impl Connector for Slack {
+    const KIND: &'static str = "slack";
+    type Config = Settings;
+    type Credentials = Credentials;
+    type Action = Action;
+
+    fn connect(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
+        let SlackConfig {
+            auth,
+            timeout,
+            rate,
+        } = SlackConfig::new(settings, credentials, ctx)?;
+        Ok(Self {
+            auth,
+            http: HttpConnection::new(ctx, timeout, rate),
+            rate,
+            max_rate_wait: ctx.max_rate_wait,
+            channels: Mutex::default(),
+        })
+    }
+
+    fn check(&self, Action::PostMessage: Action, with: &Value) -> Result<(), FieldError> {
         let with = with
             .as_object()
             .ok_or_else(|| FieldError::new("with", "must be an object with `text`"))?;
@@ -80,7 +86,7 @@ impl Connection for SlackConnection {
                 "is required (or give `blocks`)",
             ));
         }
-        if let SlackAuth::BotToken { channel: None, .. } = self.config.auth
+        if let SlackAuth::BotToken { channel: None, .. } = self.auth
             && !with.contains_key("channel")
         {
             return Err(FieldError::new(
@@ -91,68 +97,61 @@ impl Connection for SlackConnection {
         Ok(())
     }
 
-    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
-        async move {
-            let built = match &self.config.auth {
-                SlackAuth::IncomingWebhook(url) => {
-                    request::message_body(call.request, None, call.envelope).map(|mut body| {
-                        // The channel of an incoming webhook is fixed when it is created.
-                        if let Some(obj) = body.as_object_mut() {
-                            obj.remove("channel");
-                        }
-                        let req = self.http.post(url.clone()).json(&body);
-                        (req, false, url.path().to_owned())
-                    })
-                }
-                SlackAuth::BotToken {
-                    token,
-                    api_base,
-                    channel,
-                } => request::message_body(call.request, channel.as_deref(), call.envelope).map(
-                    |body| {
-                        let target = body["channel"].as_str().unwrap_or_default().to_owned();
-                        // `chat.postMessage` is a fixed relative path; joining it cannot fail.
-                        let url = api_base.join("chat.postMessage").expect("valid path");
-                        let req = self
-                            .http
-                            .post(url)
-                            .bearer_auth(token)
-                            .header("content-type", "application/json; charset=utf-8")
-                            .body(body.to_string());
-                        (req, true, target)
-                    },
-                ),
-            };
-            let (request, web_api, channel) = match built {
-                Ok(built) => built,
-                Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
-            };
-            let limiter = self.limiter(&channel);
-            if let Err(wait) = limiter.acquire().await {
-                return Attempted::without_response(Outcome::RateLimited { after: Some(wait) });
+    async fn send(&self, Action::PostMessage: Action, call: Call<'_>) -> Attempted {
+        let post = match &self.auth {
+            SlackAuth::IncomingWebhook(url) => {
+                request::message_body(call.request, None, call.envelope).map(|mut body| {
+                    // The channel of an incoming webhook is fixed when it is created.
+                    if let Some(obj) = body.as_object_mut() {
+                        obj.remove("channel");
+                    }
+                    let request = self
+                        .http
+                        .request(reqwest::Method::POST, url.expose_secret())
+                        .json(&body);
+                    (request, None)
+                })
             }
-            let response = match request.timeout(self.config.timeout).send().await {
-                Ok(r) => r,
-                Err(e) => return Attempted::without_response(http::transport_failure(&e)),
-            };
-            let status = response.status().as_u16();
-            let after = http::retry_after(response.headers());
-            let body = response.text().await.unwrap_or_default();
-            let outcome = if web_api {
-                response::classify_web_api(status, after, &body)
+            SlackAuth::BotToken {
+                token,
+                api_base,
+                channel,
+            } => {
+                request::message_body(call.request, channel.as_deref(), call.envelope).map(|body| {
+                    let target = body["channel"].as_str().unwrap_or_default().to_owned();
+                    // `chat.postMessage` is a fixed relative path; joining it cannot fail.
+                    let url = api_base.join("chat.postMessage").expect("valid path");
+                    let request = self
+                        .http
+                        .request(reqwest::Method::POST, url)
+                        .bearer_auth(token.expose_secret())
+                        .header("content-type", "application/json; charset=utf-8")
+                        .body(body.to_string());
+                    (request, Some(self.channel_limiter(&target)))
+                })
+            }
+        };
+        let (request, channel) = match post {
+            Ok(post) => post,
+            Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+        };
+        let web_api = matches!(self.auth, SlackAuth::BotToken { .. });
+        let classify = |r: &Received| {
+            let after = http::retry_after(&r.headers);
+            if web_api {
+                response::classify_web_api(r.status, after, &r.body)
             } else {
-                response::classify_webhook(status, after, &body)
-            };
-            match outcome {
-                Outcome::RateLimited { .. } => limiter.throttled(),
-                Outcome::Delivered => limiter.succeeded(),
-                _ => {}
+                response::classify_webhook(r.status, after, &r.body)
             }
-            Attempted {
-                outcome,
-                status_code: Some(status),
-            }
+        };
+        // A bot token is paced per channel; an incoming webhook posts to one.
+        let limiter = channel.as_deref().unwrap_or(self.http.limiter());
+        match http::send_limited(limiter, request, |r| Pace::of(&classify(r))).await {
+            Ok(received) => Attempted {
+                outcome: classify(&received),
+                status_code: Some(received.status),
+            },
+            Err(outcome) => Attempted::without_response(outcome),
         }
-        .boxed()
     }
 }

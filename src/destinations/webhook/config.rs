@@ -3,19 +3,28 @@
 use std::time::Duration;
 
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::Deserialize;
 
-use crate::destinations::{DestinationContext, http, parse_settings};
-use crate::model::{ConnectionSpec, FieldError};
+use crate::destinations::{DestinationContext, http};
+use crate::model::FieldError;
 
 /// Settings beside `id` and `type` in a webhook connection.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     /// Where to POST.
     url: String,
     /// Per-request timeout; the global `destinations.timeout_ms` when absent.
     timeout_ms: Option<u64>,
+}
+
+/// `credentials` of a webhook connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The signing secret, in the Standard Webhooks form `whsec_<base64 key>`.
+    secret: Option<SecretString>,
 }
 
 /// A validated webhook connection.
@@ -24,36 +33,30 @@ pub struct WebhookConfig {
     pub url: url::Url,
     pub timeout: Duration,
     /// The HMAC key: the base64 part of a `whsec_…` secret, decoded.
-    pub signing_key: Vec<u8>,
+    pub signing_key: SecretSlice<u8>,
 }
 
 impl WebhookConfig {
-    /// Reads and checks `spec`. The secret is `credentials.secret`, in the Standard Webhooks
-    /// form `whsec_<base64 key>`.
-    pub fn from_spec(spec: &ConnectionSpec, ctx: &DestinationContext) -> Result<Self, FieldError> {
-        let settings: Settings = parse_settings(spec)?;
+    /// Checks the settings and the signing secret.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError> {
         let url = http::check_url("url", &settings.url, ctx.allow_private_networks)?;
         let timeout = ctx.timeout(settings.timeout_ms)?;
-        for key in spec.credentials.keys() {
-            if key != "secret" {
-                return Err(FieldError::new(
-                    format!("credentials.{key}"),
-                    "unknown credential; webhook connections take `secret`",
-                ));
-            }
-        }
-        let secret = spec.credentials.get("secret").ok_or_else(|| {
+        let secret = credentials.secret.ok_or_else(|| {
             FieldError::new(
                 "credentials.secret",
                 "is required: a signing secret of the form whsec_<base64>",
             )
         })?;
-        let signing_key = decode_secret(secret.expose())
+        let signing_key = decode_secret(secret.expose_secret())
             .map_err(|problem| FieldError::new("credentials.secret", problem))?;
         Ok(Self {
             url,
             timeout,
-            signing_key,
+            signing_key: signing_key.into(),
         })
     }
 }

@@ -1,0 +1,307 @@
+//! The typed side of a destination. Each destination implements [`Connector`]: its settings and
+//! credentials are serde types (unknown keys refused), its actions an enum parsed once when the
+//! workspace is compiled, and the connection it builds is the connector value itself.
+//! [`Adapter`] turns any connector into the [`Destination`] that [`super::REGISTRY`] lists, and
+//! binds each rule's action to its connection as a [`BoundAction`], which the router calls.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Attempted, Call, Connection, Destination, DestinationContext};
+use crate::model::{ConnectionSpec, FieldError};
+
+/// A destination type, typed: what a connection of it is made of and what it can do.
+pub trait Connector: Sized + Send + Sync + fmt::Debug + 'static {
+    /// The `type` of its connections.
+    const KIND: &'static str;
+    /// The settings beside `id` and `type` (`#[serde(deny_unknown_fields)]`).
+    type Config: DeserializeOwned;
+    /// `credentials` (`#[serde(deny_unknown_fields)]`), held as `secrecy::SecretString` and
+    /// exposed only where they are sent.
+    type Credentials: DeserializeOwned;
+    /// The actions a rule may name, an enum declared with `actions!`.
+    type Action: Action;
+
+    /// Checks the settings and credentials and builds the connection; errors name the field
+    /// relative to the connection, e.g. `credentials.token` or `rate_limit.requests`.
+    fn connect(
+        config: Self::Config,
+        credentials: Self::Credentials,
+        ctx: &DestinationContext,
+    ) -> Result<Self, FieldError>;
+
+    /// Checks the shape of a rule's (unrendered) `with` for `action` before the workspace is
+    /// accepted; errors name the field relative to the rule, e.g. `with.text`.
+    fn check(&self, action: Self::Action, with: &Value) -> Result<(), FieldError>;
+
+    /// Makes one attempt at `action` with the call's rendered `with`.
+    fn send(&self, action: Self::Action, call: Call<'_>) -> impl Future<Output = Attempted> + Send;
+}
+
+/// The actions of one destination, as an enum; declare one with `actions!`.
+pub trait Action: Copy + Send + Sync + fmt::Debug + 'static {
+    /// Every action's name, as rules write it.
+    const NAMES: &'static [&'static str];
+
+    /// The action a rule names, if there is one by that name.
+    fn parse(name: &str) -> Option<Self>;
+
+    /// The action's name, as rules write it (and history and metrics record it).
+    fn name(self) -> &'static str;
+}
+
+/// Declares an action enum and its names:
+/// `actions! { pub enum Action { Post = "post", } }`.
+macro_rules! actions {
+    (
+        $(#[$attr:meta])*
+        $vis:vis enum $enum:ident { $($(#[$vattr:meta])* $variant:ident = $name:literal,)+ }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $enum { $($(#[$vattr])* $variant,)+ }
+
+        impl $crate::destinations::connector::Action for $enum {
+            const NAMES: &'static [&'static str] = &[$($name),+];
+
+            fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use actions;
+
+/// Reads a connection spec into a connector's settings and credentials, naming the offending
+/// field (`base_url`, `credentials.tokn`).
+pub fn parse<C: Connector>(
+    spec: &ConnectionSpec,
+) -> Result<(C::Config, C::Credentials), FieldError> {
+    let config = deserialize(Value::Object(spec.settings.clone()))?;
+    let credentials = spec
+        .credentials
+        .iter()
+        .map(|(key, secret)| (key.clone(), Value::String(secret.expose().to_owned())))
+        .collect();
+    let credentials =
+        deserialize(Value::Object(credentials)).map_err(|e| e.under("credentials"))?;
+    Ok((config, credentials))
+}
+
+/// Builds a connector's connection from its (interpolated) spec.
+pub fn connect<C: Connector>(
+    spec: &ConnectionSpec,
+    ctx: &DestinationContext,
+) -> Result<C, FieldError> {
+    let (config, credentials) = parse::<C>(spec)?;
+    C::connect(config, credentials, ctx)
+}
+
+/// Deserialises `value`; the error's path is relative to it. Only keys and types reach the
+/// message, never a value, so a credential cannot end up in it.
+fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// A [`Connector`] as the [`Destination`] the registry lists.
+pub struct Adapter<C>(PhantomData<fn() -> C>);
+
+impl<C> Adapter<C> {
+    /// The registry entry of `C`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<C> Default for Adapter<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Connector> Destination for Adapter<C> {
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+
+    fn actions(&self) -> &'static [&'static str] {
+        C::Action::NAMES
+    }
+
+    fn connect(
+        &self,
+        spec: &ConnectionSpec,
+        ctx: &DestinationContext,
+    ) -> Result<Arc<dyn Connection>, FieldError> {
+        Ok(Arc::new(connect::<C>(spec, ctx)?))
+    }
+}
+
+impl<C: Connector> Connection for C {
+    fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError> {
+        let action = C::Action::parse(action).ok_or_else(|| {
+            FieldError::new(
+                "action",
+                format!(
+                    "`{action}` is not an action of {} connections (known: {})",
+                    C::KIND,
+                    C::Action::NAMES.join(", ")
+                ),
+            )
+        })?;
+        Ok(BoundAction(Arc::new(Bound {
+            connection: self,
+            action,
+        })))
+    }
+}
+
+/// A rule's action bound to its connection: parsed once, when the workspace is compiled.
+#[derive(Clone)]
+pub struct BoundAction(Arc<dyn Act>);
+
+impl BoundAction {
+    /// The action's name, as the rule wrote it.
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// Checks the shape of a rule's (unrendered) `with`; errors name the field relative to
+    /// the rule.
+    pub fn check(&self, with: &Value) -> Result<(), FieldError> {
+        self.0.check(with)
+    }
+
+    /// Makes one attempt at the call.
+    pub fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
+        self.0.send(call)
+    }
+}
+
+impl fmt::Debug for BoundAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BoundAction({}.{})", self.0.kind(), self.0.name())
+    }
+}
+
+/// What [`BoundAction`] erases.
+trait Act: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &'static str;
+    fn check(&self, with: &Value) -> Result<(), FieldError>;
+    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted>;
+}
+
+struct Bound<C: Connector> {
+    connection: Arc<C>,
+    action: C::Action,
+}
+
+impl<C: Connector> Act for Bound<C> {
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+
+    fn name(&self) -> &'static str {
+        self.action.name()
+    }
+
+    fn check(&self, with: &Value) -> Result<(), FieldError> {
+        self.connection.check(self.action, with)
+    }
+
+    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
+        Box::pin(self.connection.send(self.action, call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::destinations::hubspot::{self, HubSpot};
+    use crate::model::Secret;
+
+    fn spec(settings: Value, credentials: &[(&str, &str)]) -> ConnectionSpec {
+        ConnectionSpec {
+            id: "hs".into(),
+            kind: "hubspot".into(),
+            credentials: credentials
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect(),
+            settings: settings.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn error(spec: &ConnectionSpec) -> FieldError {
+        connect::<HubSpot>(spec, &DestinationContext::for_tests()).unwrap_err()
+    }
+
+    #[test]
+    fn settings_and_credentials_errors_name_the_field() {
+        let token = [("token", "pat-na1-x")];
+        let cases = [
+            (spec(json!({"timeout_ms": "soon"}), &token), "timeout_ms"),
+            (
+                spec(json!({"rate_limit": {"requests": 1}}), &token),
+                "rate_limit",
+            ),
+            (
+                spec(json!({}), &[("tokn", "pat-na1-x")]),
+                "credentials.tokn",
+            ),
+        ];
+        for (spec, path) in cases {
+            let err = error(&spec);
+            assert_eq!(err.path, path, "{err}");
+            assert!(!err.message.contains("pat-na1-x"), "{err}");
+        }
+    }
+
+    #[test]
+    fn actions_parse_by_name_and_unknown_ones_are_named() {
+        use hubspot::Action as HubSpotAction;
+        assert_eq!(HubSpotAction::NAMES, ["upsert_contact"]);
+        let action = HubSpotAction::parse("upsert_contact").unwrap();
+        assert_eq!(action.name(), "upsert_contact");
+        assert_eq!(HubSpotAction::parse("create_deal"), None);
+
+        let c: Arc<dyn Connection> = Adapter::<HubSpot>::new()
+            .connect(
+                &spec(json!({}), &[("token", "pat")]),
+                &DestinationContext::for_tests(),
+            )
+            .unwrap();
+        let bound = c.clone().bind("upsert_contact").unwrap();
+        assert_eq!(bound.name(), "upsert_contact");
+        assert_eq!(format!("{bound:?}"), "BoundAction(hubspot.upsert_contact)");
+        assert_eq!(bound.check(&json!({})).unwrap_err().path, "with.email");
+        let err = c.bind("create_deal").unwrap_err();
+        assert_eq!(err.path, "action");
+        assert_eq!(
+            err.message,
+            "`create_deal` is not an action of hubspot connections (known: upsert_contact)"
+        );
+    }
+}
