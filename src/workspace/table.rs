@@ -231,19 +231,10 @@ mod tests {
     const CONFIG: &str = r#"{"workspace": "ws", "connections": [{"id": "hook", "type": "webhook",
         "url": "http://127.0.0.1:9/h", "credentials": {"secret": "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA=="}}]}"#;
 
-    fn ctx() -> DestinationContext {
-        DestinationContext {
-            http: reqwest::Client::new(),
-            default_timeout: Duration::from_secs(1),
-            allow_private_networks: true,
-            max_rate_wait: Duration::from_secs(1),
-        }
-    }
-
     #[test]
     fn broken_connections_are_counted_until_the_workspace_is_applied_again() {
         let table = WorkspaceTable::default();
-        let (ctx, vars) = (ctx(), Vars::default());
+        let (ctx, vars) = (DestinationContext::for_local_tests(), Vars::default());
         table.apply("ws", Some(CONFIG.as_bytes()), &ctx, &vars);
         assert_eq!(table.broken_connections(), 0);
         let ready = || match table.get("ws") {
