@@ -104,9 +104,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A sandbox; with `webhook_secret` it verifies webhook signatures.
-    pub fn new(webhook_secret: Option<&str>) -> Result<Self, String> {
+    pub fn new(webhook_secret: Option<&str>) -> Result<Self, webhook::signature::BadSecret> {
         let webhook_key = webhook_secret
-            .map(crate::destinations::webhook::config::decode_secret)
+            .map(webhook::signature::decode_secret)
             .transpose()?
             .map(Arc::new);
         Ok(Self {

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::{Sandbox, recorded};
-use crate::destinations::webhook::request::signature;
+
+pub mod signature;
 
 pub(super) fn router() -> Router<Sandbox> {
     Router::new().route("/webhook/{*path}", post(receive))
@@ -47,10 +48,7 @@ async fn receive(
             header("webhook-timestamp"),
             header("webhook-signature"),
         ) {
-            (Some(id), Some(ts), Some(sig)) => ts
-                .parse::<i64>()
-                .map(|ts| sig.split(' ').any(|s| s == signature(key, id, ts, &body)))
-                .unwrap_or(false),
+            (Some(id), Some(ts), Some(sig)) => signature::verify(key, id, ts, &body, sig),
             _ => false,
         }
     });
