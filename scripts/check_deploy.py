@@ -8,8 +8,8 @@
 It checks:
 
 - Dockerfile: parses with BuildKit's parser, passes hadolint, and everything the build copies
-  exists and is not in .dockerignore. That includes every file `include_str!` pulls into the
-  binary and every target Cargo.toml declares. The runtime stage runs as non-root, exposes
+  exists and is not in .dockerignore. That includes every workspace member (crates/), every
+  file `include_str!` pulls into the binary and every target Cargo.toml declares. The runtime stage runs as non-root, exposes
   http.listen's port and has the `herald` entrypoint.
 - docker-compose.yml: it parses, and every `depends_on` target and condition lines up. Every
   herald command is a real subcommand, checked with `<herald> <subcommand…> --help`, and every
@@ -444,9 +444,13 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
                     copied_into_builder.add(src.strip("/").removeprefix("./").split("/")[0])
     report.check("COPY sources exist and are not excluded by .dockerignore", problems)
 
-    # What the Rust build reads: include_str!/include_bytes! targets and declared targets.
-    needed: dict[str, str] = {}
-    for rs in (ROOT / "src").rglob("*.rs"):
+    # What the Rust build reads: the workspace members, include_str!/include_bytes! targets
+    # and declared targets.
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    members = manifest.get("workspace", {}).get("members", [])
+    needed = {Path(member).parts[0]: f"the workspace has member {member}" for member in members}
+    sources = [ROOT / "src", *(ROOT / member / "src" for member in members)]
+    for rs in (rs for folder in sources for rs in folder.rglob("*.rs")):
         for m in re.finditer(r'include_(?:str|bytes)!\(\s*"([^"]+)"\s*\)', rs.read_text()):
             target = (rs.parent / m.group(1)).resolve()
             try:
@@ -454,7 +458,6 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
             except ValueError:
                 continue
             needed[rel.parts[0]] = f"{rs.relative_to(ROOT)} includes {m.group(1)}"
-    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
     for kind, folder in (("bench", "benches"), ("bin", "src"), ("example", "examples"), ("test", "tests")):
         for target in manifest.get(kind, []):
             path = target.get("path") or f"{folder}/{target['name']}.rs"
@@ -462,7 +465,7 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
     for top in ("Cargo.toml", "Cargo.lock", "src"):
         needed.setdefault(top, "the crate")
     report.check(
-        "the builder copies everything cargo build reads (include_str!, declared targets)",
+        "the builder copies everything cargo build reads (members, include_str!, declared targets)",
         [f"{top} is not copied into the builder ({why})" for top, why in sorted(needed.items())
          if top not in copied_into_builder],
     )

@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald::destinations::{Attempted, Call, Connection, DestinationContext, Outcome, lookup};
 use herald::model::records::EventEnvelope;
 use herald::model::{ConnectionSpec, Secret};
-use herald::sandbox::{Fault, Sandbox};
+use herald_sandbox::{Fault, Sandbox};
 use serde_json::{Value, json};
 
 /// A sandbox served on an ephemeral port; its base URL.

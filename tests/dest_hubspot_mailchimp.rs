@@ -10,7 +10,7 @@ use herald::destinations::{
 };
 use herald::model::ConnectionSpec;
 use herald::model::records::EventEnvelope;
-use herald::sandbox::{Fault, RecordedRequest, Sandbox};
+use herald_sandbox::{Fault, RecordedRequest, Sandbox};
 use serde_json::{Value, json};
 
 struct Env {

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use herald_sandbox::Sandbox;
 use rdkafka::mocking::MockCluster;
 
 use crate::app::App;
 use crate::kafka::topic_plan;
-use crate::sandbox::Sandbox;
 use crate::settings::Settings;
 use crate::settings::interpolate::Vars;
 

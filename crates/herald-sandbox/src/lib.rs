@@ -1,5 +1,7 @@
-//! Local stand-ins for the destinations (`herald sandbox`, and inside `herald dev`), so demos
-//! and tests run without real accounts. Each simulator records what it receives;
+//! Local stand-ins for Herald's destinations (`herald sandbox`, and inside `herald dev`), so
+//! demos and tests run without real accounts. They are a crate of their own that does not
+//! depend on Herald: what checks Herald's requests (signatures, payload shapes, limits) is
+//! written apart from the code that makes them. Each simulator records what it receives;
 //! `GET /_sandbox/requests[?destination=slack]` lists the requests as JSON and
 //! `DELETE /_sandbox/requests` forgets them.
 //!
