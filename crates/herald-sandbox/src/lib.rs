@@ -1,8 +1,9 @@
 //! Local stand-ins for Herald's destinations (`herald sandbox`, and inside `herald dev`), so
 //! demos and tests run without real accounts. They are a crate of their own that does not
 //! depend on Herald: what checks Herald's requests (signatures, payload shapes, limits) is
-//! written apart from the code that makes them. Each simulator records what it receives;
-//! `GET /_sandbox/requests[?destination=slack]` lists the requests as JSON and
+//! written apart from the code that makes them. One layer around every simulator records each
+//! request with the answer's status and injects faults (see `traffic`), so the simulators only
+//! simulate. `GET /_sandbox/requests[?destination=slack]` lists the requests as JSON and
 //! `DELETE /_sandbox/requests` forgets them.
 //!
 //! | path | simulates |
@@ -24,8 +25,8 @@
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
-//! path starts with `path` answer that way (in the order faults were added); with
-//! `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
+//! path (with its query) starts with `path` answer that way (in the order faults were added);
+//! with `"rate": 0.3` each matching request fails with that probability instead, up to `count`;
 //! `DELETE /_sandbox/faults` clears them.
 
 pub mod activecampaign;
@@ -35,59 +36,17 @@ pub mod mailchimp;
 pub mod slack;
 pub mod webhook;
 
+mod inspect;
+mod traffic;
+
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post, put};
 
-/// Requests kept; older ones are dropped.
-const MAX_RECORDED: usize = 10_000;
-
-/// One request a simulator received.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RecordedRequest {
-    pub destination: String,
-    pub method: String,
-    pub path: String,
-    pub headers: serde_json::Map<String, serde_json::Value>,
-    /// The body as JSON when it parses, else as text.
-    pub body: serde_json::Value,
-    pub received_at: DateTime<Utc>,
-    /// The status the simulator answered with.
-    pub status: u16,
-    /// For webhooks: whether the Standard Webhooks signature verified (absent when the sandbox
-    /// was not given the secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signature_valid: Option<bool>,
-}
-
-/// An injected failure for the next `count` matching requests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Fault {
-    /// Requests whose path starts with this (default: all).
-    #[serde(default)]
-    pub path: String,
-    pub count: u32,
-    pub status: u16,
-    #[serde(default)]
-    pub body: String,
-    /// Value of a `Retry-After` header to send.
-    #[serde(default)]
-    pub retry_after: Option<String>,
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// When set, each matching request fails with this probability (and `count` bounds how
-    /// many may fail); otherwise the next `count` matching requests all fail.
-    #[serde(default)]
-    pub rate: Option<f64>,
-}
+pub use self::traffic::{Fault, RecordedRequest};
 
 /// The simulators' shared state.
 #[derive(Clone, Default)]
@@ -117,21 +76,35 @@ impl Sandbox {
         })
     }
 
-    /// All simulators and the inspection endpoint.
+    /// All simulators, behind the layer that injects faults and records requests, and the
+    /// `/_sandbox/…` endpoints, which it leaves alone.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/_sandbox/requests", get(list).delete(clear))
-            .route(
-                "/_sandbox/faults",
-                axum::routing::post(add_fault).delete(clear_faults),
-            )
-            .route("/_sandbox/state", get(state).delete(reset_state))
+        let simulators = Router::new()
             .merge(webhook::router())
             .merge(slack::router())
             .merge(hubspot::router())
             .merge(mailchimp::router())
             .merge(activecampaign::router())
             .merge(intercom::router())
+            .route_layer(from_fn_with_state(
+                self.clone(),
+                traffic::faults_then_record,
+            ));
+        Router::new()
+            .route(
+                "/_sandbox/requests",
+                get(inspect::requests).delete(inspect::forget_requests),
+            )
+            .route(
+                "/_sandbox/faults",
+                post(inspect::add_fault).delete(inspect::clear_faults),
+            )
+            .route(
+                "/_sandbox/state",
+                get(inspect::state).delete(inspect::reset_state),
+            )
+            .route("/_sandbox/intercom", put(intercom::tune))
+            .merge(simulators)
             .with_state(self.clone())
     }
 
@@ -149,7 +122,7 @@ impl Sandbox {
 
     /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().iter().cloned().collect()
+        self.recorded().iter().cloned().collect()
     }
 
     /// Adds a fault (the same as `POST /_sandbox/faults`).
@@ -160,158 +133,17 @@ impl Sandbox {
             .push_back(fault);
     }
 
-    /// Takes one use of a fault matching `path`: the first counted fault, else one of the
-    /// probabilistic ones, chosen by a single draw so their rates add up.
-    fn take_fault(&self, path: &str) -> Option<Fault> {
-        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let matching = |f: &Fault| path.starts_with(&f.path);
-        let i = match faults.iter().position(|f| matching(f) && f.rate.is_none()) {
-            Some(i) => i,
-            None => {
-                let draw = fastrand::f64();
-                let mut cumulative = 0.0;
-                faults.iter().position(|f| {
-                    cumulative += f.rate.filter(|_| matching(f)).unwrap_or(0.0);
-                    matching(f) && draw < cumulative
-                })?
-            }
-        };
-        let fault = faults[i].clone();
-        if faults[i].count <= 1 {
-            faults.remove(i);
-        } else {
-            faults[i].count -= 1;
-        }
-        Some(fault)
+    fn recorded(&self) -> MutexGuard<'_, VecDeque<RecordedRequest>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answers with an injected fault for `path`, if one is pending, recording the request.
-    async fn faulted(
-        &self,
-        destination: &str,
-        path: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Option<Response> {
-        let fault = self.take_fault(path)?;
-        if fault.delay_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms.min(60_000))).await;
-        }
-        self.record(recorded(destination, path, headers, body, fault.status));
-        let status =
-            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, fault.body).into_response();
-        if let Some(after) = fault.retry_after.and_then(|a| a.parse().ok()) {
-            response.headers_mut().insert("retry-after", after);
-        }
-        Some(response)
-    }
-
-    fn record(&self, request: RecordedRequest) {
-        let mut requests = self.lock();
-        if requests.len() >= MAX_RECORDED {
-            requests.pop_front();
-        }
-        requests.push_back(request);
-    }
-
-    fn activecampaign(&self) -> std::sync::MutexGuard<'_, activecampaign::State> {
+    fn activecampaign(&self) -> MutexGuard<'_, activecampaign::State> {
         self.activecampaign
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn intercom(&self) -> std::sync::MutexGuard<'_, intercom::State> {
+    fn intercom(&self) -> MutexGuard<'_, intercom::State> {
         self.intercom.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// The simulators' stored state, one key per destination type.
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Builds a record of a request.
-fn recorded(
-    destination: &str,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    status: u16,
-) -> RecordedRequest {
-    let headers = headers
-        .iter()
-        // Credentials never reach the record.
-        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "api-token"))
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                serde_json::Value::String(value.to_str().unwrap_or("(binary)").to_owned()),
-            )
-        })
-        .collect();
-    let body = serde_json::from_slice(body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
-    RecordedRequest {
-        destination: destination.to_owned(),
-        method: "POST".to_owned(),
-        path: path.to_owned(),
-        headers,
-        body,
-        received_at: Utc::now(),
-        status,
-        signature_valid: None,
-    }
-}
-
-#[derive(Deserialize)]
-struct Filter {
-    destination: Option<String>,
-}
-
-async fn list(
-    State(sandbox): State<Sandbox>,
-    Query(filter): Query<Filter>,
-) -> Json<Vec<RecordedRequest>> {
-    let mut requests = sandbox.requests();
-    if let Some(d) = filter.destination {
-        requests.retain(|r| r.destination == d);
-    }
-    Json(requests)
-}
-
-async fn add_fault(State(sandbox): State<Sandbox>, Json(fault): Json<Fault>) -> &'static str {
-    sandbox.inject(fault);
-    "fault added\n"
-}
-
-async fn clear_faults(State(sandbox): State<Sandbox>) -> &'static str {
-    sandbox
-        .faults
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
-    "faults cleared\n"
-}
-
-async fn state(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
-    Json(sandbox.state())
-}
-
-async fn reset_state(State(sandbox): State<Sandbox>) -> &'static str {
-    *sandbox.hubspot.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
-    // In-flight counts belong to requests still running; only the stored members go.
-    sandbox
-        .mailchimp
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
-    *sandbox.activecampaign() = activecampaign::State::default();
-    sandbox.intercom().reset();
-    "state cleared\n"
-}
-
-async fn clear(State(sandbox): State<Sandbox>) -> &'static str {
-    sandbox.lock().clear();
-    "cleared\n"
 }

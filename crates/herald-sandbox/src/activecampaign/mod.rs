@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 
 use self::account::{Answer, reply};
 pub use self::account::{HTML_LOGIN_TOKEN, REQUESTS_PER_SECOND, State};
-use super::{Sandbox, recorded};
+use crate::Sandbox;
+use crate::traffic::Note;
 
 mod account;
 
@@ -40,168 +41,105 @@ fn respond((status, body): Answer) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The checks every request passes first: faults, `Api-Token`, the rate limit. On success the
-/// parsed JSON body (or `Null` for a GET).
-async fn guard(
+/// Answers a request that passes the checks every request passes first (`Api-Token`, the rate
+/// limit, a JSON body unless it is a GET) with `handle` run on the account.
+fn serve(
     sandbox: &Sandbox,
     method: Method,
-    path: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Value, Response> {
-    let record = |status: u16| {
-        let mut r = recorded("activecampaign", path, headers, body, status);
-        r.method = method.to_string();
-        sandbox.record(r);
-    };
-    if let Some(response) = sandbox.faulted("activecampaign", path, headers, body).await {
-        return Err(response);
-    }
+    handle: impl FnOnce(&mut State, &Value) -> Answer,
+) -> Response {
     let token = headers.get("api-token").and_then(|v| v.to_str().ok());
     let token = match token {
         None | Some("") => {
-            record(403);
-            return Err(respond(reply(
+            return respond(reply(
                 StatusCode::FORBIDDEN,
                 json!({"message": "No Api-Token header was sent"}),
-            )));
+            ));
         }
         Some(t) if t.starts_with("bad") => {
-            record(403);
-            return Err(respond(reply(
+            return respond(reply(
                 StatusCode::FORBIDDEN,
                 json!({"message": "You are not authorized to access this resource"}),
-            )));
+            ));
         }
         Some(HTML_LOGIN_TOKEN) => {
-            record(200);
-            return Err((
+            return (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
                 "<!DOCTYPE html><html><head><title>Login | ActiveCampaign</title></head>\
                  <body><form action=\"/admin/index.php\" method=\"post\">\
                  <input name=\"user\"><input name=\"pass\" type=\"password\"></form></body></html>",
             )
-                .into_response());
+                .into_response();
         }
         Some(t) => t.to_owned(),
     };
     let admitted = sandbox.activecampaign().admit(&token, Instant::now());
-    match admitted {
-        Err(wait) => {
-            record(429);
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [
-                    ("retry-after", secs.to_string()),
-                    ("ratelimit-limit", REQUESTS_PER_SECOND.to_string()),
-                    ("ratelimit-remaining", "0".to_owned()),
-                ],
-                axum::Json(json!({"message": "Too Many Requests"})),
-            )
-                .into_response())
-        }
-        Ok(_) if method == Method::GET => Ok(Value::Null),
-        Ok(_) => match serde_json::from_slice::<Value>(body) {
-            Ok(v) => Ok(v),
+    if let Err(wait) = admitted {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("retry-after", secs.to_string()),
+                ("ratelimit-limit", REQUESTS_PER_SECOND.to_string()),
+                ("ratelimit-remaining", "0".to_owned()),
+            ],
+            axum::Json(json!({"message": "Too Many Requests"})),
+        )
+            .into_response();
+    }
+    let request = if method == Method::GET {
+        Value::Null
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
             Err(_) => {
-                record(400);
-                Err(respond(reply(
+                return respond(reply(
                     StatusCode::BAD_REQUEST,
                     json!({"message": "The request body is not valid JSON"}),
-                )))
+                ));
             }
-        },
-    }
-}
-
-/// Records the request with the status of `response` and hands the response back.
-fn answered(
-    sandbox: &Sandbox,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    answer: Answer,
-) -> Response {
-    let response = respond(answer);
-    let mut r = recorded(
-        "activecampaign",
-        path,
-        headers,
-        body,
-        response.status().as_u16(),
-    );
-    r.method = method.to_string();
-    sandbox.record(r);
-    response
-}
-
-async fn contact_sync(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contact/sync");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
+        }
     };
-    let response = sandbox.activecampaign().sync(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
+    respond(handle(&mut sandbox.activecampaign(), &request))
 }
 
+async fn contact_sync(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&s, Method::POST, &headers, &body, |st, req| st.sync(req))
+}
+
+/// Recorded with its search term, the part of the query that says what was asked.
 async fn find_tags(
-    Shared(sandbox): Shared<Sandbox>,
+    Shared(s): Shared<Sandbox>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut path = format!("{PREFIX}/tags");
-    if let Some(q) = query.get("search") {
-        path.push_str(&format!("?search={q}"));
-    }
-    if let Err(r) = guard(&sandbox, Method::GET, &path, &headers, b"").await {
-        return r;
-    }
-    let response = sandbox.activecampaign().find_tags(&query);
-    answered(&sandbox, Method::GET, &path, &headers, b"", response)
+    let response = serve(&s, Method::GET, &headers, b"", |st, _| st.find_tags(&query));
+    let note = Note {
+        path: query
+            .get("search")
+            .map(|q| format!("{PREFIX}/tags?search={q}")),
+        ..Note::default()
+    };
+    note.on(response)
 }
 
-async fn create_tag(Shared(sandbox): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = format!("{PREFIX}/tags");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().create_tag(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
+async fn create_tag(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&s, Method::POST, &headers, &body, |st, req| {
+        st.create_tag(req)
+    })
 }
 
-async fn contact_tag(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contactTags");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().contact_tag(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
+async fn contact_tag(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&s, Method::POST, &headers, &body, |st, req| {
+        st.contact_tag(req)
+    })
 }
 
-async fn contact_list(
-    Shared(sandbox): Shared<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("{PREFIX}/contactLists");
-    let request = match guard(&sandbox, Method::POST, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let response = sandbox.activecampaign().contact_list(&request);
-    answered(&sandbox, Method::POST, &path, &headers, &body, response)
+async fn contact_list(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(&s, Method::POST, &headers, &body, |st, req| {
+        st.contact_list(req)
+    })
 }
