@@ -15,7 +15,8 @@ It checks:
   herald command is a real subcommand, checked with `<herald> <subcommand…> --help`, and every
   `--option` it passes is one that subcommand takes. Every `HERALD__SECTION__KEY` is a key of
   src/defaults.toml. The services that load workspaces have every `${env:NAME}` reference of
-  the example workspaces, checked with `herald workspace apply --dry-run` in their environment.
+  the example workspaces, checked with `herald workspace apply --dry-run` in their environment
+  (env_file included).
   Ports and brokers match what the services listen on and advertise.
 - helm/herald: lint, and the values schema against values.yaml, its `## @param` docs and
   src/defaults.toml. It renders the chart with each ci/*-values.yaml and a few extra scenarios,
@@ -511,11 +512,40 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
 # docker-compose.yml
 
 
+def compose_env_files(service: dict[str, Any]) -> list[Path]:
+    entries = service.get("env_file") or []
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    return [COMPOSE.parent / (e["path"] if isinstance(e, dict) else e) for e in entries]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines, as Compose reads them: blank lines and `#` comments skipped, one pair
+    of surrounding quotes removed."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        env[name.strip()] = value
+    return env
+
+
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment: its env_file entries, then `environment`, which wins."""
+    merged: dict[str, str] = {}
+    for path in compose_env_files(service):
+        if path.is_file():
+            merged.update(read_env_file(path))
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    merged.update({str(k): "" if v is None else str(v) for k, v in env.items()})
+    return merged
 
 
 def compose_command(service: dict[str, Any]) -> list[str]:
@@ -612,6 +642,15 @@ def check_compose(report: Report, defaults: Defaults, herald: Herald | None) -> 
             problems += [f"comment `herald {' '.join(command)}`: {p}" for p in herald.command_problems(command)]
         report.check(f"the {commented} herald commands in the comments are real commands with real options",
                      problems if commented else "no `herald …` command in the comments")
+
+    # Files of environment variables.
+    problems = [
+        f"service {name}: env_file {path.relative_to(COMPOSE.parent)} does not exist"
+        for name, service in services.items()
+        for path in compose_env_files(service)
+        if not path.is_file()
+    ]
+    report.check("every env_file exists", problems)
 
     # HERALD__ variables.
     problems = []
@@ -1205,10 +1244,12 @@ def expectations(values: dict[str, Any], api_versions: list[str] | None) -> dict
 
 
 def compose_workspace_env() -> dict[str, str]:
-    """The dev values of the example workspaces' `${env:NAME}` references (docker-compose.yml's
-    `x-workspace-env`), to load the examples with a rendered configuration."""
+    """The dev values of the example workspaces' `${env:NAME}` references (the environment of
+    docker-compose.yml's `workspaces` service), to load the examples with a rendered
+    configuration."""
     compose = yaml.safe_load(COMPOSE.read_text())
-    return {k: str(v) for k, v in (compose.get("x-workspace-env") or {}).items()}
+    env = compose_env(compose["services"]["workspaces"])
+    return {k: v for k, v in env.items() if not k.startswith("HERALD__")}
 
 
 def write_schema(defaults: Defaults) -> None:

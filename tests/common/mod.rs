@@ -73,22 +73,15 @@ impl Harness {
     }
 
     pub fn vars(&self) -> Vars {
-        Vars::default()
-            .with("HERALD_SANDBOX_URL", &self.sandbox_url)
-            .with("ACADEMYFLOW_SLACK_TOKEN", "xoxb-test")
+        herald::cli::dev::example_vars(&self.sandbox_url)
+            .into_iter()
+            .fold(Vars::default(), |vars, (name, value)| {
+                vars.with(name, value)
+            })
+            // This sandbox verifies with the tests' secret, and the examples sign with it too.
             .with("ACADEMYFLOW_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with(
-                "NORTHSTAR_SLACK_WEBHOOK_URL",
-                format!("{}/slack/services/T1/B1/x", self.sandbox_url),
-            )
             .with("NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .with("WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-test-academyflow")
-            .with("ACADEMYFLOW_MAILCHIMP_KEY", "test0academyflow-us6")
-            .with("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "test-academyflow")
-            .with("NORTHSTAR_HUBSPOT_TOKEN", "pat-test-northstar")
-            .with("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "test-northstar")
-            .with("NORTHSTAR_INTERCOM_TOKEN", "test-northstar")
     }
 
     /// Validates and publishes workspace files given as (name, YAML).
