@@ -20,22 +20,25 @@ RUN apt-get update \
 WORKDIR /src
 
 # Dependencies first, in their own layer: a change to Herald's sources does not rebuild
-# librdkafka and the other crates. Cargo wants every declared target's file (benches/) to exist;
-# stub main.rs and lib.rs stand in for the sources.
+# librdkafka and the other crates. Cargo wants every workspace member's manifest and every
+# declared target's file (benches/) to exist; stub main.rs and lib.rs stand in for the sources.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/herald-sandbox/Cargo.toml ./crates/herald-sandbox/
 COPY benches ./benches
-RUN mkdir -p src \
+RUN mkdir -p src crates/herald-sandbox/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs crates/herald-sandbox/src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src crates/herald-sandbox/src
 
-# The sources. `include_str!` pulls in schemas/ and examples/ at compile time.
+# The sources: Herald's and the destination simulators' (`herald sandbox`). `include_str!`
+# pulls in schemas/ and examples/ at compile time.
 COPY src ./src
+COPY crates ./crates
 COPY schemas ./schemas
 COPY examples ./examples
-# The stubs' build is newer than the copied files' timestamps: touch so cargo rebuilds Herald.
-RUN touch src/main.rs src/lib.rs \
+# The stubs' build is newer than the copied files' timestamps: touch so cargo rebuilds both.
+RUN touch src/main.rs src/lib.rs crates/herald-sandbox/src/lib.rs \
     && cargo build --release --locked \
     && ./target/release/herald --version
 

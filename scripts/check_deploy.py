@@ -8,14 +8,15 @@
 It checks:
 
 - Dockerfile: parses with BuildKit's parser, passes hadolint, and everything the build copies
-  exists and is not in .dockerignore. That includes every file `include_str!` pulls into the
-  binary and every target Cargo.toml declares. The runtime stage runs as non-root, exposes
+  exists and is not in .dockerignore. That includes every workspace member (crates/), every
+  file `include_str!` pulls into the binary and every target Cargo.toml declares. The runtime stage runs as non-root, exposes
   http.listen's port and has the `herald` entrypoint.
 - docker-compose.yml: it parses, and every `depends_on` target and condition lines up. Every
   herald command is a real subcommand, checked with `<herald> <subcommand…> --help`, and every
   `--option` it passes is one that subcommand takes. Every `HERALD__SECTION__KEY` is a key of
   src/defaults.toml. The services that load workspaces have every `${env:NAME}` reference of
-  the example workspaces, checked with `herald workspace apply --dry-run` in their environment.
+  the example workspaces, checked with `herald workspace apply --dry-run` in their environment
+  (env_file included).
   Ports and brokers match what the services listen on and advertise.
 - helm/herald: lint, and the values schema against values.yaml, its `## @param` docs and
   src/defaults.toml. It renders the chart with each ci/*-values.yaml and a few extra scenarios,
@@ -444,9 +445,13 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
                     copied_into_builder.add(src.strip("/").removeprefix("./").split("/")[0])
     report.check("COPY sources exist and are not excluded by .dockerignore", problems)
 
-    # What the Rust build reads: include_str!/include_bytes! targets and declared targets.
-    needed: dict[str, str] = {}
-    for rs in (ROOT / "src").rglob("*.rs"):
+    # What the Rust build reads: the workspace members, include_str!/include_bytes! targets
+    # and declared targets.
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    members = manifest.get("workspace", {}).get("members", [])
+    needed = {Path(member).parts[0]: f"the workspace has member {member}" for member in members}
+    sources = [ROOT / "src", *(ROOT / member / "src" for member in members)]
+    for rs in (rs for folder in sources for rs in folder.rglob("*.rs")):
         for m in re.finditer(r'include_(?:str|bytes)!\(\s*"([^"]+)"\s*\)', rs.read_text()):
             target = (rs.parent / m.group(1)).resolve()
             try:
@@ -454,7 +459,6 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
             except ValueError:
                 continue
             needed[rel.parts[0]] = f"{rs.relative_to(ROOT)} includes {m.group(1)}"
-    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
     for kind, folder in (("bench", "benches"), ("bin", "src"), ("example", "examples"), ("test", "tests")):
         for target in manifest.get(kind, []):
             path = target.get("path") or f"{folder}/{target['name']}.rs"
@@ -462,7 +466,7 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
     for top in ("Cargo.toml", "Cargo.lock", "src"):
         needed.setdefault(top, "the crate")
     report.check(
-        "the builder copies everything cargo build reads (include_str!, declared targets)",
+        "the builder copies everything cargo build reads (members, include_str!, declared targets)",
         [f"{top} is not copied into the builder ({why})" for top, why in sorted(needed.items())
          if top not in copied_into_builder],
     )
@@ -508,11 +512,40 @@ def check_dockerfile(report: Report, defaults: Defaults) -> None:
 # docker-compose.yml
 
 
+def compose_env_files(service: dict[str, Any]) -> list[Path]:
+    entries = service.get("env_file") or []
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    return [COMPOSE.parent / (e["path"] if isinstance(e, dict) else e) for e in entries]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines, as Compose reads them: blank lines and `#` comments skipped, one pair
+    of surrounding quotes removed."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        env[name.strip()] = value
+    return env
+
+
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment: its env_file entries, then `environment`, which wins."""
+    merged: dict[str, str] = {}
+    for path in compose_env_files(service):
+        if path.is_file():
+            merged.update(read_env_file(path))
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    merged.update({str(k): "" if v is None else str(v) for k, v in env.items()})
+    return merged
 
 
 def compose_command(service: dict[str, Any]) -> list[str]:
@@ -609,6 +642,15 @@ def check_compose(report: Report, defaults: Defaults, herald: Herald | None) -> 
             problems += [f"comment `herald {' '.join(command)}`: {p}" for p in herald.command_problems(command)]
         report.check(f"the {commented} herald commands in the comments are real commands with real options",
                      problems if commented else "no `herald …` command in the comments")
+
+    # Files of environment variables.
+    problems = [
+        f"service {name}: env_file {path.relative_to(COMPOSE.parent)} does not exist"
+        for name, service in services.items()
+        for path in compose_env_files(service)
+        if not path.is_file()
+    ]
+    report.check("every env_file exists", problems)
 
     # HERALD__ variables.
     problems = []
@@ -1202,10 +1244,12 @@ def expectations(values: dict[str, Any], api_versions: list[str] | None) -> dict
 
 
 def compose_workspace_env() -> dict[str, str]:
-    """The dev values of the example workspaces' `${env:NAME}` references (docker-compose.yml's
-    `x-workspace-env`), to load the examples with a rendered configuration."""
+    """The dev values of the example workspaces' `${env:NAME}` references (the environment of
+    docker-compose.yml's `workspaces` service), to load the examples with a rendered
+    configuration."""
     compose = yaml.safe_load(COMPOSE.read_text())
-    return {k: str(v) for k, v in (compose.get("x-workspace-env") or {}).items()}
+    env = compose_env(compose["services"]["workspaces"])
+    return {k: v for k, v in env.items() if not k.startswith("HERALD__")}
 
 
 def write_schema(defaults: Defaults) -> None:

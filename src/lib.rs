@@ -25,8 +25,7 @@
 //! ```text
 //! cli                      the `herald` commands
 //! app                      wires a processor: consumers, producer, HTTP server
-//! ops, api, sandbox        operator commands (group replay, workspace replay, redrive); HTTP;
-//!                          local destination simulators
+//! ops, api                 operator commands (group replay, workspace replay, redrive); HTTP
 //! deliver                  the running pipeline: consumer loop, offsets, order, routing,
 //!                          settling outcomes, retry tiers, dedupe, health
 //! workspace                compiled workspaces, rule templates, the live table
@@ -36,6 +35,10 @@
 //! settings                 configuration and `${env:…}` references
 //! model                    spec types, secrets, field errors, records and their Avro form
 //! ```
+//!
+//! The destination simulators (`herald sandbox`, and inside `herald dev`) are their own crate,
+//! `herald_sandbox` in `crates/herald-sandbox`, that does not depend on this one: the code under
+//! test never verifies itself.
 
 pub mod api;
 pub mod app;
@@ -47,7 +50,6 @@ pub mod ingest;
 pub mod kafka;
 pub mod model;
 pub mod ops;
-pub mod sandbox;
 pub mod settings;
 pub mod telemetry;
 pub mod workspace;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["ingest", "history", "destinations"],
     &["workspace"],
     &["deliver"],
-    &["ops", "api", "sandbox"],
+    &["ops", "api"],
     &["app"],
     &["cli"],
 ];

@@ -27,26 +27,9 @@ fn apply_dry_run_accepts_the_examples() {
             "examples/academy.yaml",
             "examples/onboarding.yaml",
         ])
-        .env("HERALD_SANDBOX_URL", "https://sandbox.example.com")
-        .env("ACADEMYFLOW_SLACK_TOKEN", "xoxb-1")
-        .env(
-            "ACADEMYFLOW_WEBHOOK_SECRET",
-            "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
-        )
-        .env(
-            "NORTHSTAR_SLACK_WEBHOOK_URL",
-            "https://hooks.slack.com/services/T/B/X",
-        )
-        .env(
-            "NORTHSTAR_WEBHOOK_SECRET",
-            "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
-        )
-        .env("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-1")
-        .env("ACADEMYFLOW_MAILCHIMP_KEY", "k1-us6")
-        .env("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "ac-1")
-        .env("NORTHSTAR_HUBSPOT_TOKEN", "pat-2")
-        .env("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "ac-2")
-        .env("NORTHSTAR_INTERCOM_TOKEN", "ic-2")
+        .envs(herald::cli::dev::example_vars(
+            "https://sandbox.example.com",
+        ))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

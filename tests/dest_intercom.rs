@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::destinations::{connect, count, fault, len, send, serve_sandbox, state};
 use herald::destinations::{Connection, Outcome};
-use herald::sandbox::Fault;
+use herald_sandbox::Fault;
 use serde_json::{Value, json};
 
 fn intercom(url: &str, token: &str) -> Arc<dyn Connection> {

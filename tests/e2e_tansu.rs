@@ -139,32 +139,22 @@ fn history(env: &Env, brokers: &str, workspace: &str) -> Vec<serde_json::Value> 
         .collect()
 }
 
-/// The secrets the example workspaces reference, pointing at the sandbox.
+/// The secrets the example workspaces reference, pointing at the sandbox: the shared example
+/// values, except the webhook secret of this sandbox process and a Slack incoming webhook whose
+/// path the tests look for.
 fn workspace_vars(sandbox_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("ACADEMYFLOW_SLACK_TOKEN", "xoxb-e2e".to_owned()),
+    let own = [
         ("ACADEMYFLOW_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("NORTHSTAR_WEBHOOK_SECRET", SECRET.to_owned()),
         (
             "NORTHSTAR_SLACK_WEBHOOK_URL",
             format!("{sandbox_url}/slack/services/T1/B1/e2e"),
         ),
-        ("NORTHSTAR_WEBHOOK_SECRET", SECRET.to_owned()),
-        (
-            "ACADEMYFLOW_HUBSPOT_TOKEN",
-            "pat-e2e-academyflow".to_owned(),
-        ),
-        (
-            "ACADEMYFLOW_MAILCHIMP_KEY",
-            "e2e0academyflow-us6".to_owned(),
-        ),
-        (
-            "ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN",
-            "e2e-academyflow".to_owned(),
-        ),
-        ("NORTHSTAR_HUBSPOT_TOKEN", "pat-e2e-northstar".to_owned()),
-        ("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "e2e-northstar".to_owned()),
-        ("NORTHSTAR_INTERCOM_TOKEN", "e2e-northstar".to_owned()),
-    ]
+    ];
+    let mut vars = herald::cli::dev::example_vars(sandbox_url);
+    vars.retain(|(name, _)| !own.iter().any(|(n, _)| n == name));
+    vars.extend(own);
+    vars
 }
 
 /// A broker, the sandbox, Herald's topics and the environment `herald` runs with.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Harness, WEBHOOK_SECRET};
 use herald::model::records::DeliveryStatus;
-use herald::sandbox::Fault;
+use herald_sandbox::Fault;
 use serde_json::json;
 
 fn workspaces(n: usize) -> Vec<(String, String)> {

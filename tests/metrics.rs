@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 use herald::model::records::DeliveryStatus;
-use herald::sandbox::Fault;
+use herald_sandbox::Fault;
 use serde_json::json;
 
 fn catalog() -> Vec<String> {

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Harness, WEBHOOK_SECRET};
 use herald::model::records::{DeliveryRecord, DeliveryStatus};
-use herald::sandbox::Fault;
+use herald_sandbox::Fault;
 use serde_json::json;
 
 fn hook_workspace(name: &str, path: &str) -> String {

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use herald_sandbox::Sandbox;
 use rdkafka::mocking::MockCluster;
 
 use crate::app::App;
 use crate::kafka::topic_plan;
-use crate::sandbox::Sandbox;
 use crate::settings::Settings;
 use crate::settings::interpolate::Vars;
 
@@ -26,8 +26,12 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The webhook secret the examples use in `herald dev`; the sandbox verifies it.
-pub const DEV_WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==";
+/// The examples' credentials in the sandbox, `NAME=value` lines shared with the tests and
+/// docker-compose.yml (`env_file:`).
+const SANDBOX_ENV: &str = include_str!("../../examples/sandbox.env");
+
+/// The Slack incoming webhook of the onboarding example, on the sandbox.
+const SLACK_WEBHOOK_PATH: &str = "/slack/services/T0DEV/B0DEV/sandbox";
 
 /// The `lesson.completed` payload of the product pages' example.
 const SEED_LESSON: &str = r#"{"student_id":"stu_2048","email":"nina@academyflow.io","lesson_id":"lesson_customer-research","lesson_title":"Customer Research Fundamentals","module_id":"module_growth-foundations","module_title":"Growth Foundations","course_id":"course_creator-accelerator","completion_percentage":62,"time_spent_seconds":1840,"completed_at":"2026-03-21T14:18:00Z"}"#;
@@ -42,23 +46,42 @@ pub struct DevArgs {
     http: String,
 }
 
-/// The values `${env:…}` references resolve to in dev: everything points at the sandbox.
-pub fn dev_vars(sandbox_url: &str) -> Vars {
-    Vars::from_env()
-        .with("HERALD_SANDBOX_URL", sandbox_url)
-        .with("ACADEMYFLOW_SLACK_TOKEN", "xoxb-sandbox-token")
-        .with("ACADEMYFLOW_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
-        .with(
+/// The `NAME=value` pairs of examples/sandbox.env.
+pub fn sandbox_env() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SANDBOX_ENV
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+}
+
+/// What the example workspaces' `${env:…}` references resolve to against a sandbox at
+/// `sandbox_url`: its address, the Slack incoming webhook on it, and the credentials of
+/// examples/sandbox.env.
+pub fn example_vars(sandbox_url: &str) -> Vec<(&'static str, String)> {
+    let per_run = [
+        ("HERALD_SANDBOX_URL", sandbox_url.to_owned()),
+        (
             "NORTHSTAR_SLACK_WEBHOOK_URL",
-            format!("{sandbox_url}/slack/services/T0DEV/B0DEV/sandbox"),
-        )
-        .with("NORTHSTAR_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
-        .with("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-sandbox-academyflow")
-        .with("ACADEMYFLOW_MAILCHIMP_KEY", "sandbox0academyflow-us6")
-        .with("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "sandbox-academyflow")
-        .with("NORTHSTAR_HUBSPOT_TOKEN", "pat-sandbox-northstar")
-        .with("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "sandbox-northstar")
-        .with("NORTHSTAR_INTERCOM_TOKEN", "sandbox-northstar")
+            format!("{sandbox_url}{SLACK_WEBHOOK_PATH}"),
+        ),
+    ];
+    let credentials = sandbox_env().map(|(name, value)| (name, value.to_owned()));
+    per_run.into_iter().chain(credentials).collect()
+}
+
+/// The secret the examples sign webhooks with, which the sandbox of `herald dev` verifies.
+fn example_webhook_secret() -> Option<&'static str> {
+    sandbox_env().find_map(|(name, value)| (name == "ACADEMYFLOW_WEBHOOK_SECRET").then_some(value))
+}
+
+/// The values `${env:…}` references resolve to in dev, where the examples use the sandbox.
+pub fn dev_vars(sandbox_url: &str) -> Vars {
+    example_vars(sandbox_url)
+        .into_iter()
+        .fold(Vars::from_env(), |vars, (name, value)| {
+            vars.with(name, value)
+        })
 }
 
 pub fn dev(
@@ -119,7 +142,8 @@ pub fn dev(
         super::workspace::publish(&settings, &configs).await?;
 
         let app = App::start(settings, vars)?;
-        let sandbox = Sandbox::new(Some(DEV_WEBHOOK_SECRET)).map_err(|e| anyhow!(e))?;
+        let sandbox = Sandbox::new(example_webhook_secret())
+            .context("the webhook secret of examples/sandbox.env")?;
         let routes = app.http_routes().merge(sandbox.router());
         let shutdown = super::shutdown_signal();
         let mut http_stop = shutdown.clone();
@@ -163,4 +187,40 @@ pub fn dev(
     let _ = stop_tx.send(());
     let _ = broker.join();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_examples_reference_exactly_what_dev_sets() {
+        let referenced: std::collections::BTreeSet<&str> = EXAMPLES
+            .iter()
+            .flat_map(|(_, text)| text.lines())
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .flat_map(|line| line.split("${env:").skip(1))
+            .filter_map(|reference| reference.split('}').next())
+            .collect();
+        let set: std::collections::BTreeSet<&str> = example_vars("http://127.0.0.1:7780")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(referenced, set);
+    }
+
+    #[test]
+    fn both_examples_sign_with_the_secret_the_sandbox_verifies() {
+        let secret = example_webhook_secret().expect("a webhook secret");
+        assert!(
+            Sandbox::new(Some(secret)).is_ok(),
+            "{secret} is a whsec_ secret"
+        );
+        for name in ["ACADEMYFLOW_WEBHOOK_SECRET", "NORTHSTAR_WEBHOOK_SECRET"] {
+            assert!(
+                sandbox_env().any(|(n, v)| n == name && v == secret),
+                "{name}"
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The `herald` command line. `anyhow` lives here, at the edge; errors print with their causes.
 //! Exit codes: 0 success, 1 failure (including an invalid workspace config), 2 bad usage.
 
-mod dev;
+pub mod dev;
 mod emit;
 mod history;
 mod redrive;

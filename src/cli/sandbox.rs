@@ -2,8 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-
-use crate::sandbox::Sandbox;
+use herald_sandbox::Sandbox;
 
 #[derive(Debug, Args)]
 pub struct SandboxArgs {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use herald::destinations::{Attempted, Call, Connection, DestinationContext, lookup};
 use herald::model::records::EventEnvelope;
 use herald::model::{ConnectionSpec, Secret};
-use herald::sandbox::{Fault, RecordedRequest, Sandbox};
+use herald_sandbox::{Fault, RecordedRequest, Sandbox};
 use serde_json::{Value, json};
 
 /// A sandbox served on an ephemeral port; its base URL.

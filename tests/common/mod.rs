@@ -13,9 +13,9 @@ use herald::app::App;
 use herald::history::reader::{self, HistoryQuery};
 use herald::kafka::{self, topic_plan};
 use herald::model::records::DeliveryRecord;
-use herald::sandbox::{RecordedRequest, Sandbox};
 use herald::settings::Settings;
 use herald::settings::interpolate::Vars;
+use herald_sandbox::{RecordedRequest, Sandbox};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use tokio::sync::watch;
@@ -75,22 +75,15 @@ impl Harness {
     }
 
     pub fn vars(&self) -> Vars {
-        Vars::default()
-            .with("HERALD_SANDBOX_URL", &self.sandbox_url)
-            .with("ACADEMYFLOW_SLACK_TOKEN", "xoxb-test")
+        herald::cli::dev::example_vars(&self.sandbox_url)
+            .into_iter()
+            .fold(Vars::default(), |vars, (name, value)| {
+                vars.with(name, value)
+            })
+            // This sandbox verifies with the tests' secret, and the examples sign with it too.
             .with("ACADEMYFLOW_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with(
-                "NORTHSTAR_SLACK_WEBHOOK_URL",
-                format!("{}/slack/services/T1/B1/x", self.sandbox_url),
-            )
             .with("NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .with("WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with("ACADEMYFLOW_HUBSPOT_TOKEN", "pat-test-academyflow")
-            .with("ACADEMYFLOW_MAILCHIMP_KEY", "test0academyflow-us6")
-            .with("ACADEMYFLOW_ACTIVECAMPAIGN_TOKEN", "test-academyflow")
-            .with("NORTHSTAR_HUBSPOT_TOKEN", "pat-test-northstar")
-            .with("NORTHSTAR_ACTIVECAMPAIGN_TOKEN", "test-northstar")
-            .with("NORTHSTAR_INTERCOM_TOKEN", "test-northstar")
     }
 
     /// Validates and publishes workspace files given as (name, YAML).

@@ -22,14 +22,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use base64::Engine;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
-use super::{Sandbox, recorded};
+use crate::Sandbox;
 
 /// Mailchimp's limit of simultaneous connections per account.
 const MAX_IN_FLIGHT: usize = 10;
@@ -259,36 +259,16 @@ async fn admit(sandbox: &Sandbox, headers: &HeaderMap, list: &str) -> Result<InF
     Ok(guard)
 }
 
-/// Records and returns `response`.
-fn done(
-    sandbox: &Sandbox,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    response: Response,
-) -> Response {
-    let mut record = recorded("mailchimp", path, headers, body, response.status().as_u16());
-    record.method = method.to_string();
-    sandbox.record(record);
-    response
-}
-
 async fn upsert_member(
     State(sandbox): State<Sandbox>,
     Path((list, segment)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/mailchimp/3.0/lists/{list}/members/{segment}");
-    if let Some(response) = sandbox.faulted("mailchimp", &path, &headers, &body).await {
-        return response;
-    }
-    let response = match admit(&sandbox, &headers, &list).await {
+    match admit(&sandbox, &headers, &list).await {
         Err(response) => response,
         Ok(_guard) => put_member(&sandbox, &list, &segment, &body),
-    };
-    done(&sandbox, Method::PUT, &path, &headers, &body, response)
+    }
 }
 
 fn put_member(sandbox: &Sandbox, list: &str, segment: &str, body: &[u8]) -> Response {
@@ -440,15 +420,10 @@ async fn add_tags(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/mailchimp/3.0/lists/{list}/members/{segment}/tags");
-    if let Some(response) = sandbox.faulted("mailchimp", &path, &headers, &body).await {
-        return response;
-    }
-    let response = match admit(&sandbox, &headers, &list).await {
+    match admit(&sandbox, &headers, &list).await {
         Err(response) => response,
         Ok(_guard) => tag_member(&sandbox, &list, &segment, &body),
-    };
-    done(&sandbox, Method::POST, &path, &headers, &body, response)
+    }
 }
 
 fn tag_member(sandbox: &Sandbox, list: &str, segment: &str, body: &[u8]) -> Response {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::{Sandbox, recorded};
+use crate::Sandbox;
 
 /// Messages one channel takes within a second before Slack answers 429.
 pub const BURST: usize = 2;
@@ -69,26 +69,15 @@ fn has_text_or_blocks(body: &Value) -> bool {
 async fn incoming_webhook(
     State(sandbox): State<Sandbox>,
     Path(path): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let full_path = format!("/slack/services/{path}");
-    if let Some(response) = sandbox.faulted("slack", &full_path, &headers, &body).await {
-        return response;
-    }
     let (status, text) = match serde_json::from_slice::<Value>(&body) {
         Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
         Ok(v) if !has_text_or_blocks(&v) => (StatusCode::BAD_REQUEST, "no_text"),
         Ok(_) if !admit(&sandbox, &full_path) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Ok(_) => (StatusCode::OK, "ok"),
     };
-    sandbox.record(recorded(
-        "slack",
-        &full_path,
-        &headers,
-        &body,
-        status.as_u16(),
-    ));
     let response = (status, text).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
         too_many(response)
@@ -98,10 +87,6 @@ async fn incoming_webhook(
 }
 
 async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/slack/api/chat.postMessage";
-    if let Some(response) = sandbox.faulted("slack", path, &headers, &body).await {
-        return response;
-    }
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -116,7 +101,6 @@ async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
             Some(_) if !has_text_or_blocks(v) => json!({"ok": false, "error": "no_text"}),
             Some(channel) if !admit(&sandbox, channel) => {
                 let reply = json!({"ok": false, "error": "ratelimited"});
-                sandbox.record(recorded("slack", path, &headers, &body, 429));
                 return too_many(Json(reply).into_response());
             }
             Some(channel) => {
@@ -125,13 +109,12 @@ async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
             }
         },
     };
-    sandbox.record(recorded("slack", path, &headers, &body, 200));
     Json(reply).into_response()
 }
 
 /// Messages Slack accepted, by channel (the `channel` of `chat.postMessage`, or the path of
 /// an incoming webhook), oldest first: `{"channels": {"C1": [{"text": …, "blocks": […]}]}}`.
-pub(super) fn snapshot(requests: &[super::RecordedRequest]) -> Value {
+pub(super) fn snapshot(requests: &[crate::RecordedRequest]) -> Value {
     let mut channels = serde_json::Map::new();
     for r in requests
         .iter()

@@ -1,15 +1,18 @@
-//! A webhook receiver: answers 200 and records each request; with the connection's secret it
-//! verifies the Standard Webhooks signature and answers 401 when it does not match.
+//! A webhook receiver: answers 200; with the connection's secret it verifies the Standard
+//! Webhooks signature, answers 401 when it does not match, and notes the verdict for the
+//! request's record.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::{Sandbox, recorded};
-use crate::destinations::webhook::request::signature;
+use crate::Sandbox;
+use crate::traffic::Note;
+
+pub mod signature;
 
 pub(super) fn router() -> Router<Sandbox> {
     Router::new().route("/webhook/{*path}", post(receive))
@@ -25,18 +28,10 @@ struct Behaviour {
 
 async fn receive(
     State(sandbox): State<Sandbox>,
-    Path(path): Path<String>,
     Query(behaviour): Query<Behaviour>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let full_path = format!("/webhook/{path}");
-    if let Some(response) = sandbox
-        .faulted("webhook", &full_path, &headers, &body)
-        .await
-    {
-        return response;
-    }
     if let Some(ms) = behaviour.delay_ms {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
@@ -47,10 +42,7 @@ async fn receive(
             header("webhook-timestamp"),
             header("webhook-signature"),
         ) {
-            (Some(id), Some(ts), Some(sig)) => ts
-                .parse::<i64>()
-                .map(|ts| sig.split(' ').any(|s| s == signature(key, id, ts, &body)))
-                .unwrap_or(false),
+            (Some(id), Some(ts), Some(sig)) => signature::verify(key, id, ts, &body, sig),
             _ => false,
         }
     });
@@ -62,26 +54,21 @@ async fn receive(
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK)
     };
-    let mut request = recorded(
-        "webhook",
-        &format!("/webhook/{path}"),
-        &headers,
-        &body,
-        status.as_u16(),
-    );
-    request.signature_valid = valid;
-    sandbox.record(request);
     let text = if status == StatusCode::OK {
         "ok"
     } else {
         "invalid signature"
     };
-    (status, text).into_response()
+    let note = Note {
+        signature_valid: valid,
+        ..Note::default()
+    };
+    note.on((status, text).into_response())
 }
 
 /// Events the receiver accepted (2xx), by path, oldest first:
 /// `{"endpoints": {"/webhook/a": [{"webhook_id": …, "body": …, "signature_valid": …}]}}`.
-pub(super) fn snapshot(requests: &[super::RecordedRequest]) -> serde_json::Value {
+pub(super) fn snapshot(requests: &[crate::RecordedRequest]) -> serde_json::Value {
     let mut endpoints = serde_json::Map::new();
     for r in requests
         .iter()

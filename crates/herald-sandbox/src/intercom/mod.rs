@@ -18,15 +18,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State as Shared};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use self::workspace::{Answer, RateHeaders, VERSIONS, error};
+use self::workspace::{Answer, VERSIONS, error};
 pub use self::workspace::{DEFAULT_LIMIT_PER_MINUTE, DEFAULT_SEARCH_LAG, State};
-use super::{Sandbox, recorded};
+use crate::Sandbox;
 
 mod workspace;
 
@@ -40,142 +40,92 @@ pub(super) fn router() -> Router<Sandbox> {
         )
         .route("/intercom/contacts/{id}/tags", post(tag_contact))
         .route("/intercom/tags", post(create_tag))
-        .route("/_sandbox/intercom", axum::routing::put(tune))
 }
 
 fn respond((status, body): Answer) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Faults, `Accept`, the token, `Intercom-Version`, the rate limit, then the JSON body (`Null`
-/// when there is none). On success, the body and the rate-limit headers to answer with.
-async fn guard(
+/// Answers a request that passes Intercom's checks (`Accept`, the token, `Intercom-Version`,
+/// the rate limit, a JSON body or none) with what `handle` makes of its body (`Null` when there
+/// is none). Every answer from the rate limit on carries the rate-limit headers.
+fn serve(
     sandbox: &Sandbox,
-    method: &Method,
-    path: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Value, RateHeaders), Response> {
-    let record = |status: u16| {
-        let mut r = recorded("intercom", path, headers, body, status);
-        r.method = method.to_string();
-        sandbox.record(r);
-    };
-    let refuse = |status: StatusCode, code: &str, message: &str| {
-        record(status.as_u16());
-        respond(error(status, code, message))
-    };
-    if let Some(response) = sandbox.faulted("intercom", path, headers, body).await {
-        return Err(response);
-    }
+    handle: impl FnOnce(&mut State, Value) -> Answer,
+) -> Response {
+    let refuse =
+        |status: StatusCode, code: &str, message: &str| respond(error(status, code, message));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let accept = header("accept").unwrap_or("");
     if !accept.contains("application/json") && !accept.contains("*/*") {
-        return Err(refuse(
+        return refuse(
             StatusCode::NOT_ACCEPTABLE,
             "not_acceptable",
             "The Accept header must allow application/json",
-        ));
+        );
     }
     let token = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
     if token.is_empty() || token.starts_with("bad") {
-        return Err(refuse(
+        return refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Access Token Invalid",
-        ));
+        );
     }
     if token.starts_with("revoked") {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "token_revoked",
-            "Token revoked",
-        ));
+        return refuse(StatusCode::UNAUTHORIZED, "token_revoked", "Token revoked");
     }
     if let Some(version) = header("intercom-version")
         && !VERSIONS.contains(&version)
     {
-        return Err(refuse(
+        return refuse(
             StatusCode::BAD_REQUEST,
             "intercom_version_invalid",
             "The requested version could not be found",
-        ));
+        );
     }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let rate = match sandbox.intercom().admit(token, now) {
-        Ok(rate) => rate,
+    let admitted = sandbox.intercom().admit(token, now);
+    let (mut response, rate) = match admitted {
         Err(rate) => {
-            let mut response = refuse(
+            let message = format!("Exceeded rate limit of {} in 10_seconds", rate.limit);
+            let response = refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
-                &format!("Exceeded rate limit of {} in 10_seconds", rate.limit),
+                &message,
             );
-            rate.apply(&mut response);
-            return Err(response);
+            (response, rate)
         }
-    };
-    if body.is_empty() {
-        return Ok((Value::Null, rate));
-    }
-    match serde_json::from_slice(body) {
-        Ok(value) => Ok((value, rate)),
-        Err(_) => {
-            let mut response = refuse(
-                StatusCode::BAD_REQUEST,
-                "parameter_invalid",
-                "The request body is not valid JSON",
-            );
-            rate.apply(&mut response);
-            Err(response)
+        Ok(rate) if body.is_empty() => {
+            (respond(handle(&mut sandbox.intercom(), Value::Null)), rate)
         }
-    }
-}
-
-/// Runs `handle` on the state after the guard, records and answers with the rate headers.
-async fn serve(
-    sandbox: Sandbox,
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    handle: impl FnOnce(&mut State, Value) -> Answer,
-) -> Response {
-    let (request, rate) = match guard(&sandbox, &method, &path, &headers, &body).await {
-        Ok(v) => v,
-        Err(response) => return response,
+        Ok(rate) => match serde_json::from_slice(body) {
+            Ok(request) => (respond(handle(&mut sandbox.intercom(), request)), rate),
+            Err(_) => {
+                let response = refuse(
+                    StatusCode::BAD_REQUEST,
+                    "parameter_invalid",
+                    "The request body is not valid JSON",
+                );
+                (response, rate)
+            }
+        },
     };
-    let answer = handle(&mut sandbox.intercom(), request);
-    let mut response = respond(answer);
     rate.apply(&mut response);
-    let mut r = recorded(
-        "intercom",
-        &path,
-        &headers,
-        &body,
-        response.status().as_u16(),
-    );
-    r.method = method.to_string();
-    sandbox.record(r);
     response
 }
 
 async fn search_contacts(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/contacts/search".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.search(&req)
-    })
-    .await
+    serve(&s, &headers, &body, |st, req| st.search(&req))
 }
 
 async fn create_contact(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/contacts".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.create(&req)
-    })
-    .await
+    serve(&s, &headers, &body, |st, req| st.create(&req))
 }
 
 async fn get_contact(
@@ -183,11 +133,7 @@ async fn get_contact(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(s, Method::GET, path, headers, Bytes::new(), |st, _| {
-        st.get(&id)
-    })
-    .await
+    serve(&s, &headers, b"", |st, _| st.get(&id))
 }
 
 async fn update_contact(
@@ -196,11 +142,7 @@ async fn update_contact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(s, Method::PUT, path, headers, body, |st, req| {
-        st.update(&id, &req)
-    })
-    .await
+    serve(&s, &headers, &body, |st, req| st.update(&id, &req))
 }
 
 async fn delete_contact(
@@ -208,11 +150,7 @@ async fn delete_contact(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/intercom/contacts/{id}");
-    serve(s, Method::DELETE, path, headers, Bytes::new(), |st, _| {
-        st.delete(&id)
-    })
-    .await
+    serve(&s, &headers, b"", |st, _| st.delete(&id))
 }
 
 async fn tag_contact(
@@ -221,30 +159,25 @@ async fn tag_contact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("/intercom/contacts/{id}/tags");
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.tag_contact(&id, &req)
-    })
-    .await
+    serve(&s, &headers, &body, |st, req| st.tag_contact(&id, &req))
 }
 
 async fn create_tag(Shared(s): Shared<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let path = "/intercom/tags".to_owned();
-    serve(s, Method::POST, path, headers, body, |st, req| {
-        st.create_tag(&req)
-    })
-    .await
+    serve(&s, &headers, &body, |st, req| st.create_tag(&req))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Tuning {
+pub(crate) struct Tuning {
     search_lag_ms: Option<u64>,
     limit_per_minute: Option<u32>,
 }
 
 /// `PUT /_sandbox/intercom`: the search lag and the rate limit.
-async fn tune(Shared(sandbox): Shared<Sandbox>, axum::Json(t): axum::Json<Tuning>) -> Response {
+pub(crate) async fn tune(
+    Shared(sandbox): Shared<Sandbox>,
+    axum::Json(t): axum::Json<Tuning>,
+) -> Response {
     let lag = t.search_lag_ms.map(Duration::from_millis);
     respond(sandbox.intercom().tune(lag, t.limit_per_minute))
 }

@@ -18,13 +18,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{Sandbox, recorded};
+use crate::Sandbox;
 
 /// Properties the simulated portal has: HubSpot's common defaults plus the ones the example
 /// workspaces use.
@@ -120,25 +120,8 @@ fn correlation_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-async fn batch_upsert(
-    State(sandbox): State<Sandbox>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path();
-    if let Some(response) = sandbox.faulted("hubspot", path, &headers, &body).await {
-        return response;
-    }
-    let response = answer(&sandbox, &headers, &body);
-    sandbox.record(recorded(
-        "hubspot",
-        path,
-        &headers,
-        &body,
-        response.status().as_u16(),
-    ));
-    response
+async fn batch_upsert(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(&sandbox, &headers, &body)
 }
 
 fn answer(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Response {
