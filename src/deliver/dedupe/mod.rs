@@ -19,90 +19,29 @@
 //! dedupe is off and says so at start), Herald is at-least-once without dedupe. Retry-tier
 //! attempts are not checked (a retry task exists only for a delivery that was not delivered).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod follower;
+mod set;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+pub use self::set::{DeliveredSet, key};
+
 use crate::kafka;
-use crate::kafka::by_time::offset_for_time;
 use crate::model::records::{DeliveryRecord, DeliveryStatus};
 use crate::settings::Settings;
 
 /// How long an event waits for its partition's delivered set before going ahead without it.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The delivered ids of one partition, bounded by age and count.
-#[derive(Debug, Default)]
-pub struct DeliveredSet {
-    /// id hash → time (ms) of the delivered record.
-    delivered: HashMap<u128, i64>,
-    /// Insertions in order, for eviction; an entry whose time no longer matches the map is
-    /// stale and skipped.
-    order: VecDeque<(i64, u128)>,
-}
-
-impl DeliveredSet {
-    /// Notes that `id` was delivered at `at_ms`, then evicts what is older than `oldest_ms` or
-    /// beyond `max_entries`.
-    pub fn insert(&mut self, id: u128, at_ms: i64, oldest_ms: i64, max_entries: usize) {
-        if at_ms >= oldest_ms && self.delivered.insert(id, at_ms) != Some(at_ms) {
-            self.order.push_back((at_ms, id));
-        }
-        self.evict(oldest_ms, max_entries);
-    }
-
-    /// Notes that `id`'s latest state is not `delivered`.
-    pub fn remove(&mut self, id: u128) {
-        self.delivered.remove(&id);
-    }
-
-    pub fn contains(&self, id: u128) -> bool {
-        self.delivered.contains_key(&id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.delivered.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.delivered.is_empty()
-    }
-
-    fn evict(&mut self, oldest_ms: i64, max_entries: usize) {
-        let max = max_entries.max(1);
-        while let Some(&(at, id)) = self.order.front() {
-            let live = self.delivered.get(&id) == Some(&at);
-            if live && at >= oldest_ms && self.delivered.len() <= max {
-                break;
-            }
-            self.order.pop_front();
-            if live {
-                self.delivered.remove(&id);
-            }
-        }
-        // Entries superseded in the middle are dropped once they are as many as the live ones.
-        if self.order.len() > 2 * max {
-            let delivered = &self.delivered;
-            self.order.retain(|(at, id)| delivered.get(id) == Some(at));
-        }
-    }
-}
-
-/// The set key of a delivery id.
-pub fn key(delivery_id: &str) -> u128 {
-    let digest = Sha256::digest(delivery_id.as_bytes());
-    u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
-}
 
 #[derive(Debug)]
 struct Partition {
@@ -175,7 +114,7 @@ impl Dedupe {
             .name("herald-dedupe".into())
             .spawn({
                 let dedupe = dedupe.clone();
-                move || dedupe.follow(follower, reader, rx)
+                move || follower::run(&dedupe, follower, reader, rx)
             })
             .expect("spawning a thread");
         *dedupe.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
@@ -303,138 +242,6 @@ impl Dedupe {
             self.note(p, &record.delivery_id, record.status, at);
         }
     }
-
-    /// The follower thread: applies assignment changes, reads the owned partitions, and marks
-    /// each loaded when it reaches the end it had at assignment.
-    fn follow(&self, consumer: BaseConsumer, resolver: BaseConsumer, commands: Receiver<Command>) {
-        let mut follower = Follower {
-            dedupe: self,
-            consumer,
-            resolver,
-            assigned: HashSet::new(),
-            loading: HashMap::new(),
-        };
-        while !self.stop.load(Ordering::Relaxed) {
-            while let Ok(command) = commands.try_recv() {
-                match command {
-                    Command::Assign(partitions, from) => partitions
-                        .into_iter()
-                        .for_each(|p| follower.assign(p, from)),
-                    Command::Revoke(partitions) => {
-                        partitions.into_iter().for_each(|p| follower.revoke(p))
-                    }
-                }
-            }
-            match follower.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let (p, offset) = (m.partition(), m.offset());
-                    self.read(p, m.payload());
-                    // The message borrows the consumer; release it before the follower moves on.
-                    drop(m);
-                    follower.reached(p, offset);
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "delivery history fetch failed"),
-                None => follower.check_positions(),
-            }
-        }
-    }
-}
-
-/// The follower thread's view of the history partitions it reads.
-struct Follower<'a> {
-    dedupe: &'a Dedupe,
-    consumer: BaseConsumer,
-    /// Finds start offsets by time, apart from `consumer` so its assignment stays put.
-    resolver: BaseConsumer,
-    assigned: HashSet<i32>,
-    /// partition → high watermark at assignment, while loading.
-    loading: HashMap<i32, i64>,
-}
-
-impl Follower<'_> {
-    /// Starts reading partition `p` from the first record at or after `from` ms.
-    fn assign(&mut self, p: i32, from: i64) {
-        let topic = &self.dedupe.topic;
-        if self.assigned.remove(&p) {
-            unassign(&self.consumer, topic, p);
-        }
-        match self.start_offset(p, from) {
-            Ok((start, high)) if start < high => match self.add(p, Offset::Offset(start)) {
-                Ok(()) => {
-                    self.loading.insert(p, high);
-                }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e,
-                        "cannot follow delivery history; dedupe off for it");
-                    self.dedupe.mark_loaded(p);
-                }
-            },
-            Ok(_) => {
-                // Nothing in the window yet; follow new records from the end.
-                let _ = self.add(p, Offset::End);
-                self.dedupe.mark_loaded(p);
-            }
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e,
-                    "cannot read delivery history; dedupe off for the partition");
-                self.dedupe.mark_loaded(p);
-            }
-        }
-    }
-
-    fn add(&mut self, p: i32, offset: Offset) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.dedupe.topic, p, offset)?;
-        self.consumer.incremental_assign(&tpl)?;
-        self.assigned.insert(p);
-        Ok(())
-    }
-
-    fn revoke(&mut self, p: i32) {
-        self.loading.remove(&p);
-        if self.assigned.remove(&p) {
-            unassign(&self.consumer, &self.dedupe.topic, p);
-        }
-    }
-
-    /// Marks `p` loaded once `offset` reaches the end it had at assignment.
-    fn reached(&mut self, p: i32, offset: i64) {
-        if self.loading.get(&p).is_some_and(|high| offset + 1 >= *high) {
-            self.loading.remove(&p);
-            self.dedupe.mark_loaded(p);
-        }
-    }
-
-    /// With nothing to read, a loading partition may still be done: compaction may have
-    /// removed its last records, and the position tells.
-    fn check_positions(&mut self) {
-        if self.loading.is_empty() {
-            return;
-        }
-        let Ok(positions) = self.consumer.position() else {
-            return;
-        };
-        for e in positions.elements() {
-            let reached = match (e.offset(), self.loading.get(&e.partition())) {
-                (Offset::Offset(o), Some(high)) => o >= *high,
-                _ => false,
-            };
-            if reached {
-                self.loading.remove(&e.partition());
-                self.dedupe.mark_loaded(e.partition());
-            }
-        }
-    }
-
-    /// Where to start reading partition `p` for records at or after `from` ms, and its end.
-    fn start_offset(&self, p: i32, from: i64) -> Result<(i64, i64), KafkaError> {
-        let topic = &self.dedupe.topic;
-        let (_, high) = self
-            .resolver
-            .fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        let (start, _) = offset_for_time(&self.resolver, topic, p, from)?;
-        Ok((start, high))
-    }
 }
 
 fn apply(
@@ -449,55 +256,5 @@ fn apply(
         set.insert(id, at, oldest, max);
     } else {
         set.remove(id);
-    }
-}
-
-fn unassign(consumer: &BaseConsumer, topic: &str, partition: i32) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    if let Err(e) = consumer.incremental_unassign(&tpl) {
-        tracing::debug!(partition, error = %e, "unassigning a history partition failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_set_keeps_the_latest_state_within_its_bounds() {
-        let mut set = DeliveredSet::default();
-        set.insert(1, 1_000, 0, 10);
-        assert!(set.contains(1));
-        set.remove(1);
-        assert!(!set.contains(1), "a later non-delivered state wins");
-        set.insert(1, 2_000, 0, 10);
-        assert!(set.contains(1), "delivered again (forced)");
-
-        // Older than the window: evicted, and never admitted.
-        set.insert(2, 3_000, 2_500, 10);
-        assert!(!set.contains(1) && set.contains(2));
-        set.insert(3, 100, 2_500, 10);
-        assert!(!set.contains(3));
-
-        // Count bound: the oldest go first.
-        let mut set = DeliveredSet::default();
-        for id in 0..100u128 {
-            set.insert(id, id as i64, 0, 10);
-        }
-        assert_eq!(set.len(), 10);
-        assert!(set.contains(99) && set.contains(90) && !set.contains(89));
-        // Re-inserting one id many times does not grow the set past the bound.
-        for _ in 0..50 {
-            set.insert(95, 200, 0, 10);
-        }
-        assert!(set.len() <= 10 && set.contains(95));
-        assert!(set.order.len() <= 20);
-    }
-
-    #[test]
-    fn keys_differ_per_delivery() {
-        assert_ne!(key("dl_a"), key("dl_b"));
-        assert_eq!(key("dl_a"), key("dl_a"));
     }
 }
