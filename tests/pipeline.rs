@@ -369,6 +369,41 @@ rules:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_a_huge_name_is_dead_lettered_and_the_workspace_goes_on() {
+    let mut h = Harness::new().await;
+    h.apply_fixtures().await;
+    let running = h.start();
+    // No rule matches such a name; before names were bounded it became a skip summary that
+    // carried the name twice, too large for the broker, and was produced again forever.
+    let huge = format!(r#"{{"event":"{}","payload":{{}}}}"#, "e".repeat(600_000));
+    h.produce(Some("ws_academyflow"), huge.as_bytes()).await;
+    h.emit(
+        "ws_academyflow",
+        "lesson.completed",
+        "evt_after_huge",
+        Some("course"),
+        seed_lesson(),
+    )
+    .await;
+    h.wait_for_history("ws_academyflow", "the event after the huge one", |r| {
+        r.iter().any(|d| d.event_id == "evt_after_huge")
+    })
+    .await;
+
+    let letters = h.wait_for_dead_letters(1).await;
+    let letter = letters
+        .iter()
+        .find(|l| l.value == huge.as_bytes())
+        .expect("the original bytes are dead-lettered");
+    let reason = &letter.headers["herald.dlq.reason"];
+    assert!(
+        reason.contains("`event` is 600000 bytes, over the limit of 256"),
+        "{reason}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_goes_to_the_dlq_with_its_reason_and_bytes_and_is_committed() {
     let mut h = Harness::new().await;
     h.settings.processor.max_event_bytes = 2048;

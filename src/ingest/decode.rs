@@ -8,6 +8,12 @@ use serde::Deserialize;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro::{self, SINGLE_OBJECT_MAGIC};
 
+/// The longest name or identifier an event may carry (`event`, `event_id`, `workspace_id`,
+/// `resource`, `resource_id`, the record key), in bytes. Each is copied into every history
+/// record, skip summary, retry task and dead letter the event causes, so an unbounded one could
+/// make records the broker refuses.
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// A record as read from Kafka, owned so it can move to a task.
 #[derive(Debug, Clone)]
 pub struct RawRecord {
@@ -69,6 +75,7 @@ pub fn decode(
             max: max_bytes,
         });
     }
+    check_length("key", raw.key.as_deref().map(<[u8]>::len))?;
     let key = match raw.key.as_deref().map(std::str::from_utf8) {
         None => None,
         Some(Ok("")) => None,
@@ -103,6 +110,15 @@ pub fn decode(
             received_at: json.received_at,
         }
     };
+    for (field, value) in [
+        ("event", Some(&envelope.event)),
+        ("event_id", Some(&envelope.event_id)),
+        ("workspace_id", Some(&envelope.workspace_id)),
+        ("resource", envelope.resource.as_ref()),
+        ("resource_id", envelope.resource_id.as_ref()),
+    ] {
+        check_length(field, value.map(String::len))?;
+    }
     match (envelope.workspace_id.is_empty(), key) {
         (true, Some(k)) => envelope.workspace_id = k.to_owned(),
         (true, None) => {
@@ -135,6 +151,17 @@ pub fn decode(
     }
     envelope.received_at.get_or_insert(now);
     Ok(envelope)
+}
+
+/// Refuses a name longer than [`MAX_NAME_BYTES`]; the error names the field, not the value.
+fn check_length(field: &'static str, len: Option<usize>) -> Result<(), DecodeError> {
+    match len {
+        Some(len) if len > MAX_NAME_BYTES => Err(DecodeError::Invalid {
+            field,
+            problem: format!("is {len} bytes, over the limit of {MAX_NAME_BYTES}"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +247,41 @@ mod tests {
             decode(&empty, max, Utc::now()).unwrap_err(),
             DecodeError::Empty
         );
+    }
+
+    #[test]
+    fn long_names_are_refused_naming_the_field_not_the_value() {
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        let fits = "n".repeat(MAX_NAME_BYTES);
+        let event = |field: &str, value: &str| {
+            let mut body = serde_json::json!({"event": "x", "payload": {}});
+            body[field] = value.into();
+            body.to_string().into_bytes()
+        };
+        for field in [
+            "event",
+            "event_id",
+            "workspace_id",
+            "resource",
+            "resource_id",
+        ] {
+            let key = if field == "workspace_id" {
+                None
+            } else {
+                Some("ws")
+            };
+            let err = decode(&raw(key, &event(field, &long)), 1 << 20, Utc::now()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("`{field}` is 257 bytes")),
+                "{text}"
+            );
+            assert!(!text.contains(&long), "the value stays out of the reason");
+            let ok = decode(&raw(key, &event(field, &fits)), 1 << 20, Utc::now());
+            assert!(ok.is_ok(), "{field}: {ok:?}");
+        }
+        let err = decode(&raw(Some(&long), SEED.as_bytes()), 1 << 20, Utc::now()).unwrap_err();
+        assert!(err.to_string().starts_with("`key` is 257 bytes"), "{err}");
     }
 
     #[test]
