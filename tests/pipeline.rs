@@ -370,7 +370,7 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_a_huge_name_is_dead_lettered_and_the_workspace_goes_on() {
-    let mut h = Harness::new().await;
+    let h = Harness::new().await;
     h.apply_fixtures().await;
     let running = h.start();
     // No rule matches such a name; before names were bounded it became a skip summary that
