@@ -92,16 +92,22 @@ impl RetryPolicy {
                 (base_tier, delay)
             }
         };
-        let due_at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-        let age = (due_at - first_attempt_at).to_std().unwrap_or_default();
-        if age > self.max_age {
+        // A server may ask for any wait (`Retry-After: 99999999999999`): one that no clock can
+        // reach is past the maximum age too, never an overflow.
+        let due_at = chrono::Duration::from_std(wait)
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait));
+        let too_old = due_at.is_none_or(|due_at| {
+            (due_at - first_attempt_at).to_std().unwrap_or_default() > self.max_age
+        });
+        let (Some(due_at), false) = (due_at, too_old) else {
             return Next::Dead {
                 reason: format!(
                     "older than retry.max_age_ms ({}s) at its next attempt; last error: {reason}",
                     self.max_age.as_secs()
                 ),
             };
-        }
+        };
         Next::Wait {
             tier,
             due_at,
@@ -130,6 +136,29 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_wait_no_clock_can_reach_makes_the_delivery_dead_not_a_panic() {
+        let p = policy();
+        let absurd = Duration::from_secs(99_999_999_999_999);
+        for outcome in [
+            Outcome::RateLimited {
+                after: Some(absurd),
+            },
+            Outcome::Retry {
+                after: Some(absurd),
+                reason: "HTTP 503".into(),
+            },
+            Outcome::RateLimited {
+                after: Some(Duration::MAX),
+            },
+        ] {
+            match p.next(&outcome, 0, at(0), at(0), 0.5) {
+                Next::Dead { reason } => assert!(reason.contains("max_age"), "{reason}"),
+                other => panic!("{outcome:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
