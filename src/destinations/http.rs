@@ -16,7 +16,10 @@ use crate::model::{FieldError, error_chain};
 /// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
 /// private, link-local or otherwise non-public addresses are refused.
 pub fn client(allow_private_networks: bool) -> reqwest::Client {
+    // No proxy from the environment (`HTTPS_PROXY`): a proxy resolves the destination's name
+    // itself, around the guard below.
     let mut builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60));
@@ -198,19 +201,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
                 || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24, protocol assignments
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, third, ..] = v6.segments();
+            // Translation and tunnelling prefixes embed an IPv4 address that a gateway on the
+            // path may reach (`64:ff9b::a00:1` is 10.0.0.1): refused whatever they embed.
+            let nat64 = first == 0x64 && second == 0xff9b && (third == 0 || third == 1);
+            let six_to_four = first == 0x2002;
+            let teredo = first == 0x2001 && second == 0;
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || nat64
+                || six_to_four
+                || teredo
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link local
-                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (first & 0xffc0) == 0xfec0 // site local (deprecated, still routed by some)
+                || first == 0x2001 && second == 0x0db8) // documentation
         }
     }
 }
@@ -295,6 +308,13 @@ mod tests {
             "http://[::1]/",
             "http://[fd00::1]/",
             "http://100.64.0.1/",
+            "http://192.0.0.170/",
+            "http://[64:ff9b::a00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2002:a00:1::1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://[fec0::1]/",
+            "http://[::ffff:10.0.0.1]/",
         ] {
             let err = check_url("url", url, false).unwrap_err();
             assert_eq!(err.path, "url");
@@ -302,6 +322,8 @@ mod tests {
             assert!(check_url("url", url, true).is_ok(), "{url}");
         }
         assert!(check_url("url", "https://hooks.example.com/x", false).is_ok());
+        assert!(check_url("url", "http://[2a00:1450:4001:80b::200e]/", false).is_ok());
+        assert!(check_url("url", "http://8.8.8.8/", false).is_ok());
     }
 
     #[test]
