@@ -1,7 +1,8 @@
 //! Redrive: after the operator fixed a connection, re-enqueue a workspace's failed and dead
 //! deliveries for an immediate attempt. The dead-letter topic holds, for each such delivery,
 //! its final record and the task that re-attempts it; redrive puts that task in the first
-//! retry tier, due now, and records the delivery as `retrying`. The retry consumer attempts it
+//! retry tier, due now, with its tiers counted afresh, and then records the delivery as
+//! `retrying`. The retry consumer attempts it
 //! with the workspace's current configuration, and history shows the new attempts.
 //!
 //! Only deliveries whose latest history state is still `failed` or `dead` (and in the
@@ -20,7 +21,7 @@ use crate::history::OutcomeWriter;
 use crate::history::reader::{self, HistoryQuery};
 use crate::history::writer::DeadDelivery;
 use crate::kafka;
-use crate::model::records::{DeliveryRecord, DeliveryStatus};
+use crate::model::records::{DeliveryRecord, DeliveryStatus, DeliveryTask};
 use crate::settings::Settings;
 
 /// Which deliveries to redrive.
@@ -89,24 +90,35 @@ pub async fn redrive(
     .co_partitioned(deliveries_partitions);
     let now = Utc::now();
     let mut out = Vec::new();
-    for DeadDelivery { record, mut task } in selected {
-        task.due_at = now;
-        task.tier = 0;
-        let mut retrying = record.clone();
-        retrying.status = DeliveryStatus::Retrying;
-        retrying.reason = Some(format!(
-            "redriven by the operator; was {}: {}",
-            record.status,
-            record.reason.as_deref().unwrap_or("")
-        ));
-        retrying.next_attempt_at = Some(now);
-        retrying.updated_at = now;
-        // The history first, so a second redrive run no longer selects it.
-        writer.history(&retrying, task.partition).await;
+    for dead in selected {
+        let (retrying, task) = requeued(&dead, now);
+        // The task first: if the process stops between the two writes, the delivery is
+        // attempted and may be redriven once more, rather than left `retrying` with no task.
         writer.retry_task(first, &task).await;
-        out.push(record);
+        writer.history(&retrying, task.partition).await;
+        out.push(dead.record);
     }
     Ok(out)
+}
+
+/// The task of a redriven delivery, due now in the first tier with its tiers counted afresh,
+/// and its history record saying so. Its age still counts from its first attempt.
+fn requeued(dead: &DeadDelivery, now: DateTime<Utc>) -> (DeliveryRecord, DeliveryTask) {
+    let DeadDelivery { record, task } = dead;
+    let mut task = task.clone();
+    task.due_at = now;
+    task.tier = 0;
+    task.retries = 0;
+    let mut retrying = record.clone();
+    retrying.status = DeliveryStatus::Retrying;
+    retrying.reason = Some(format!(
+        "redriven by the operator; was {}: {}",
+        record.status,
+        record.reason.as_deref().unwrap_or("")
+    ));
+    retrying.next_attempt_at = Some(now);
+    retrying.updated_at = now;
+    (retrying, task)
 }
 
 type Candidates = (
@@ -147,4 +159,69 @@ pub enum RedriveError {
     Kafka(#[from] KafkaError),
     #[error("reading the dead-letter topic failed: {0}")]
     Reader(#[from] tokio::task::JoinError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::records::EventEnvelope;
+
+    #[test]
+    fn a_redriven_task_is_due_now_in_the_first_tier_with_its_tiers_afresh() {
+        let then = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let now = then + chrono::Duration::days(1);
+        let task = DeliveryTask {
+            delivery_id: "dl_1".into(),
+            envelope: EventEnvelope {
+                event_id: "e".into(),
+                workspace_id: "ws".into(),
+                event: "lesson.completed".into(),
+                resource: None,
+                resource_id: None,
+                payload: Default::default(),
+                occurred_at: None,
+                received_at: None,
+            },
+            rule_id: "r".into(),
+            connection_id: "c".into(),
+            request: serde_json::json!({}),
+            attempt: 6,
+            retries: 5,
+            tier: 4,
+            due_at: then,
+            first_attempt_at: Some(then),
+            last_error: Some("HTTP 503".into()),
+            attempts: Vec::new(),
+            partition: Some(1),
+        };
+        let record = DeliveryRecord {
+            delivery_id: "dl_1".into(),
+            workspace_id: "ws".into(),
+            event_id: "e".into(),
+            event: "lesson.completed".into(),
+            rule_id: Some("r".into()),
+            connection_id: Some("c".into()),
+            destination: Some("webhook".into()),
+            action: Some("post".into()),
+            status: DeliveryStatus::Dead,
+            reason: Some("retries exhausted".into()),
+            attempts: Vec::new(),
+            skipped_count: None,
+            next_attempt_at: None,
+            created_at: then,
+            updated_at: then,
+        };
+        let (retrying, task) = requeued(&DeadDelivery { record, task }, now);
+        assert_eq!((task.tier, task.retries, task.due_at), (0, 0, now));
+        assert_eq!(task.attempt, 6, "the attempt count goes on");
+        assert_eq!(task.first_attempt_at, Some(then));
+        assert_eq!(retrying.status, DeliveryStatus::Retrying);
+        assert_eq!(retrying.next_attempt_at, Some(now));
+        assert_eq!(retrying.created_at, then);
+        let reason = retrying.reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("redriven by the operator; was dead"),
+            "{reason}"
+        );
+    }
 }
