@@ -93,7 +93,7 @@ impl Connector for Webhook {
         let status = response.status().as_u16();
         let after = http::retry_after(response.headers());
         let remaining = self.config.timeout.saturating_sub(started.elapsed());
-        let body = match tokio::time::timeout(remaining, response.text()).await {
+        let body = match tokio::time::timeout(remaining, http::read_body(response)).await {
             Ok(Ok(text)) => text,
             Ok(Err(_)) | Err(_) if (200..300).contains(&status) => String::new(),
             Ok(Err(e)) => format!("(body unreadable: {e})"),
