@@ -41,9 +41,20 @@ pub struct Slack {
     channels: Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
+/// Channel limiters kept per bot token.
+const MAX_CHANNELS: usize = 1_000;
+
 impl Slack {
     fn channel_limiter(&self, channel: &str) -> Arc<Limiter> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if channels.len() >= MAX_CHANNELS && !channels.contains_key(channel) {
+            // Channels come from rendered templates; past the bound one limiter makes room.
+            // Its channel gets a fresh limiter when it posts again; Slack's own 429 still
+            // slows that one down.
+            if let Some(evicted) = channels.keys().next().cloned() {
+                channels.remove(&evicted);
+            }
+        }
         channels
             .entry(channel.to_owned())
             .or_insert_with(|| Arc::new(Limiter::new(self.rate, self.max_rate_wait)))
@@ -153,5 +164,26 @@ impl Connector for Slack {
             },
             Err(outcome) => Attempted::without_response(outcome),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_limiters_are_bounded_and_kept_per_channel() {
+        let settings: Settings = serde_json::from_value(serde_json::json!({})).expect("settings");
+        let credentials: Credentials =
+            serde_json::from_value(serde_json::json!({"token": "xoxb-1"})).expect("credentials");
+        let slack = Slack::connect(settings, credentials, &DestinationContext::for_tests())
+            .expect("connects");
+        let same = slack.channel_limiter("C-same");
+        assert!(Arc::ptr_eq(&same, &slack.channel_limiter("C-same")));
+        for i in 0..MAX_CHANNELS + 50 {
+            slack.channel_limiter(&format!("C{i}"));
+        }
+        let kept = slack.channels.lock().map(|c| c.len()).unwrap_or_default();
+        assert_eq!(kept, MAX_CHANNELS);
     }
 }
