@@ -360,6 +360,21 @@ mod tests {
     }
 
     #[test]
+    fn a_runaway_template_or_a_huge_output_fails_the_render_naming_the_field() {
+        let ws = workspace(
+            "  - id: r\n    event: lesson.completed\n    connection: hook\n    action: post\n    with:\n      loop: \"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\"\n  - id: s\n    event: lesson.completed\n    connection: hook\n    action: post\n    with:\n      big: \"{{ payload.word * 300000 }}\"\n",
+        )
+        .unwrap();
+        let env = envelope(serde_json::json!({"word": "ab"}));
+        let err = ws.render(&ws.rules[0], &render_context(&env)).unwrap_err();
+        assert_eq!(err.field, "with.loop");
+        assert!(err.message.contains("fuel"), "{err}");
+        let err = ws.render(&ws.rules[1], &render_context(&env)).unwrap_err();
+        assert_eq!(err.field, "with.big");
+        assert!(err.message.contains("over the limit"), "{err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_field_path() {
         let err = workspace(
             "  - { id: a, event: e, connection: nope, action: post }\n  - { id: b, event: e, connection: hook, action: launch }\n  - { id: c, event: e, connection: hook, action: post, when: \"payload.x >\" }\n  - { id: d, event: e, connection: hook, action: post, with: { x: \"{{ payload.\" } }\n  - { id: a, event: e, connection: hook, action: post }\n",

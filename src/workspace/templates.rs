@@ -1,5 +1,6 @@
 //! The template engine of rules: every `when` and `with` of a workspace compiled once into one
-//! minijinja environment, and rendered per event. Undefined values are errors, so a missing
+//! minijinja environment, and rendered per event, with a bound on the work and on the output
+//! of each render. Undefined values are errors, so a missing
 //! payload field fails the delivery instead of sending an empty string; a template that is a
 //! single `{{ expr }}` keeps the expression's type (a number stays a number).
 
@@ -40,10 +41,19 @@ pub fn render_context(envelope: &EventEnvelope) -> minijinja::Value {
     minijinja::Value::from_serialize(envelope)
 }
 
+/// Instructions one template may run per render: far beyond any rule's needs, short of a loop
+/// that would hold the delivery's task for seconds.
+const FUEL: u64 = 100_000;
+
+/// The longest text one template may render, in bytes; rendered requests are written to retry
+/// tasks and history, which must fit the broker's record size.
+pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
+
 impl Default for Templates {
     fn default() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         env.add_filter(NATIVE_FILTER, native_json);
         Self { env }
     }
@@ -116,11 +126,22 @@ impl Templates {
             field: field.to_owned(),
             message: describe(&e),
         };
-        self.env
+        let text = self
+            .env
             .get_template(name)
             .map_err(error)?
             .render(ctx)
-            .map_err(error)
+            .map_err(error)?;
+        if text.len() > MAX_RENDERED_BYTES {
+            return Err(RenderError {
+                field: field.to_owned(),
+                message: format!(
+                    "renders {} bytes, over the limit of {MAX_RENDERED_BYTES}",
+                    text.len()
+                ),
+            });
+        }
+        Ok(text)
     }
 
     fn compile_value(
