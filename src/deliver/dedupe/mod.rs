@@ -46,6 +46,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Partition {
     loaded: bool,
+    /// When the partition's events stop waiting for it to load, whether it has or not.
+    deadline: tokio::time::Instant,
     set: DeliveredSet,
 }
 
@@ -130,12 +132,14 @@ impl Dedupe {
     /// Starts loading `partitions` from the records written at or after `from`.
     pub fn assign_from(&self, partitions: &[i32], from: DateTime<Utc>) {
         {
+            let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
             let mut owned = self.lock();
             for p in partitions {
                 owned.insert(
                     *p,
                     Partition {
                         loaded: false,
+                        deadline,
                         set: DeliveredSet::default(),
                     },
                 );
@@ -159,27 +163,33 @@ impl Dedupe {
     }
 
     /// Whether the latest state of `delivery_id` (of events partition `partition`) is
-    /// `delivered`. Waits until the partition is loaded (at most a minute, then answers `false`
-    /// with a warning); `false` for a partition this process does not own.
+    /// `delivered`. Waits until the partition is loaded, at most a minute after it was
+    /// assigned; from then on, loaded or not, its events go ahead at once, checked against the
+    /// part loaded so far (a warning says so, once). `false` for a partition this process
+    /// does not own.
     pub async fn is_delivered(&self, partition: i32, delivery_id: &str) -> bool {
         let id = key(delivery_id);
         let mut loaded = self.loaded.subscribe();
-        let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
         loop {
-            match self.lock().get(&partition) {
+            let deadline = match self.lock().get_mut(&partition) {
                 None => return false,
                 Some(p) if p.loaded => return p.set.contains(id),
-                Some(_) => {}
-            }
-            let changed = tokio::time::timeout_at(deadline, loaded.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
-                tracing::warn!(
-                    partition,
-                    "delivery history of the partition not loaded \
-                    within a minute; delivering without the dedupe check"
-                );
-                return false;
-            }
+                Some(p) if tokio::time::Instant::now() >= p.deadline => {
+                    // Once per partition, not per delivery: its events stop waiting from now on
+                    // and are checked against what has loaded so far.
+                    p.loaded = true;
+                    tracing::warn!(
+                        partition,
+                        loaded = p.set.len(),
+                        "delivery history of the partition not loaded within a minute; its \
+                        events go ahead, checked only against the part loaded so far"
+                    );
+                    return p.set.contains(id);
+                }
+                Some(p) => p.deadline,
+            };
+            // Woken by any partition's load; the deadline is re-checked above.
+            let _ = tokio::time::timeout_at(deadline, loaded.changed()).await;
         }
     }
 
@@ -256,5 +266,55 @@ fn apply(
         set.insert(id, at, oldest, max);
     } else {
         set.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dedupe() -> Dedupe {
+        Dedupe {
+            topic: "herald.deliveries".into(),
+            window: Duration::from_secs(3600),
+            max_entries: 100,
+            partitions: Mutex::default(),
+            loaded: watch::channel(0).0,
+            // No follower: the partition never loads.
+            commands: Mutex::new(channel().0),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_that_does_not_load_costs_one_wait_not_one_per_delivery() {
+        let dedupe = dedupe();
+        dedupe.assign(&[3]);
+        let start = tokio::time::Instant::now();
+        assert!(!dedupe.is_delivered(3, "dl_a").await);
+        assert_eq!(
+            start.elapsed(),
+            LOAD_TIMEOUT,
+            "the first delivery waits for the load"
+        );
+
+        let at = tokio::time::Instant::now();
+        dedupe.note(
+            3,
+            "dl_b",
+            DeliveryStatus::Delivered,
+            Utc::now().timestamp_millis(),
+        );
+        assert!(!dedupe.is_delivered(3, "dl_c").await);
+        assert!(
+            dedupe.is_delivered(3, "dl_b").await,
+            "checked against what has loaded"
+        );
+        assert_eq!(at.elapsed(), Duration::ZERO, "later deliveries do not wait");
+        assert!(
+            !dedupe.is_delivered(7, "dl_a").await,
+            "a partition not owned"
+        );
     }
 }
