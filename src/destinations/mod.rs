@@ -27,6 +27,7 @@ use self::connector::Adapter;
 pub use self::connector::BoundAction;
 use crate::model::records::EventEnvelope;
 use crate::model::{ConnectionSpec, FieldError};
+use crate::settings::MAX_DESTINATION_TIMEOUT_MS;
 
 /// Every destination type Herald knows, by its `type` in a connection.
 pub static REGISTRY: &[&dyn Destination] = &[
@@ -120,10 +121,15 @@ pub struct DestinationContext {
 }
 
 impl DestinationContext {
-    /// A connection's request timeout: its `timeout_ms` (above 0) or the default.
+    /// A connection's request timeout: its `timeout_ms` (above 0, at most
+    /// [`MAX_DESTINATION_TIMEOUT_MS`]) or the default.
     pub fn timeout(&self, timeout_ms: Option<u64>) -> Result<Duration, FieldError> {
         match timeout_ms {
             Some(0) => Err(FieldError::new("timeout_ms", "must be greater than 0")),
+            Some(ms) if ms > MAX_DESTINATION_TIMEOUT_MS => Err(FieldError::new(
+                "timeout_ms",
+                format!("must be at most {MAX_DESTINATION_TIMEOUT_MS}"),
+            )),
             Some(ms) => Ok(Duration::from_millis(ms)),
             None => Ok(self.default_timeout),
         }

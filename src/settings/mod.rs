@@ -90,6 +90,11 @@ pub struct Tier {
     pub topic: String,
 }
 
+/// The longest a destination call may take, in milliseconds (`destinations.timeout_ms` and a
+/// connection's `timeout_ms`): a call holds its event's place, so an endpoint that never
+/// answers must not hold it for long.
+pub const MAX_DESTINATION_TIMEOUT_MS: u64 = 60_000;
+
 /// Defaults shared by every destination.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +259,12 @@ impl Settings {
             self.processor.skip_summary_interval_ms,
         )?;
         positive("destinations.timeout_ms", self.destinations.timeout_ms)?;
+        if self.destinations.timeout_ms > MAX_DESTINATION_TIMEOUT_MS {
+            return Err(SettingsError::Invalid {
+                key: "destinations.timeout_ms",
+                problem: format!("must be at most {MAX_DESTINATION_TIMEOUT_MS}"),
+            });
+        }
         nonempty("topics.retry_prefix", &self.topics.retry_prefix)?;
         nonempty("retry.group_id", &self.retry.group_id)?;
         positive("retry.max_age_ms", self.retry.max_age_ms)?;
@@ -396,6 +407,11 @@ mod tests {
         assert!(err.to_string().contains("format"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__RETRY__JITTER", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("retry.jitter"), "{err}");
+        let err = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60001")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("destinations.timeout_ms"), "{err}");
+        let ok = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60000")]));
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -178,6 +178,11 @@ mod tests {
                 "timeout_ms",
             ),
             (
+                serde_json::json!({"timeout_ms": 60_001}),
+                Some("pat"),
+                "timeout_ms",
+            ),
+            (
                 serde_json::json!({"rate_limit": {"requests": 0, "per_ms": 10}}),
                 Some("pat"),
                 "rate_limit.requests",
