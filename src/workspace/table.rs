@@ -95,11 +95,18 @@ impl WorkspaceTable {
                 Err(e) => WorkspaceEntry::Invalid(format!("config does not compile here: {e}")),
             },
         };
-        match &entry {
-            WorkspaceEntry::Ready(ws) => {
+        match (&entry, entries.get(key)) {
+            (WorkspaceEntry::Ready(ws), _) => {
                 tracing::info!(workspace = key, rules = ws.rules.len(), "workspace loaded")
             }
-            WorkspaceEntry::Invalid(reason) => {
+            (WorkspaceEntry::Invalid(reason), Some(WorkspaceEntry::Ready(_))) => {
+                // Typically a `${env:…}` this replica lacks: the version that worked here goes
+                // on rather than every later event of the workspace being skipped.
+                tracing::error!(workspace = key, %reason,
+                    "new workspace config rejected here; the last good version stays in force");
+                return;
+            }
+            (WorkspaceEntry::Invalid(reason), _) => {
                 tracing::error!(workspace = key, %reason, "workspace config rejected")
             }
         }
@@ -265,5 +272,31 @@ mod tests {
             0,
             "a deleted workspace no longer counts"
         );
+    }
+
+    #[test]
+    fn a_config_that_does_not_compile_here_keeps_the_last_good_version() {
+        let table = WorkspaceTable::default();
+        let (ctx, vars) = (DestinationContext::for_local_tests(), Vars::default());
+        let lacking = CONFIG.replace(
+            "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==",
+            "${env:HERALD_TEST_VARIABLE_THAT_IS_NOT_SET}",
+        );
+        table.apply("ws", Some(lacking.as_bytes()), &ctx, &vars);
+        assert!(
+            matches!(table.get("ws"), Some(WorkspaceEntry::Invalid(_))),
+            "with no good version, the workspace is invalid here"
+        );
+        table.apply("ws", Some(CONFIG.as_bytes()), &ctx, &vars);
+        let Some(WorkspaceEntry::Ready(good)) = table.get("ws") else {
+            panic!("the good config compiles");
+        };
+        table.apply("ws", Some(lacking.as_bytes()), &ctx, &vars);
+        match table.get("ws") {
+            Some(WorkspaceEntry::Ready(kept)) => assert!(Arc::ptr_eq(&kept, &good)),
+            other => panic!("the last good version stays: {other:?}"),
+        }
+        table.apply("ws", None, &ctx, &vars);
+        assert!(table.get("ws").is_none(), "a tombstone still deletes it");
     }
 }
