@@ -11,6 +11,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::limit::{Limiter, RateSpec};
 use super::{DestinationContext, Outcome};
+pub use crate::model::excerpt;
 use crate::model::{FieldError, error_chain};
 
 /// Builds the shared client. With `allow_private_networks` off, hosts resolving to loopback,
@@ -299,20 +300,6 @@ pub fn transport_failure(err: &reqwest::Error) -> Outcome {
         after: None,
         reason,
     }
-}
-
-/// Cuts a response body to a length fit for a history record.
-pub fn excerpt(body: &str) -> String {
-    const MAX: usize = 300;
-    let body = body.trim();
-    if body.len() <= MAX {
-        return body.to_owned();
-    }
-    let mut end = MAX;
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &body[..end])
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro::{self, SINGLE_OBJECT_MAGIC};
 
@@ -89,14 +90,16 @@ pub fn decode(
     };
     let mut envelope = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
         avro::from_single_object::<EventEnvelope>(bytes)
-            .map_err(|e| DecodeError::Avro(e.to_string()))?
+            .map_err(|e| DecodeError::Avro(excerpt(&e.to_string())))?
     } else {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let json: JsonEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
+            // serde quotes the offending value ("invalid type: string \"…\""), which may be
+            // most of the record: the reason keeps an excerpt.
             DecodeError::Json {
                 path,
-                message: e.into_inner().to_string(),
+                message: excerpt(&e.into_inner().to_string()),
             }
         })?;
         EventEnvelope {
@@ -282,6 +285,16 @@ mod tests {
         }
         let err = decode(&raw(Some(&long), SEED.as_bytes()), 1 << 20, Utc::now()).unwrap_err();
         assert!(err.to_string().starts_with("`key` is 257 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_reason_quotes_at_most_an_excerpt_of_the_input() {
+        let long = "q".repeat(100_000);
+        let body = format!(r#"{{"event":"x","payload":"{long}"}}"#);
+        let err = decode(&raw(Some("ws"), body.as_bytes()), 1 << 20, Utc::now()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("payload"), "{text}");
+        assert!(text.len() < 1_000, "{} bytes", text.len());
     }
 
     #[test]

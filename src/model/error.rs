@@ -78,3 +78,17 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Cuts a text (a response body, an error quoting its input) to a length fit for a record.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 300;
+    let text = text.trim();
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}

@@ -11,6 +11,6 @@ pub mod records;
 pub mod secret;
 pub mod spec;
 
-pub use error::{ConfigErrors, FieldError, error_chain};
+pub use error::{ConfigErrors, FieldError, error_chain, excerpt};
 pub use secret::Secret;
 pub use spec::{ConnectionSpec, RuleSpec, WorkspaceConfig};
