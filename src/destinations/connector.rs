@@ -115,11 +115,7 @@ pub fn connect<C: Connector>(
 /// Deserialises `value`; the error's path is relative to it. Only keys and types reach the
 /// message, never a value, so a credential cannot end up in it.
 fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(value).map_err(FieldError::from)
 }
 
 /// A [`Connector`] as the [`Destination`] the registry lists.

@@ -42,6 +42,15 @@ impl fmt::Display for FieldError {
     }
 }
 
+impl<E: fmt::Display> From<serde_path_to_error::Error<E>> for FieldError {
+    /// The field that did not deserialise, by its path (empty for the document itself).
+    fn from(e: serde_path_to_error::Error<E>) -> Self {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        Self::new(path, e.into_inner().to_string())
+    }
+}
+
 /// All problems found in one configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<FieldError>);

@@ -59,11 +59,7 @@ impl WorkspaceConfig {
     /// Parses YAML (which includes JSON), naming the path of the first field that does not fit.
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            FieldError::new(path, e.into_inner().to_string())
-        })
+        serde_path_to_error::deserialize(de).map_err(FieldError::from)
     }
 
     /// Parses the JSON form kept in `herald.workspaces`.
