@@ -10,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::deliver::breaker::{BreakerSettings, Breakers};
 use crate::deliver::dedupe::Dedupe;
 use crate::deliver::health::Health;
 use crate::deliver::processor::{self, ProcessorError};
@@ -76,10 +77,19 @@ impl App {
             )),
             metrics: metrics.clone(),
             policy: RetryPolicy::from_settings(&settings),
+            breakers: Breakers::new(BreakerSettings {
+                failures: settings.destinations.breaker_failures,
+                cooldown: Duration::from_millis(settings.destinations.breaker_cooldown_ms),
+                max_connections: settings.destinations.breaker_max_connections,
+            }),
             dedupe,
         });
         Ok(Self {
-            health: Arc::new(Health::new(table, router.writer.health())),
+            health: Arc::new(Health::new(
+                table,
+                router.writer.health(),
+                Duration::from_millis(settings.processor.liveness_timeout_ms),
+            )),
             metrics,
             router,
             settings,

@@ -2,8 +2,8 @@
 //! workspace id, an email or a URL.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::settings::{LogFormat, LogSettings};
@@ -50,6 +50,13 @@ pub struct Metrics {
     pub retry_waiting: IntGaugeVec,
     /// Age of the oldest delivery held waiting in each retry tier.
     pub retry_oldest_age: GaugeVec,
+    /// Deliveries sent to a retry tier without a call, by reason (`circuit_open`,
+    /// `connection_backlog_full`).
+    pub deferred: IntCounterVec,
+    /// Connections whose circuit breaker is open or half-open.
+    pub open_circuits: IntGauge,
+    /// Panics caught while processing an input record or a delivery.
+    pub panics: IntCounter,
 }
 
 impl Default for Metrics {
@@ -146,6 +153,29 @@ impl Metrics {
             &["tier"],
         )
         .expect("valid metric");
+        let deferred = IntCounterVec::new(
+            Opts::new(
+                "herald_deliveries_deferred_total",
+                "Deliveries sent to a retry tier without a call, by reason (circuit_open, connection_backlog_full).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // Exported at 0 from the start, so alerts and dashboards see the series before the
+        // first deferral.
+        for reason in ["circuit_open", "connection_backlog_full"] {
+            deferred.with_label_values(&[reason]);
+        }
+        let open_circuits = IntGauge::new(
+            "herald_open_circuits",
+            "Connections whose circuit breaker is open: their deliveries wait in retry tiers without a call.",
+        )
+        .expect("valid metric");
+        let panics = IntCounter::new(
+            "herald_panics_total",
+            "Panics caught while processing an input record or a delivery (each is a bug; the record or delivery went to the dead-letter topic).",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "herald_build_info",
@@ -171,6 +201,9 @@ impl Metrics {
             Box::new(consumer_lag.clone()),
             Box::new(retry_waiting.clone()),
             Box::new(retry_oldest_age.clone()),
+            Box::new(deferred.clone()),
+            Box::new(open_circuits.clone()),
+            Box::new(panics.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("unique metric names");
@@ -189,6 +222,9 @@ impl Metrics {
             consumer_lag,
             retry_waiting,
             retry_oldest_age,
+            deferred,
+            open_circuits,
+            panics,
         }
     }
 

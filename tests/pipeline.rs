@@ -558,15 +558,15 @@ rules:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workspace_keeps_its_event_order_while_other_workspaces_proceed() {
+async fn each_connection_keeps_its_event_order_while_other_connections_proceed() {
     let h = Harness::new().await;
     let workspace = |name: &str| {
         format!(
             r#"
 workspace: {name}
 connections:
-  - {{ id: slow, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}?delay_ms=150", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
-  - {{ id: fast, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
+  - {{ id: slow, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}/slow?delay_ms=150", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
+  - {{ id: fast, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}/fast", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
 rules:
   - {{ id: even, event: e, when: "payload.n % 2 == 0", connection: slow, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
   - {{ id: odd, event: e, when: "payload.n % 2 == 1", connection: fast, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
@@ -575,7 +575,7 @@ rules:
     };
     let (a, b) = (workspace("ws_ordered"), workspace("ws_neighbour"));
     h.apply(&[("a.yaml", &a), ("b.yaml", &b)]).await;
-    // Even events go to a slow endpoint, odd ones to a fast one: only ordering keeps them in line.
+    // Even events go to a slow endpoint, odd ones to a fast one.
     for n in 0..10 {
         h.emit(
             "ws_ordered",
@@ -593,25 +593,31 @@ rules:
         .await;
 
     let received = h.requests("webhook");
-    let order: Vec<i64> = received
-        .iter()
-        .filter(|r| r.path.starts_with("/webhook/ws_ordered"))
-        .map(|r| r.body["n"].as_i64().unwrap())
-        .collect();
+    let to = |path: &str| -> Vec<i64> {
+        received
+            .iter()
+            .filter(|r| r.path.starts_with(path))
+            .map(|r| r.body["n"].as_i64().unwrap())
+            .collect()
+    };
     assert_eq!(
-        order,
-        (0..10).collect::<Vec<_>>(),
-        "a fast odd event overtook a slow even one"
+        to("/webhook/ws_ordered/slow"),
+        [0, 2, 4, 6, 8],
+        "the slow connection got its events out of order"
     );
-    let neighbour_at = received
-        .iter()
-        .position(|r| r.path.starts_with("/webhook/ws_neighbour"));
-    let last_ordered_at = received
-        .iter()
-        .rposition(|r| r.path.starts_with("/webhook/ws_ordered"));
+    assert_eq!(
+        to("/webhook/ws_ordered/fast"),
+        [1, 3, 5, 7, 9],
+        "the fast connection got its events out of order"
+    );
+    let position = |path: &str| received.iter().rposition(|r| r.path.starts_with(path));
     assert!(
-        neighbour_at < last_ordered_at,
-        "the neighbour waited for the slow workspace"
+        position("/webhook/ws_ordered/fast") < position("/webhook/ws_ordered/slow"),
+        "the fast connection waited for the slow one"
+    );
+    assert!(
+        position("/webhook/ws_neighbour") < position("/webhook/ws_ordered/slow"),
+        "the neighbour waited for the slow connection"
     );
     running.stop().await;
 }

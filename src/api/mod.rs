@@ -1,5 +1,5 @@
-//! The HTTP surface of `herald run`: `/healthz` (alive), `/readyz` (workspace table loaded and
-//! consumer subscribed) and `/metrics` (Prometheus).
+//! The HTTP surface of `herald run`: `/healthz` (alive: 503 when the processor is wedged),
+//! `/readyz` (workspace table loaded and consumer subscribed) and `/metrics` (Prometheus).
 
 use std::sync::Arc;
 
@@ -21,10 +21,20 @@ struct Api {
 /// The routes, to serve alone or merged with the sandbox's.
 pub fn router(health: Arc<Health>, metrics: Metrics) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Api { health, metrics })
+}
+
+async fn healthz(State(api): State<Api>) -> impl IntoResponse {
+    match api.health.live() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        ),
+    }
 }
 
 async fn readyz(State(api): State<Api>) -> impl IntoResponse {

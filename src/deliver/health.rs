@@ -1,11 +1,13 @@
-//! The processor's health, as `/readyz` reports it.
+//! The processor's health: `/readyz` (ready to take traffic) and `/healthz` (alive, not
+//! wedged).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
 use crate::workspace::table::WorkspaceTable;
 
-/// What `/readyz` reports.
+/// What `/readyz` and `/healthz` report.
 #[derive(Debug, Default)]
 pub struct Health {
     pub table: Arc<WorkspaceTable>,
@@ -13,16 +15,65 @@ pub struct Health {
     pub consuming: AtomicBool,
     /// False while outcomes fail to be acknowledged by Kafka.
     pub producer: Arc<AtomicBool>,
+    /// No progress for this long while there is lag means wedged.
+    liveness_timeout: Duration,
+    /// When an input record last finished, or the consumer last had nothing to do (ms since
+    /// the Unix epoch).
+    progress_at_ms: AtomicI64,
+    /// The event consumer's total lag at its last statistics.
+    lag: AtomicI64,
 }
 
 impl Health {
     /// Health over `table` and the outcome producer's flag.
-    pub fn new(table: Arc<WorkspaceTable>, producer: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        table: Arc<WorkspaceTable>,
+        producer: Arc<AtomicBool>,
+        liveness_timeout: Duration,
+    ) -> Self {
         Self {
             table,
             consuming: AtomicBool::new(false),
             producer,
+            liveness_timeout,
+            progress_at_ms: AtomicI64::new(now_ms()),
+            lag: AtomicI64::new(0),
         }
+    }
+
+    /// An input record finished.
+    pub fn progressed(&self) {
+        self.progress_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The consumer's total lag, from its statistics; no lag counts as progress (idle is not
+    /// wedged).
+    pub fn lag_is(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+        if lag == 0 {
+            self.progressed();
+        }
+    }
+
+    /// Alive unless no input record finished for `processor.liveness_timeout_ms` while there
+    /// was lag to consume.
+    pub fn live(&self) -> Result<(), String> {
+        self.live_at(now_ms())
+    }
+
+    fn live_at(&self, now_ms: i64) -> Result<(), String> {
+        let lag = self.lag.load(Ordering::Relaxed);
+        let idle = Duration::from_millis(
+            (now_ms - self.progress_at_ms.load(Ordering::Relaxed)).max(0) as u64,
+        );
+        if lag > 0 && idle > self.liveness_timeout {
+            return Err(format!(
+                "wedged: no input record finished for {}s while {lag} records wait \
+                 (processor.liveness_timeout_ms)",
+                idle.as_secs()
+            ));
+        }
+        Ok(())
     }
 
     /// Ready when the workspace table is loaded and the consumer is in its group.
@@ -40,6 +91,10 @@ impl Health {
     }
 }
 
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,7 +102,11 @@ mod tests {
     #[test]
     fn ready_only_with_table_consumer_and_producer() {
         let producer = Arc::new(AtomicBool::new(true));
-        let health = Health::new(Arc::new(WorkspaceTable::default()), producer.clone());
+        let health = Health::new(
+            Arc::new(WorkspaceTable::default()),
+            producer.clone(),
+            Duration::from_secs(60),
+        );
         assert!(health.ready().unwrap_err().contains("workspace table"));
         health.table.mark_ready();
         assert!(health.ready().unwrap_err().contains("consumer"));
@@ -55,5 +114,23 @@ mod tests {
         assert_eq!(health.ready(), Ok(()));
         producer.store(false, Ordering::Relaxed);
         assert!(health.ready().unwrap_err().contains("producer"));
+    }
+
+    #[test]
+    fn wedged_only_without_progress_while_there_is_lag() {
+        let health = Health::new(
+            Arc::new(WorkspaceTable::default()),
+            Arc::new(AtomicBool::new(true)),
+            Duration::from_secs(60),
+        );
+        let later = now_ms() + 61_000;
+        assert_eq!(health.live_at(later), Ok(()), "no lag: idle, not wedged");
+        health.lag.store(500, Ordering::Relaxed);
+        let why = health.live_at(later).unwrap_err();
+        assert!(why.contains("500 records wait"), "{why}");
+        health.progressed();
+        assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
+        health.lag_is(0);
+        assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
     }
 }

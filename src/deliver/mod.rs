@@ -1,10 +1,11 @@
 //! Delivery, the running pipeline: the consumer loop ([`processor`]), ordered offset
-//! tracking ([`offsets`]), per-workspace ordering ([`order`]), routing one event to its
-//! deliveries ([`route`]), settling an attempt's outcome ([`settle`]), the retry schedule
+//! tracking ([`offsets`]), bounded per-connection lines ([`order`]), per-connection circuit
+//! breakers ([`breaker`]), routing one event to its deliveries ([`route`]), settling an attempt's outcome ([`settle`]), the retry schedule
 //! ([`retry`]) and the consumer of the retry tiers ([`retry_worker`]), skipping what was
-//! delivered already ([`dedupe`]) and what `/readyz` reports ([`health`]). Operator commands
+//! delivered already ([`dedupe`]) and what `/readyz` and `/healthz` report ([`health`]). Operator commands
 //! that act on the topics from outside the pipeline are in `ops`, above this module.
 
+pub mod breaker;
 pub mod dedupe;
 pub mod health;
 pub mod offsets;

@@ -3,20 +3,35 @@
 //! Guarantee: at-least-once. An event's offset is stored (and later committed) only after every
 //! outcome of the event — history records, dead letters — was acknowledged by Kafka, and only
 //! once every earlier event of its partition is finished too ([`offsets`](super::offsets)).
-//! Events run concurrently up to `processor.max_in_flight_events`; events with the same key
-//! (workspace) run one after another ([`order`](super::order)). On revocation, stored offsets
-//! are committed and unfinished events of the revoked partitions store nothing.
+//! On revocation, stored offsets are committed and unfinished events of the revoked partitions
+//! store nothing.
+//!
+//! Isolation: each record is decoded and planned as it arrives, and each of its deliveries
+//! joins the line of its connection (a workspace's connection), so deliveries to one
+//! connection run one after another in offset order while every other connection goes on
+//! ([`order`](super::order)). A line holds at most `processor.max_queued_per_connection`
+//! deliveries; beyond that a delivery goes to the first retry tier without a call, so a slow
+//! or hanging connection holds at most that many places of the in-flight window
+//! (`processor.max_in_flight_events` records). A dead connection's circuit breaker
+//! ([`breaker`](super::breaker)) opens after a few failures, and its line then empties without
+//! calls. When the window is full the consumer pauses fetching but keeps polling, so it is
+//! never evicted from its group. A panic while processing a record or a delivery (a bug) is
+//! caught: the record or delivery goes to the dead-letter topic and the partition moves on.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt;
+use futures::future::join_all;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -25,12 +40,15 @@ use tracing::Instrument;
 use super::dedupe::Dedupe;
 use super::health::Health;
 use super::offsets::{Claim, OffsetTracker};
-use super::order::{KeyOrder, Turn};
-use super::route::{RouteOptions, Router};
+use super::order::Lines;
+use super::route::{Lane, Plan, Planned, RouteOptions, Router};
+use crate::history::skips::SkipReason;
 use crate::history::writer::DeadLetter;
 use crate::ingest::{RawRecord, decode};
 use crate::kafka;
+use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
+use crate::workspace::compile::CompiledWorkspace;
 
 /// Keeps an offset tracker in step with the group's assignment (used by the event consumer and
 /// the retry-tier consumer alike), and turns librdkafka's statistics into lag gauges.
@@ -39,6 +57,8 @@ pub struct ProcessorContext {
     pub lag: Option<LagGauges>,
     /// Told about the events partitions this member gains and loses.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// Told the consumer's total lag, for the liveness check (event consumer only).
+    pub health: Option<Arc<Health>>,
 }
 
 /// Where a consumer reports its lag.
@@ -54,6 +74,7 @@ impl ClientContext for ProcessorContext {
     fn stats(&self, statistics: Statistics) {
         let Some(gauges) = &self.lag else { return };
         let mut waiting: HashMap<&str, i64> = HashMap::new();
+        let mut total = 0;
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 {
@@ -63,6 +84,7 @@ impl ClientContext for ProcessorContext {
                 let labels = [topic.as_str(), partition.as_str()];
                 if p.consumer_lag >= 0 && p.fetch_state == "active" {
                     gauges.lag.with_label_values(&labels).set(p.consumer_lag);
+                    total += p.consumer_lag;
                     if let Some(tier) = gauges.tiers.get(topic) {
                         *waiting.entry(tier.as_str()).or_default() += p.consumer_lag;
                     }
@@ -71,6 +93,9 @@ impl ClientContext for ProcessorContext {
                     let _ = gauges.lag.remove_label_values(&labels);
                 }
             }
+        }
+        if let Some(health) = &self.health {
+            health.lag_is(total);
         }
         for tier in gauges.tiers.values() {
             let n = waiting.get(tier.as_str()).copied().unwrap_or(0);
@@ -126,9 +151,31 @@ pub enum ProcessorError {
 struct Shared {
     consumer: Arc<EventConsumer>,
     tracker: Arc<OffsetTracker>,
-    order: KeyOrder,
     router: Arc<Router>,
+    health: Arc<Health>,
+    /// One line per workspace connection.
+    lines: Lines,
     max_event_bytes: usize,
+}
+
+/// An input record, decoded and planned, with each delivery's place in its connection's line.
+enum Work {
+    /// Goes to the dead-letter topic as is.
+    Dead {
+        raw: RawRecord,
+        kind: &'static str,
+        reason: String,
+    },
+    Skip {
+        envelope: EventEnvelope,
+        reason: SkipReason,
+        detail: String,
+    },
+    Deliver {
+        envelope: EventEnvelope,
+        workspace: Arc<CompiledWorkspace>,
+        deliveries: Vec<(Planned, Lane)>,
+    },
 }
 
 /// Runs the processor until `shutdown` turns true (or its sender is dropped), then drains
@@ -149,6 +196,7 @@ pub async fn run(
                 waiting: router.metrics.retry_waiting.clone(),
             }),
             dedupe: router.dedupe.clone(),
+            health: Some(health.clone()),
         })?,
     );
     tokio::select! {
@@ -162,8 +210,9 @@ pub async fn run(
     let shared = Arc::new(Shared {
         consumer: consumer.clone(),
         tracker,
-        order: KeyOrder::default(),
         router: router.clone(),
+        health: health.clone(),
+        lines: Lines::new(settings.processor.max_queued_per_connection),
         max_event_bytes: settings.processor.max_event_bytes,
     });
     let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
@@ -180,34 +229,36 @@ pub async fn run(
         }
     });
 
+    let mut overflow = Vec::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stopped(&mut shutdown) => break,
+        // Records that arrived while fetching was paused are taken beyond the window.
+        for m in overflow.drain(..) {
+            let work = begin(&shared, m);
+            tasks.spawn(process(shared.clone(), work.0, work.1, None));
+        }
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                match wait_for_room(&consumer, &permits, &mut overflow, &mut shutdown).await {
+                    Some(permit) => permit,
+                    None => break,
+                }
+            }
         };
         let message = tokio::select! {
             m = consumer.recv() => m,
             _ = stopped(&mut shutdown) => break,
         };
         let m = match message {
-            Ok(m) => m,
+            Ok(m) => m.detach(),
             Err(e) => {
                 tracing::warn!(error = %e, "consume error");
                 continue;
             }
         };
-        let claim = shared.tracker.begin(m.topic(), m.partition(), m.offset());
-        let raw = RawRecord {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-        };
-        // Joined here, in offset order, so a key's events start in that order.
-        let turn = raw.key.as_deref().map(|k| shared.order.join(k));
-        tasks.spawn(process(shared.clone(), raw, claim, turn, permit));
+        let (work, claim) = begin(&shared, m);
+        tasks.spawn(process(shared.clone(), work, claim, Some(permit)));
     }
 
     health.consuming.store(false, Ordering::Relaxed);
@@ -222,32 +273,138 @@ pub async fn run(
     Ok(())
 }
 
+/// Waits for a place in the in-flight window with fetching paused, polling all the while so
+/// the consumer stays in its group however long the wait (`max.poll.interval.ms`). Records
+/// already on their way when fetching paused are kept in `overflow`, not lost. `None` on
+/// shutdown.
+async fn wait_for_room(
+    consumer: &EventConsumer,
+    permits: &Arc<Semaphore>,
+    overflow: &mut Vec<OwnedMessage>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let pause = |consumer: &EventConsumer| {
+        if let Ok(assigned) = consumer.assignment() {
+            let _ = consumer.pause(&assigned);
+        }
+    };
+    pause(consumer);
+    tracing::debug!("in-flight window full: fetching paused");
+    let permit = loop {
+        tokio::select! {
+            p = permits.clone().acquire_owned() => break p.ok(),
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    overflow.push(m.detach());
+                    pause(consumer); // a partition assigned meanwhile is paused too
+                }
+                Err(e) => tracing::warn!(error = %e, "consume error"),
+            },
+            _ = stopped(shutdown) => break None,
+        }
+    };
+    if let Ok(assigned) = consumer.assignment() {
+        let _ = consumer.resume(&assigned);
+    }
+    permit
+}
+
+/// Claims the record's offset and prepares its work, in arrival order: decoded, planned, and
+/// each delivery given its place in its connection's line. A panic here (a bug) sends the
+/// record to the dead-letter topic instead of losing it or stopping the partition.
+fn begin(shared: &Shared, m: OwnedMessage) -> (Work, Claim) {
+    let claim = shared.tracker.begin(m.topic(), m.partition(), m.offset());
+    let raw = RawRecord {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+    };
+    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| prepare(shared, &raw))) {
+        Ok(work) => work,
+        Err(panic) => {
+            shared.router.metrics.panics.inc();
+            let reason = format!(
+                "internal error while processing: {}",
+                panic_message(&*panic)
+            );
+            tracing::error!(partition = raw.partition, offset = raw.offset, %reason, "panic");
+            Work::Dead {
+                raw,
+                kind: "processing_panic",
+                reason,
+            }
+        }
+    };
+    (work, claim)
+}
+
+fn prepare(shared: &Shared, raw: &RawRecord) -> Work {
+    let envelope = match decode(raw, shared.max_event_bytes, Utc::now()) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return Work::Dead {
+                raw: raw.clone(),
+                kind: "undecodable_input",
+                reason: e.to_string(),
+            };
+        }
+    };
+    match shared.router.plan(&envelope, None) {
+        Plan::Skip { reason, detail } => Work::Skip {
+            envelope,
+            reason,
+            detail,
+        },
+        Plan::Deliver {
+            workspace,
+            deliveries,
+        } => {
+            let deliveries = deliveries
+                .into_iter()
+                .map(|planned| {
+                    let line = [
+                        envelope.workspace_id.as_bytes(),
+                        b"\0",
+                        planned.connection_id.as_bytes(),
+                    ]
+                    .concat();
+                    let lane = match shared.lines.join(&line) {
+                        Ok(turn) => Lane::Turn(turn),
+                        Err(full) => Lane::Full(full),
+                    };
+                    (planned, lane)
+                })
+                .collect();
+            Work::Deliver {
+                envelope,
+                workspace,
+                deliveries,
+            }
+        }
+    }
+}
+
 async fn process(
     shared: Arc<Shared>,
-    raw: RawRecord,
+    work: Work,
     claim: Claim,
-    mut turn: Option<Turn>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let router = &shared.router;
     router.metrics.in_flight.inc();
-    // Every record of a key waits for its turn, undecodable ones too: if one left the line
-    // early, the next event of the key could overtake the one still in flight before it.
-    if let Some(turn) = turn.as_mut() {
-        turn.wait().await;
-    }
-    match decode(&raw, shared.max_event_bytes, Utc::now()) {
-        Err(e) => {
+    match work {
+        Work::Dead { raw, kind, reason } => {
             router
                 .metrics
                 .events
                 .with_label_values(&["dead_lettered"])
                 .inc();
-            let reason = e.to_string();
             tracing::warn!(partition = raw.partition, offset = raw.offset, %reason,
-                "undecodable input sent to the dead-letter topic");
+                "input record sent to the dead-letter topic");
             let letter = DeadLetter {
-                kind: "undecodable_input",
+                kind,
                 reason: &reason,
                 source_topic: &raw.topic,
                 source_partition: raw.partition,
@@ -259,21 +416,56 @@ async fn process(
                 .dead_letter(raw.key.as_deref(), original, letter)
                 .await;
         }
-        Ok(envelope) => {
+        Work::Skip {
+            envelope,
+            reason,
+            detail,
+        } => router.skip(&envelope, reason, &detail).await,
+        Work::Deliver {
+            envelope,
+            workspace,
+            deliveries,
+        } => {
+            router.metrics.events.with_label_values(&["routed"]).inc();
             let span = tracing::info_span!("event", event_id = %envelope.event_id,
-                event = %envelope.event, partition = raw.partition, offset = raw.offset);
+                event = %envelope.event, partition = claim.partition, offset = claim.offset);
             let options = RouteOptions {
-                partition: Some(raw.partition),
+                partition: Some(claim.partition),
                 ..RouteOptions::default()
             };
-            router.route(&envelope, options).instrument(span).await;
+            let deliveries = deliveries.into_iter().map(|(planned, lane)| {
+                let rule_id = planned.rule_id.clone();
+                let delivery = router.deliver(&workspace, planned, &envelope, options, lane);
+                let (router, workspace, envelope) = (router, &workspace, &envelope);
+                async move {
+                    if let Err(panic) = AssertUnwindSafe(delivery).catch_unwind().await {
+                        router.metrics.panics.inc();
+                        let reason = format!(
+                            "internal error while delivering: {}",
+                            panic_message(&*panic)
+                        );
+                        tracing::error!(rule = %rule_id, %reason, "panic");
+                        router
+                            .fail(workspace, &rule_id, envelope, options.partition, reason)
+                            .await;
+                    }
+                }
+            });
+            join_all(deliveries).instrument(span).await;
         }
     }
-    if let Some(turn) = turn {
-        shared.order.leave(turn);
-    }
     store_finished(&shared.tracker, &claim, &*shared.consumer);
+    shared.health.progressed();
     router.metrics.in_flight.dec();
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_owned())
 }
 
 /// Commits the stored offsets now; having none stored is not an error.

@@ -65,6 +65,7 @@ pub async fn run(
                     waiting: router.metrics.retry_waiting.clone(),
                 }),
                 dedupe: None,
+                health: None,
             },
         )?,
     );

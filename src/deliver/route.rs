@@ -1,6 +1,7 @@
 //! One decoded event: find its workspace, match the rules, make each delivery, and write each
 //! outcome to history. Returns only when every outcome is acknowledged by Kafka.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,9 @@ use chrono::Utc;
 use futures::future::join_all;
 use tracing::Instrument;
 
+use super::breaker::{Admission, Breakers};
 use super::dedupe::Dedupe;
+use super::order::{Full, Turn};
 use super::retry::RetryPolicy;
 use super::settle::{AttemptResult, Delivery, settle};
 use crate::destinations::{Call, Outcome};
@@ -27,8 +30,19 @@ pub struct Router {
     pub skips: SkipSummaries,
     pub metrics: Metrics,
     pub policy: RetryPolicy,
+    /// Per-connection circuit breakers, shared by first attempts and retries.
+    pub breakers: Breakers,
     /// The delivered sets of the owned partitions; `None` when dedupe is off.
     pub dedupe: Option<Arc<Dedupe>>,
+}
+
+/// The result of a delivery that was not called: it goes to a retry tier (after `after` when
+/// given) with `reason`.
+fn not_called(reason: String, after: Option<std::time::Duration>) -> AttemptResult {
+    AttemptResult {
+        outcome: Outcome::Retry { after, reason },
+        call: None,
+    }
 }
 
 /// How one event is routed.
@@ -51,53 +65,55 @@ pub struct Routed {
     pub already_delivered: usize,
 }
 
+/// What an event turns into before any call: the deliveries to make, or why there are none.
+pub enum Plan {
+    /// No delivery: the workspace is unknown or invalid here, or no rule matched.
+    Skip { reason: SkipReason, detail: String },
+    /// One delivery per matched rule, in rule order.
+    Deliver {
+        workspace: Arc<CompiledWorkspace>,
+        deliveries: Vec<Planned>,
+    },
+}
+
+/// One matched rule and its rendered request.
+#[derive(Debug)]
+pub struct Planned {
+    pub rule_id: String,
+    pub connection_id: String,
+    /// The rendered `with`, or why the condition or the request could not be rendered.
+    rendered: Result<serde_json::Value, RenderError>,
+}
+
+/// Where a planned delivery stands in its connection's line (see [`super::order`]).
+#[derive(Debug)]
+pub enum Lane {
+    /// Not ordered with other deliveries (replays, which run one event at a time anyway).
+    Unordered,
+    /// Its place in the line; the call waits for it.
+    Turn(Turn),
+    /// The line was full: the delivery goes to the first retry tier without a call.
+    Full(Full),
+}
+
 impl Router {
-    /// Routes `envelope` to every matching rule and records every outcome.
+    /// Routes `envelope` to every matching rule and records every outcome, one delivery after
+    /// another's call in no particular order (the event processor plans and runs deliveries
+    /// itself, to keep them in line per connection).
     pub async fn route(&self, envelope: &EventEnvelope, options: RouteOptions<'_>) -> Routed {
-        let workspace = match self.table.get(&envelope.workspace_id) {
-            Some(WorkspaceEntry::Ready(ws)) => ws,
-            Some(WorkspaceEntry::Invalid(reason)) => {
-                self.skip(envelope, SkipReason::WorkspaceInvalid, &reason)
-                    .await;
+        let (workspace, deliveries) = match self.plan(envelope, options.rule) {
+            Plan::Skip { reason, detail } => {
+                self.skip(envelope, reason, &detail).await;
                 return Routed::default();
             }
-            None => {
-                let detail = format!("no workspace `{}` is configured", envelope.workspace_id);
-                self.skip(envelope, SkipReason::UnknownWorkspace, &detail)
-                    .await;
-                return Routed::default();
-            }
+            Plan::Deliver {
+                workspace,
+                deliveries,
+            } => (workspace, deliveries),
         };
-        let ctx = render_context(envelope);
-        let mut matched = Vec::new();
-        let mut unmet = Vec::new();
-        let candidates = workspace
-            .candidate_rules(envelope)
-            .filter(|r| options.rule.is_none_or(|only| r.id == only));
-        for rule in candidates {
-            match workspace.condition_holds(rule, &ctx) {
-                Ok(true) => matched.push((rule, Ok(()))),
-                Ok(false) => unmet.push(rule.id.as_str()),
-                // A condition that cannot be evaluated fails its delivery, visibly.
-                Err(e) => matched.push((rule, Err(e))),
-            }
-        }
-        if matched.is_empty() {
-            let mut detail = format!("no rule of this workspace matches `{}`", envelope.event);
-            if !unmet.is_empty() {
-                detail = format!("{detail}; `when` was false for: {}", unmet.join(", "));
-            }
-            self.skip(envelope, SkipReason::NoRuleMatched, &detail)
-                .await;
-            return Routed::default();
-        }
-        self.metrics.events.with_label_values(&["routed"]).inc();
-        let deliveries = matched.into_iter().map(|(rule, condition)| {
-            let span = tracing::info_span!("delivery", rule = %rule.id,
-                connection = %rule.connection.id, destination = %rule.connection.kind);
-            self.deliver(&workspace, rule, condition, envelope, &ctx, options)
-                .instrument(span)
-        });
+        let deliveries = deliveries
+            .into_iter()
+            .map(|planned| self.deliver(&workspace, planned, envelope, options, Lane::Unordered));
         let mut routed = Routed::default();
         for sent in join_all(deliveries).await {
             if sent {
@@ -109,54 +125,141 @@ impl Router {
         routed
     }
 
-    async fn deliver(
-        &self,
-        workspace: &CompiledWorkspace,
-        rule: &CompiledRule,
-        condition: Result<(), RenderError>,
-        envelope: &EventEnvelope,
-        ctx: &minijinja::Value,
-        options: RouteOptions<'_>,
-    ) -> bool {
-        let id = delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id);
-        if let (Some(dedupe), Some(partition), false) =
-            (&self.dedupe, options.partition, options.force)
-            && dedupe.is_delivered(partition, &id).await
-        {
-            tracing::info!(delivery_id = %id, "already delivered; not sent again");
-            self.metrics
-                .deliveries
-                .with_label_values(&[
-                    &rule.connection.kind,
-                    rule.action.name(),
-                    "already_delivered",
-                ])
-                .inc();
-            return false;
-        }
-        let request = condition.and_then(|()| workspace.render(rule, ctx));
-        let delivery = Delivery {
-            delivery_id: id,
-            envelope: envelope.clone(),
-            rule_id: rule.id.clone(),
-            connection_id: rule.connection.id.clone(),
-            destination: rule.connection.kind.clone(),
-            action: rule.action.name().to_owned(),
-            request: request.as_ref().cloned().unwrap_or_default(),
-            attempt: 1,
-            retries: 0,
-            first_attempt_at: Utc::now(),
-            attempts: Vec::new(),
-            partition: options.partition,
+    /// Finds `envelope`'s workspace, matches its rules (only `rule` when given) and renders
+    /// each matched rule's request. Makes no call and writes nothing.
+    pub fn plan(&self, envelope: &EventEnvelope, rule: Option<&str>) -> Plan {
+        let workspace = match self.table.get(&envelope.workspace_id) {
+            Some(WorkspaceEntry::Ready(ws)) => ws,
+            Some(WorkspaceEntry::Invalid(reason)) => {
+                return Plan::Skip {
+                    reason: SkipReason::WorkspaceInvalid,
+                    detail: reason,
+                };
+            }
+            None => {
+                return Plan::Skip {
+                    reason: SkipReason::UnknownWorkspace,
+                    detail: format!("no workspace `{}` is configured", envelope.workspace_id),
+                };
+            }
         };
-        self.attempt_and_record(workspace, rule, delivery, request.map(|_| ()))
-            .await;
-        true
+        let ctx = render_context(envelope);
+        let mut deliveries = Vec::new();
+        let mut unmet = Vec::new();
+        let candidates = workspace
+            .candidate_rules(envelope)
+            .filter(|r| rule.is_none_or(|only| r.id == only));
+        for rule in candidates {
+            let rendered = match workspace.condition_holds(rule, &ctx) {
+                Ok(true) => workspace.render(rule, &ctx),
+                Ok(false) => {
+                    unmet.push(rule.id.as_str());
+                    continue;
+                }
+                // A condition that cannot be evaluated fails its delivery, visibly.
+                Err(e) => Err(e),
+            };
+            deliveries.push(Planned {
+                rule_id: rule.id.clone(),
+                connection_id: rule.connection.id.clone(),
+                rendered,
+            });
+        }
+        if deliveries.is_empty() {
+            let mut detail = format!("no rule of this workspace matches `{}`", envelope.event);
+            if !unmet.is_empty() {
+                detail = format!("{detail}; `when` was false for: {}", unmet.join(", "));
+            }
+            return Plan::Skip {
+                reason: SkipReason::NoRuleMatched,
+                detail,
+            };
+        }
+        Plan::Deliver {
+            workspace,
+            deliveries,
+        }
     }
 
-    /// Makes one attempt at `delivery` (unless its request failed to render or its connection
-    /// is known broken), then writes the history record and the retry task or dead letter, and
-    /// returns once Kafka acknowledged all of them.
+    /// Makes a planned delivery and records its outcome: waits for its turn on its
+    /// connection, unless history says it was delivered already (then returns false) or its
+    /// connection's line was full (then it goes to the first retry tier without a call).
+    pub async fn deliver(
+        &self,
+        workspace: &CompiledWorkspace,
+        planned: Planned,
+        envelope: &EventEnvelope,
+        options: RouteOptions<'_>,
+        lane: Lane,
+    ) -> bool {
+        let Some(rule) = workspace.rule(&planned.rule_id) else {
+            return false; // planned from this very workspace: the rule exists
+        };
+        let span = tracing::info_span!("delivery", rule = %rule.id,
+            connection = %rule.connection.id, destination = %rule.connection.kind);
+        async {
+            let id = delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id);
+            if let (Some(dedupe), Some(partition), false) =
+                (&self.dedupe, options.partition, options.force)
+                && dedupe.is_delivered(partition, &id).await
+            {
+                tracing::info!(delivery_id = %id, "already delivered; not sent again");
+                self.metrics
+                    .deliveries
+                    .with_label_values(&[
+                        &rule.connection.kind,
+                        rule.action.name(),
+                        "already_delivered",
+                    ])
+                    .inc();
+                return false;
+            }
+            let delivery = Delivery {
+                delivery_id: id,
+                envelope: envelope.clone(),
+                rule_id: rule.id.clone(),
+                connection_id: rule.connection.id.clone(),
+                destination: rule.connection.kind.clone(),
+                action: rule.action.name().to_owned(),
+                request: planned.rendered.as_ref().cloned().unwrap_or_default(),
+                attempt: 1,
+                retries: 0,
+                first_attempt_at: Utc::now(),
+                attempts: Vec::new(),
+                partition: options.partition,
+            };
+            let rendered = planned.rendered.map(|_| ());
+            match lane {
+                Lane::Full(Full(queued)) => {
+                    self.metrics
+                        .deferred
+                        .with_label_values(&["connection_backlog_full"])
+                        .inc();
+                    let reason = format!(
+                        "not called: {queued} deliveries already wait for this connection \
+                         (processor.max_queued_per_connection); sent to a retry tier instead"
+                    );
+                    self.record(rule, delivery, not_called(reason, None)).await;
+                }
+                Lane::Turn(mut turn) => {
+                    turn.wait().await;
+                    self.attempt_and_record(workspace, rule, delivery, rendered)
+                        .await;
+                }
+                Lane::Unordered => {
+                    self.attempt_and_record(workspace, rule, delivery, rendered)
+                        .await;
+                }
+            }
+            true
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Makes one attempt at `delivery` (unless its request failed to render, its connection
+    /// is known broken, or its connection's circuit is open), then writes the history record
+    /// and the retry task or dead letter, and returns once Kafka acknowledged all of them.
     pub async fn attempt_and_record(
         &self,
         workspace: &CompiledWorkspace,
@@ -165,6 +268,7 @@ impl Router {
         rendered: Result<(), RenderError>,
     ) {
         let destination = rule.connection.kind.as_str();
+        let connection = rule.connection.id.as_str();
         let result = if let Err(e) = rendered {
             AttemptResult {
                 outcome: Outcome::Permanent {
@@ -172,13 +276,22 @@ impl Router {
                 },
                 call: None,
             }
-        } else if let Some(reason) = workspace.broken_reason(&rule.connection.id) {
+        } else if let Some(reason) = workspace.broken_reason(connection) {
             AttemptResult {
                 outcome: Outcome::ConnectionBroken {
                     reason: format!("{reason} (connection marked broken earlier; not called)"),
                 },
                 call: None,
             }
+        } else if let Admission::Refused { retry_in, reason } =
+            self.breakers
+                .admit(&workspace.id, connection, Instant::now())
+        {
+            self.metrics
+                .deferred
+                .with_label_values(&["circuit_open"])
+                .inc();
+            not_called(reason, Some(retry_in))
         } else {
             let at = Utc::now();
             let started = Instant::now();
@@ -193,8 +306,14 @@ impl Router {
                 .attempt_latency
                 .with_label_values(&[destination])
                 .observe(latency.as_secs_f64());
+            self.breakers.record(
+                &workspace.id,
+                connection,
+                &attempted.outcome,
+                Instant::now(),
+            );
             if let Outcome::ConnectionBroken { reason } = &attempted.outcome {
-                workspace.mark_broken(&rule.connection.id, reason);
+                workspace.mark_broken(connection, reason);
             }
             AttemptResult {
                 call: Some(Attempt {
@@ -207,6 +326,14 @@ impl Router {
                 outcome: attempted.outcome,
             }
         };
+        self.metrics.open_circuits.set(self.breakers.open() as i64);
+        self.record(rule, delivery, result).await;
+    }
+
+    /// Counts and logs `result`, then writes the history record and the retry task or dead
+    /// letter, and returns once Kafka acknowledged all of them.
+    async fn record(&self, rule: &CompiledRule, delivery: Delivery, result: AttemptResult) {
+        let destination = rule.connection.kind.as_str();
         self.metrics
             .deliveries
             .with_label_values(&[destination, rule.action.name(), result.outcome.kind()])
@@ -242,24 +369,66 @@ impl Router {
             Some(reason) => tracing::warn!(delivery_id = %record.delivery_id, attempt,
                 status = %record.status, %reason, "delivery not completed"),
         }
-        let retry = async {
-            if let Some((topic, task)) = &settled.retry {
-                self.writer.retry_task(topic, task).await;
-            }
-        };
+        // The task first: once history says `retrying`, the retry must exist.
+        if let Some((topic, task)) = &settled.retry {
+            self.writer.retry_task(topic, task).await;
+        }
         let dead = async {
             if let Some(task) = &settled.dead_letter {
                 self.writer.dead_delivery(record, task).await;
             }
         };
-        futures::join!(self.writer.history(record, partition), retry, dead);
+        futures::join!(self.writer.history(record, partition), dead);
         if let (Some(dedupe), Some(p)) = (&self.dedupe, partition) {
             let at = record.updated_at.timestamp_millis();
             dedupe.note(p, &record.delivery_id, record.status, at);
         }
     }
 
-    async fn skip(&self, envelope: &EventEnvelope, reason: SkipReason, detail: &str) {
+    /// Ends a delivery that an internal error (a caught panic) stopped: `failed`, with `reason`,
+    /// and its task to the dead-letter topic, from where `herald redrive` can send it again.
+    pub async fn fail(
+        &self,
+        workspace: &CompiledWorkspace,
+        rule_id: &str,
+        envelope: &EventEnvelope,
+        partition: Option<i32>,
+        reason: String,
+    ) {
+        let Some(rule) = workspace.rule(rule_id) else {
+            return;
+        };
+        // Rendered again for the redrivable task; if rendering is what panicked, the task
+        // carries no request and the redrive's attempt will say so.
+        let request = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            workspace.render(rule, &render_context(envelope))
+        }))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+        let delivery = Delivery {
+            delivery_id: delivery_id(&envelope.workspace_id, &envelope.event_id, &rule.id),
+            envelope: envelope.clone(),
+            rule_id: rule.id.clone(),
+            connection_id: rule.connection.id.clone(),
+            destination: rule.connection.kind.clone(),
+            action: rule.action.name().to_owned(),
+            request,
+            attempt: 1,
+            retries: 0,
+            first_attempt_at: Utc::now(),
+            attempts: Vec::new(),
+            partition,
+        };
+        let result = AttemptResult {
+            outcome: Outcome::Permanent { reason },
+            call: None,
+        };
+        self.record(rule, delivery, result).await;
+    }
+
+    /// Records an event that makes no delivery (one summary per workspace, event and reason).
+    pub async fn skip(&self, envelope: &EventEnvelope, reason: SkipReason, detail: &str) {
         self.metrics.events.with_label_values(&["skipped"]).inc();
         tracing::debug!(reason = reason.code(), detail, "event skipped");
         if let Some(record) = self.skips.note(envelope, reason, detail) {

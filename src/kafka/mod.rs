@@ -58,6 +58,10 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
         )
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
+            "max.poll.interval.ms",
+            settings.kafka.max_poll_interval_ms.to_string(),
+        )
+        .set(
             "statistics.interval.ms",
             settings.kafka.statistics_interval_ms.to_string(),
         );

@@ -39,6 +39,7 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u64,
     pub linger_ms: u64,
     pub statistics_interval_ms: u64,
+    pub max_poll_interval_ms: u64,
     /// Extra librdkafka properties, passed as is.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -63,11 +64,13 @@ pub struct TopicSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProcessorSettings {
     pub max_in_flight_events: usize,
+    pub max_queued_per_connection: usize,
     pub max_event_bytes: usize,
     pub skip_summary_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub dedupe_window_ms: u64,
     pub dedupe_max_entries: usize,
+    pub liveness_timeout_ms: u64,
 }
 
 /// Retry tiers.
@@ -102,6 +105,9 @@ pub struct DestinationSettings {
     pub timeout_ms: u64,
     pub allow_private_networks: bool,
     pub max_rate_wait_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    pub breaker_max_connections: usize,
 }
 
 /// The HTTP server.
@@ -229,6 +235,17 @@ impl Settings {
         positive("kafka.session_timeout_ms", self.kafka.session_timeout_ms)?;
         positive("kafka.commit_interval_ms", self.kafka.commit_interval_ms)?;
         positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        // The consumer is polled at least every second; a shorter interval than a session
+        // would only cause needless rebalances.
+        if self.kafka.max_poll_interval_ms < self.kafka.session_timeout_ms {
+            return Err(SettingsError::Invalid {
+                key: "kafka.max_poll_interval_ms",
+                problem: format!(
+                    "must be at least kafka.session_timeout_ms ({})",
+                    self.kafka.session_timeout_ms
+                ),
+            });
+        }
         for (key, name) in [
             ("topics.events", &self.topics.events),
             ("topics.workspaces", &self.topics.workspaces),
@@ -249,6 +266,22 @@ impl Settings {
         positive(
             "processor.max_in_flight_events",
             self.processor.max_in_flight_events as u64,
+        )?;
+        positive(
+            "processor.max_queued_per_connection",
+            self.processor.max_queued_per_connection as u64,
+        )?;
+        positive(
+            "processor.liveness_timeout_ms",
+            self.processor.liveness_timeout_ms,
+        )?;
+        positive(
+            "destinations.breaker_cooldown_ms",
+            self.destinations.breaker_cooldown_ms,
+        )?;
+        positive(
+            "destinations.breaker_max_connections",
+            self.destinations.breaker_max_connections as u64,
         )?;
         positive(
             "processor.max_event_bytes",

@@ -1,0 +1,215 @@
+//! Tenants share one consumer group: one workspace's hanging or dead endpoint must not stall
+//! the others, and its own deliveries must not be lost meanwhile.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, WEBHOOK_SECRET};
+use herald::model::records::DeliveryStatus;
+use herald_sandbox::Fault;
+use serde_json::json;
+
+/// A workspace whose only connection is a webhook at `path` of the sandbox, with a short
+/// timeout.
+fn webhook_workspace(id: &str, path: &str, timeout_ms: u64) -> String {
+    format!(
+        r#"
+workspace: {id}
+connections:
+  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{path}", timeout_ms: {timeout_ms}, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+rules:
+  - {{ id: r, event: e, connection: hook, action: post }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_with_thousands_queued_does_not_delay_another_workspace() {
+    const QUEUED: usize = 1_500;
+    const OTHER: usize = 12;
+    // Every partition shared: the hanging workspace and the other one compete for the same
+    // consumer, window and partition.
+    let h = Harness::new_with(|s| {
+        s.topics.partitions = 1;
+        // Long enough that no retry runs during the test.
+        s.retry.tiers = ["10m", "20m"].map(String::from).to_vec();
+    })
+    .await;
+    h.apply(&[
+        // The sandbox holds each request for 60 s; the connection gives up after 2 s.
+        (
+            "hang.yaml",
+            &webhook_workspace("ws_hang", "hang?delay_ms=60000", 2_000),
+        ),
+        ("ok.yaml", &webhook_workspace("ws_ok", "ok", 2_000)),
+    ])
+    .await;
+    for i in 0..QUEUED {
+        h.emit("ws_hang", "e", &format!("evt_hang_{i}"), None, json!({}))
+            .await;
+    }
+    for i in 0..OTHER {
+        h.emit("ws_ok", "e", &format!("evt_ok_{i}"), None, json!({"n": i}))
+            .await;
+    }
+    let running = h.start();
+    let delivered = h
+        .wait_for_history("ws_ok", "the other workspace delivered", |r| {
+            r.len() == OTHER && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+        })
+        .await;
+    let order: Vec<_> = h
+        .requests("webhook")
+        .into_iter()
+        .filter(|r| r.path.contains("/ok"))
+        .map(|r| r.body["data"]["payload"]["n"].as_u64())
+        .collect();
+    assert_eq!(delivered.len(), OTHER);
+    assert_eq!(
+        order.len(),
+        OTHER,
+        "each of the other workspace's events delivered once"
+    );
+    assert!(order.is_sorted(), "in event order: {order:?}");
+    // The hanging connection's backlog did not wait in memory: beyond its line's bound the
+    // deliveries went to a retry tier without a call, each recorded `retrying`.
+    let deferred = running
+        .app
+        .metrics
+        .deferred
+        .with_label_values(&["connection_backlog_full"])
+        .get();
+    assert!(deferred > 0, "no delivery was deferred");
+    let hang = h
+        .wait_for_history("ws_hang", "the hanging workspace's backlog recorded", |r| {
+            r.iter()
+                .filter(|d| d.status == DeliveryStatus::Retrying)
+                .count() as u64
+                >= deferred
+                && deferred >= (QUEUED - 100) as u64
+        })
+        .await;
+    assert!(
+        hang.iter().any(|d| d
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("max_queued_per_connection"))),
+        "the reason names the bound"
+    );
+    running.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_opens_its_circuit_and_is_then_spared_the_calls() {
+    const EVENTS: usize = 40;
+    let h = Harness::new_with(|s| {
+        s.destinations.breaker_failures = 3;
+        s.destinations.breaker_cooldown_ms = 600_000;
+        s.retry.tiers = ["10m", "20m"].map(String::from).to_vec();
+    })
+    .await;
+    h.apply(&[
+        ("down.yaml", &webhook_workspace("ws_down", "down", 2_000)),
+        ("up.yaml", &webhook_workspace("ws_up", "up", 2_000)),
+    ])
+    .await;
+    h.sandbox.inject(Fault {
+        path: "/webhook/down".into(),
+        count: 10_000,
+        status: 503,
+        body: "upstream unavailable".into(),
+        retry_after: None,
+        delay_ms: 0,
+        rate: None,
+    });
+    for i in 0..EVENTS {
+        h.emit("ws_down", "e", &format!("evt_d{i}"), None, json!({}))
+            .await;
+        h.emit("ws_up", "e", &format!("evt_u{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    let down = h
+        .wait_for_history("ws_down", "every delivery recorded", |r| {
+            r.len() == EVENTS && r.iter().all(|d| d.status == DeliveryStatus::Retrying)
+        })
+        .await;
+    let calls = h
+        .requests("webhook")
+        .iter()
+        .filter(|r| r.path.contains("/down"))
+        .count();
+    assert_eq!(calls, 3, "calls after the breaker opened");
+    let spared = down
+        .iter()
+        .filter(|d| {
+            d.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("circuit open") && r.contains("503"))
+        })
+        .count();
+    assert_eq!(spared, EVENTS - 3, "the reason says why no call was made");
+    assert!(down.iter().all(|d| d.next_attempt_at.is_some()));
+    h.wait_for_history("ws_up", "the other workspace delivered", |r| {
+        r.len() == EVENTS && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    assert_eq!(
+        running
+            .app
+            .metrics
+            .deferred
+            .with_label_values(&["circuit_open"])
+            .get(),
+        (EVENTS - 3) as u64
+    );
+    assert_eq!(running.app.metrics.open_circuits.get(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_keeps_its_group_membership_while_the_window_is_full() {
+    // A window of two, filled by two events whose calls take longer than the poll interval:
+    // fetching pauses but polling goes on, so the group does not evict the member and the
+    // events are committed once, without a rebalance re-reading them.
+    let h = Harness::new_with(|s| {
+        s.processor.max_in_flight_events = 2;
+        s.kafka.session_timeout_ms = 6_000;
+        s.kafka.max_poll_interval_ms = 6_000;
+        s.topics.partitions = 1;
+        // A re-read event is sent again: what this test would see if the member were evicted.
+        s.processor.dedupe_window_ms = 0;
+    })
+    .await;
+    h.apply(&[
+        (
+            "slow.yaml",
+            &webhook_workspace("ws_slow", "slow?delay_ms=8000", 20_000),
+        ),
+        (
+            "slow2.yaml",
+            &webhook_workspace("ws_slow2", "slow?delay_ms=8000", 20_000),
+        ),
+    ])
+    .await;
+    h.emit("ws_slow", "e", "evt_1", None, json!({})).await;
+    h.emit("ws_slow2", "e", "evt_2", None, json!({})).await;
+    h.emit("ws_slow", "e", "evt_3", None, json!({})).await;
+    let running = h.start();
+    for ws in ["ws_slow", "ws_slow2"] {
+        h.wait_for_history(ws, "delivered", |r| {
+            !r.is_empty() && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+        })
+        .await;
+    }
+    h.wait_for_history("ws_slow", "both delivered", |r| r.len() == 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.requests("webhook").len(),
+        3,
+        "no event was read and sent twice"
+    );
+    running.stop().await;
+}
