@@ -85,11 +85,14 @@ impl App {
             dedupe,
         });
         Ok(Self {
-            health: Arc::new(Health::new(
-                table,
-                router.writer.health(),
-                Duration::from_millis(settings.processor.liveness_timeout_ms),
-            )),
+            health: Arc::new(
+                Health::new(
+                    table,
+                    router.writer.health(),
+                    Duration::from_millis(settings.processor.liveness_timeout_ms),
+                )
+                .with_dedupe(router.dedupe.clone()),
+            ),
             metrics,
             router,
             settings,

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub open_circuits: IntGauge,
     /// Panics caught while processing an input record or a delivery.
     pub panics: IntCounter,
+    /// Workspaces whose newest config this replica rejected.
+    pub rejected_configs: IntGauge,
+    /// Owned partitions running with a partly loaded dedupe set.
+    pub dedupe_degraded: IntGauge,
 }
 
 impl Default for Metrics {
@@ -176,6 +180,16 @@ impl Metrics {
             "Panics caught while processing an input record or a delivery (each is a bug; the record or delivery went to the dead-letter topic).",
         )
         .expect("valid metric");
+        let rejected_configs = IntGauge::new(
+            "herald_workspace_configs_rejected",
+            "Workspaces whose newest config does not compile on this replica (e.g. a missing variable): the last good version runs, or without one their events are skipped.",
+        )
+        .expect("valid metric");
+        let dedupe_degraded = IntGauge::new(
+            "herald_dedupe_degraded_partitions",
+            "Owned partitions whose events went ahead before their delivery history loaded (the wait timed out): dedupe checks only the part loaded so far.",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "herald_build_info",
@@ -204,6 +218,8 @@ impl Metrics {
             Box::new(deferred.clone()),
             Box::new(open_circuits.clone()),
             Box::new(panics.clone()),
+            Box::new(rejected_configs.clone()),
+            Box::new(dedupe_degraded.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("unique metric names");
@@ -225,6 +241,8 @@ impl Metrics {
             deferred,
             open_circuits,
             panics,
+            rejected_configs,
+            dedupe_degraded,
         }
     }
 

@@ -52,6 +52,11 @@ async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics
         .broken_connections
         .set(api.health.table.broken_connections() as i64);
+    api.metrics
+        .rejected_configs
+        .set(api.health.table.rejected_configs() as i64);
+    let degraded = api.health.dedupe.as_ref().map_or(0, |d| d.degraded());
+    api.metrics.dedupe_degraded.set(degraded as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use super::dedupe::Dedupe;
 use crate::workspace::table::WorkspaceTable;
 
 /// What `/readyz` and `/healthz` report.
@@ -15,6 +16,8 @@ pub struct Health {
     pub consuming: AtomicBool,
     /// False while outcomes fail to be acknowledged by Kafka.
     pub producer: Arc<AtomicBool>,
+    /// The dedupe sets, for the count of partitions running with a partial one.
+    pub dedupe: Option<Arc<Dedupe>>,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -35,10 +38,17 @@ impl Health {
             table,
             consuming: AtomicBool::new(false),
             producer,
+            dedupe: None,
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
         }
+    }
+
+    /// Health that also reports on `dedupe`'s partitions.
+    pub fn with_dedupe(mut self, dedupe: Option<Arc<Dedupe>>) -> Self {
+        self.dedupe = dedupe;
+        self
     }
 
     /// An input record finished.

@@ -33,6 +33,9 @@ pub enum WorkspaceEntry {
 #[derive(Debug)]
 pub struct WorkspaceTable {
     entries: RwLock<HashMap<String, WorkspaceEntry>>,
+    /// Workspaces whose newest config did not compile here while an older one stays in force,
+    /// with the reason.
+    rejected: RwLock<HashMap<String, String>>,
     ready: watch::Sender<bool>,
 }
 
@@ -40,6 +43,7 @@ impl Default for WorkspaceTable {
     fn default() -> Self {
         Self {
             entries: RwLock::default(),
+            rejected: RwLock::default(),
             ready: watch::channel(false).0,
         }
     }
@@ -75,9 +79,33 @@ impl WorkspaceTable {
         self.len() == 0
     }
 
+    /// Workspaces whose newest config this replica rejected: invalid ones (their events are
+    /// skipped) and those running their last good version.
+    pub fn rejected_configs(&self) -> usize {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let invalid = entries
+            .values()
+            .filter(|e| matches!(e, WorkspaceEntry::Invalid(_)))
+            .count();
+        invalid
+            + self
+                .rejected
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
+    }
+
+    /// Why the newest config of `workspace_id` was rejected while an older one stays in force.
+    pub fn rejected_reason(&self, workspace_id: &str) -> Option<String> {
+        let rejected = self.rejected.read().unwrap_or_else(|p| p.into_inner());
+        rejected.get(workspace_id).cloned()
+    }
+
     /// Applies one record of `herald.workspaces`.
     pub fn apply(&self, key: &str, value: Option<&[u8]>, ctx: &DestinationContext, vars: &Vars) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut rejected = self.rejected.write().unwrap_or_else(|p| p.into_inner());
+        rejected.remove(key);
         let Some(value) = value else {
             if entries.remove(key).is_some() {
                 tracing::info!(workspace = key, "workspace deleted");
@@ -104,6 +132,7 @@ impl WorkspaceTable {
                 // on rather than every later event of the workspace being skipped.
                 tracing::error!(workspace = key, %reason,
                     "new workspace config rejected here; the last good version stays in force");
+                rejected.insert(key.to_owned(), reason.clone());
                 return;
             }
             (WorkspaceEntry::Invalid(reason), _) => {
@@ -287,7 +316,9 @@ mod tests {
             matches!(table.get("ws"), Some(WorkspaceEntry::Invalid(_))),
             "with no good version, the workspace is invalid here"
         );
+        assert_eq!(table.rejected_configs(), 1);
         table.apply("ws", Some(CONFIG.as_bytes()), &ctx, &vars);
+        assert_eq!(table.rejected_configs(), 0);
         let Some(WorkspaceEntry::Ready(good)) = table.get("ws") else {
             panic!("the good config compiles");
         };
@@ -296,7 +327,18 @@ mod tests {
             Some(WorkspaceEntry::Ready(kept)) => assert!(Arc::ptr_eq(&kept, &good)),
             other => panic!("the last good version stays: {other:?}"),
         }
+        assert_eq!(
+            table.rejected_configs(),
+            1,
+            "counted while the old version runs"
+        );
+        let reason = table.rejected_reason("ws").expect("the reason is kept");
+        assert!(
+            reason.contains("HERALD_TEST_VARIABLE_THAT_IS_NOT_SET"),
+            "{reason}"
+        );
         table.apply("ws", None, &ctx, &vars);
         assert!(table.get("ws").is_none(), "a tombstone still deletes it");
+        assert_eq!(table.rejected_configs(), 0);
     }
 }

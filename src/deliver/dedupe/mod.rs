@@ -46,6 +46,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Partition {
     loaded: bool,
+    /// Its events went ahead before it loaded (the wait timed out): checked against a part.
+    degraded: bool,
     /// When the partition's events stop waiting for it to load, whether it has or not.
     deadline: tokio::time::Instant,
     set: DeliveredSet,
@@ -139,6 +141,7 @@ impl Dedupe {
                     *p,
                     Partition {
                         loaded: false,
+                        degraded: false,
                         deadline,
                         set: DeliveredSet::default(),
                     },
@@ -178,6 +181,7 @@ impl Dedupe {
                     // Once per partition, not per delivery: its events stop waiting from now on
                     // and are checked against what has loaded so far.
                     p.loaded = true;
+                    p.degraded = true;
                     tracing::warn!(
                         partition,
                         loaded = p.set.len(),
@@ -191,6 +195,12 @@ impl Dedupe {
             // Woken by any partition's load; the deadline is re-checked above.
             let _ = tokio::time::timeout_at(deadline, loaded.changed()).await;
         }
+    }
+
+    /// Owned partitions whose events go ahead before their delivery history loaded (the wait
+    /// for it timed out), checked only against the part loaded so far.
+    pub fn degraded(&self) -> usize {
+        self.lock().values().filter(|p| p.degraded).count()
     }
 
     /// Notes a history record this process wrote, ahead of reading it back.
@@ -235,6 +245,7 @@ impl Dedupe {
     fn mark_loaded(&self, partition: i32) {
         if let Some(p) = self.lock().get_mut(&partition) {
             p.loaded = true;
+            p.degraded = false;
             tracing::info!(
                 partition,
                 delivered = p.set.len(),
