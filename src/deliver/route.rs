@@ -227,6 +227,7 @@ impl Router {
                 first_attempt_at: Utc::now(),
                 attempts: Vec::new(),
                 partition: options.partition,
+                redriven_at: None,
             };
             let rendered = planned.rendered.map(|_| ());
             match lane {
@@ -419,6 +420,7 @@ impl Router {
             first_attempt_at: Utc::now(),
             attempts: Vec::new(),
             partition,
+            redriven_at: None,
         };
         let result = AttemptResult {
             outcome: Outcome::Permanent { reason },

@@ -35,6 +35,8 @@ pub struct Delivery {
     pub attempts: Vec<Attempt>,
     /// The `herald.events` partition of the event (see [`DeliveryTask::partition`]).
     pub partition: Option<i32>,
+    /// See [`DeliveryTask::redriven_at`].
+    pub redriven_at: Option<DateTime<Utc>>,
 }
 
 impl Delivery {
@@ -53,6 +55,7 @@ impl Delivery {
             retries: task.retries,
             attempts: task.attempts,
             partition: task.partition,
+            redriven_at: task.redriven_at,
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn settle(
             last_error,
             partition: delivery.partition,
             attempts: delivery.attempts.clone(),
+            redriven_at: delivery.redriven_at,
         }
     };
     let (status, retry, dead, reason) = match &result.outcome {
@@ -118,7 +122,8 @@ pub fn settle(
             match policy.next(
                 &result.outcome,
                 delivery.retries,
-                delivery.first_attempt_at,
+                // A redriven delivery's age counts from the redrive.
+                delivery.redriven_at.unwrap_or(delivery.first_attempt_at),
                 now,
                 draw,
             ) {
@@ -192,6 +197,7 @@ mod tests {
             first_attempt_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             attempts: Vec::new(),
             partition: Some(2),
+            redriven_at: None,
         }
     }
 
@@ -206,6 +212,31 @@ mod tests {
                 latency_ms: 3,
             }),
         }
+    }
+
+    #[test]
+    fn a_redriven_delivery_ages_from_its_redrive_not_its_first_attempt() {
+        let policy = RetryPolicy::from_settings(&Settings::defaults());
+        let transient = Outcome::Retry {
+            after: None,
+            reason: "HTTP 503".into(),
+        };
+        // Four days after the first attempt: past the default maximum age of three days.
+        let first = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let now = first + chrono::Duration::days(4);
+        let old = settle(delivery(0), call(&transient), &policy, now, 0.5);
+        assert_eq!(old.record.status, DeliveryStatus::Dead);
+        let mut redriven = delivery(0);
+        redriven.redriven_at = Some(now - chrono::Duration::minutes(1));
+        let settled = settle(redriven, call(&transient), &policy, now, 0.5);
+        assert_eq!(settled.record.status, DeliveryStatus::Retrying);
+        let (_, task) = settled.retry.expect("a retry task");
+        assert_eq!(task.redriven_at, Some(now - chrono::Duration::minutes(1)));
+        assert_eq!(
+            task.first_attempt_at,
+            Some(first),
+            "history keeps its creation time"
+        );
     }
 
     #[test]

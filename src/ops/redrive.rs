@@ -102,13 +102,14 @@ pub async fn redrive(
 }
 
 /// The task of a redriven delivery, due now in the first tier with its tiers counted afresh,
-/// and its history record saying so. Its age still counts from its first attempt.
+/// and its history record saying so. Its age (`retry.max_age_ms`) counts afresh from now.
 fn requeued(dead: &DeadDelivery, now: DateTime<Utc>) -> (DeliveryRecord, DeliveryTask) {
     let DeadDelivery { record, task } = dead;
     let mut task = task.clone();
     task.due_at = now;
     task.tier = 0;
     task.retries = 0;
+    task.redriven_at = Some(now);
     let mut retrying = record.clone();
     retrying.status = DeliveryStatus::Retrying;
     retrying.reason = Some(format!(
@@ -193,6 +194,7 @@ mod tests {
             last_error: Some("HTTP 503".into()),
             attempts: Vec::new(),
             partition: Some(1),
+            redriven_at: None,
         };
         let record = DeliveryRecord {
             delivery_id: "dl_1".into(),
@@ -215,6 +217,11 @@ mod tests {
         assert_eq!((task.tier, task.retries, task.due_at), (0, 0, now));
         assert_eq!(task.attempt, 6, "the attempt count goes on");
         assert_eq!(task.first_attempt_at, Some(then));
+        assert_eq!(
+            task.redriven_at,
+            Some(now),
+            "its age counts from the redrive"
+        );
         assert_eq!(retrying.status, DeliveryStatus::Retrying);
         assert_eq!(retrying.next_attempt_at, Some(now));
         assert_eq!(retrying.created_at, then);

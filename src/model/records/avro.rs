@@ -205,6 +205,8 @@ struct AvroTask {
     partition: Option<i32>,
     #[serde(with = "list")]
     attempts: Vec<Attempt>,
+    #[serde(with = "ts_milliseconds_option")]
+    redriven_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -53,6 +53,10 @@ pub struct DeliveryTask {
     /// for dedupe. `None` for tasks written before Herald recorded it.
     #[serde(default)]
     pub partition: Option<i32>,
+    /// When an operator last redrove the delivery: its age for `retry.max_age_ms` counts from
+    /// then rather than from its first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_at: Option<DateTime<Utc>>,
 }
 
 /// Attempts kept in a task and a history record; older ones are dropped, the count of attempts
