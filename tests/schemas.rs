@@ -99,6 +99,7 @@ fn task() -> DeliveryTask {
             latency_ms: 40,
         }],
         partition: Some(2),
+        offset: Some(41),
     }
 }
 
@@ -200,9 +201,10 @@ where
 #[test]
 fn every_schema_reads_what_its_previous_version_wrote() {
     reads_what_the_previous_version_wrote("EventEnvelope", &envelope());
-    // The previous version had no `partition`; its tasks read with none.
+    // The previous version had no `partition` nor `offset`; its tasks read with neither.
     let task = DeliveryTask {
         partition: None,
+        offset: None,
         ..task()
     };
     reads_what_the_previous_version_wrote("DeliveryTask", &task);

@@ -264,6 +264,7 @@ async fn process(
                 event = %envelope.event, partition = raw.partition, offset = raw.offset);
             let options = RouteOptions {
                 partition: Some(raw.partition),
+                offset: Some(raw.offset),
                 ..RouteOptions::default()
             };
             router.route(&envelope, options).instrument(span).await;

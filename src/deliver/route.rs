@@ -36,6 +36,8 @@ pub struct Router {
 pub struct RouteOptions<'a> {
     /// The `herald.events` partition the event came from.
     pub partition: Option<i32>,
+    /// The event's offset in that partition; it orders the workspace's writes.
+    pub offset: Option<i64>,
     /// Deliver even what history says was delivered (`herald replay --force`).
     pub force: bool,
     /// Only this rule's deliveries (`herald replay --rule`).
@@ -148,6 +150,7 @@ impl Router {
             first_attempt_at: Utc::now(),
             attempts: Vec::new(),
             partition: options.partition,
+            offset: options.offset,
         };
         self.attempt_and_record(workspace, rule, delivery, request.map(|_| ()))
             .await;

@@ -35,6 +35,8 @@ pub struct Delivery {
     pub attempts: Vec<Attempt>,
     /// The `herald.events` partition of the event (see [`DeliveryTask::partition`]).
     pub partition: Option<i32>,
+    /// The event's offset in that partition (see [`DeliveryTask::offset`]).
+    pub offset: Option<i64>,
 }
 
 impl Delivery {
@@ -53,6 +55,7 @@ impl Delivery {
             retries: task.retries,
             attempts: task.attempts,
             partition: task.partition,
+            offset: task.offset,
         }
     }
 }
@@ -102,6 +105,7 @@ pub fn settle(
             first_attempt_at: Some(delivery.first_attempt_at),
             last_error,
             partition: delivery.partition,
+            offset: delivery.offset,
             attempts: delivery.attempts.clone(),
         }
     };
@@ -192,6 +196,7 @@ mod tests {
             first_attempt_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             attempts: Vec::new(),
             partition: Some(2),
+            offset: Some(5),
         }
     }
 

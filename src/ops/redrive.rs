@@ -193,6 +193,7 @@ mod tests {
             last_error: Some("HTTP 503".into()),
             attempts: Vec::new(),
             partition: Some(1),
+            offset: Some(7),
         };
         let record = DeliveryRecord {
             delivery_id: "dl_1".into(),

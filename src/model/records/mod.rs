@@ -53,6 +53,11 @@ pub struct DeliveryTask {
     /// for dedupe. `None` for tasks written before Herald recorded it.
     #[serde(default)]
     pub partition: Option<i32>,
+    /// The event's offset in that partition: a workspace's events share one partition, so the
+    /// offset orders its deliveries (a retried write is skipped when a later event's write to
+    /// the same contact succeeded already). `None` for tasks written before Herald recorded it.
+    #[serde(default)]
+    pub offset: Option<i64>,
 }
 
 /// Attempts kept in a task and a history record; older ones are dropped, the count of attempts
