@@ -16,6 +16,7 @@ use crate::deliver::processor::{self, ProcessorError};
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::retry_worker;
 use crate::deliver::route::Router;
+use crate::deliver::supersede::LastWrites;
 use crate::destinations::{DestinationContext, http};
 use crate::history::OutcomeWriter;
 use crate::history::skips::SkipSummaries;
@@ -77,6 +78,7 @@ impl App {
             metrics: metrics.clone(),
             policy: RetryPolicy::from_settings(&settings),
             dedupe,
+            last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
         });
         Ok(Self {
             health: Arc::new(Health::new(table, router.writer.health())),

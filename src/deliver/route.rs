@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::dedupe::Dedupe;
 use super::retry::RetryPolicy;
 use super::settle::{AttemptResult, Delivery, settle};
+use super::supersede::{self, LastWrites};
 use crate::destinations::{Call, Outcome};
 use crate::history::OutcomeWriter;
 use crate::history::skips::{SkipReason, SkipSummaries};
@@ -29,6 +30,8 @@ pub struct Router {
     pub policy: RetryPolicy,
     /// The delivered sets of the owned partitions; `None` when dedupe is off.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// The last successful write per contact, against which retried writes are checked.
+    pub last_writes: LastWrites,
 }
 
 /// How one event is routed.
@@ -216,6 +219,7 @@ impl Router {
             .inc();
         match &result.outcome {
             Outcome::Delivered => {
+                supersede::note_delivered(&self.last_writes, rule, &delivery);
                 let since = delivery
                     .envelope
                     .occurred_at
