@@ -17,6 +17,7 @@ use crate::deliver::processor::{self, ProcessorError};
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::retry_worker;
 use crate::deliver::route::Router;
+use crate::deliver::supersede::LastWrites;
 use crate::destinations::{DestinationContext, http};
 use crate::history::OutcomeWriter;
 use crate::history::skips::SkipSummaries;
@@ -83,6 +84,7 @@ impl App {
                 max_connections: settings.destinations.breaker_max_connections,
             }),
             dedupe,
+            last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
         });
         Ok(Self {
             health: Arc::new(

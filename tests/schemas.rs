@@ -100,6 +100,7 @@ fn task() -> DeliveryTask {
         }],
         partition: Some(2),
         redriven_at: Some(Utc.timestamp_millis_opt(1_774_102_689_000).unwrap()),
+        offset: Some(41),
     }
 }
 
@@ -201,9 +202,11 @@ where
 #[test]
 fn every_schema_reads_what_its_previous_version_wrote() {
     reads_what_the_previous_version_wrote("EventEnvelope", &envelope());
-    // The previous version had no `partition` nor `redriven_at`; its tasks read with none.
+    // The previous version had no `partition`, `offset` nor `redriven_at`; its tasks read with
+    // none.
     let task = DeliveryTask {
         partition: None,
+        offset: None,
         redriven_at: None,
         ..task()
     };

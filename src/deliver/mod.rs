@@ -2,7 +2,8 @@
 //! tracking ([`offsets`]), bounded per-connection lines ([`order`]), per-connection circuit
 //! breakers ([`breaker`]), routing one event to its deliveries ([`route`]), settling an attempt's outcome ([`settle`]), the retry schedule
 //! ([`retry`]) and the consumer of the retry tiers ([`retry_worker`]), skipping what was
-//! delivered already ([`dedupe`]) and what `/readyz` and `/healthz` report ([`health`]). Operator commands
+//! delivered already ([`dedupe`]) and retried writes a later event superseded ([`supersede`]),
+//! and what `/readyz` and `/healthz` report ([`health`]). Operator commands
 //! that act on the topics from outside the pipeline are in `ops`, above this module.
 
 pub mod breaker;
@@ -15,3 +16,4 @@ pub mod retry;
 pub mod retry_worker;
 pub mod route;
 pub mod settle;
+pub mod supersede;

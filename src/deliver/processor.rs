@@ -431,6 +431,7 @@ async fn process(
                 event = %envelope.event, partition = claim.partition, offset = claim.offset);
             let options = RouteOptions {
                 partition: Some(claim.partition),
+                offset: Some(claim.offset),
                 ..RouteOptions::default()
             };
             let deliveries = deliveries.into_iter().map(|(planned, lane)| {

@@ -28,6 +28,7 @@ use super::processor::{
 };
 use super::route::Router;
 use super::settle::{AttemptResult, Delivery, settle};
+use super::supersede;
 use crate::destinations::Outcome;
 use crate::history::writer::DeadLetter;
 use crate::kafka;
@@ -248,6 +249,9 @@ async fn retry(router: &Router, task: DeliveryTask) {
         rule.connection.kind.clone(),
         rule.action.name().to_owned(),
     );
+    if supersede::skip_if_superseded(router, rule, &delivery).await {
+        return;
+    }
     router
         .attempt_and_record(&workspace, rule, delivery, Ok(()))
         .await;

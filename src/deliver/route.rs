@@ -14,6 +14,7 @@ use super::dedupe::Dedupe;
 use super::order::{Full, Turn};
 use super::retry::RetryPolicy;
 use super::settle::{AttemptResult, Delivery, settle};
+use super::supersede::{self, LastWrites};
 use crate::destinations::{Call, Outcome};
 use crate::history::OutcomeWriter;
 use crate::history::skips::{SkipReason, SkipSummaries};
@@ -34,6 +35,8 @@ pub struct Router {
     pub breakers: Breakers,
     /// The delivered sets of the owned partitions; `None` when dedupe is off.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// The last successful write per contact, against which retried writes are checked.
+    pub last_writes: LastWrites,
 }
 
 /// The result of a delivery that was not called: it goes to a retry tier (after `after` when
@@ -50,6 +53,8 @@ fn not_called(reason: String, after: Option<std::time::Duration>) -> AttemptResu
 pub struct RouteOptions<'a> {
     /// The `herald.events` partition the event came from.
     pub partition: Option<i32>,
+    /// The event's offset in that partition; it orders the workspace's writes.
+    pub offset: Option<i64>,
     /// Deliver even what history says was delivered (`herald replay --force`).
     pub force: bool,
     /// Only this rule's deliveries (`herald replay --rule`).
@@ -227,6 +232,7 @@ impl Router {
                 first_attempt_at: Utc::now(),
                 attempts: Vec::new(),
                 partition: options.partition,
+                offset: options.offset,
                 redriven_at: None,
             };
             let rendered = planned.rendered.map(|_| ());
@@ -341,6 +347,7 @@ impl Router {
             .inc();
         match &result.outcome {
             Outcome::Delivered => {
+                supersede::note_delivered(&self.last_writes, rule, &delivery);
                 let since = delivery
                     .envelope
                     .occurred_at
@@ -420,6 +427,7 @@ impl Router {
             first_attempt_at: Utc::now(),
             attempts: Vec::new(),
             partition,
+            offset: None,
             redriven_at: None,
         };
         let result = AttemptResult {

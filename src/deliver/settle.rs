@@ -37,6 +37,8 @@ pub struct Delivery {
     pub partition: Option<i32>,
     /// See [`DeliveryTask::redriven_at`].
     pub redriven_at: Option<DateTime<Utc>>,
+    /// The event's offset in that partition (see [`DeliveryTask::offset`]).
+    pub offset: Option<i64>,
 }
 
 impl Delivery {
@@ -56,6 +58,7 @@ impl Delivery {
             attempts: task.attempts,
             partition: task.partition,
             redriven_at: task.redriven_at,
+            offset: task.offset,
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn settle(
             first_attempt_at: Some(delivery.first_attempt_at),
             last_error,
             partition: delivery.partition,
+            offset: delivery.offset,
             attempts: delivery.attempts.clone(),
             redriven_at: delivery.redriven_at,
         }
@@ -198,6 +202,7 @@ mod tests {
             attempts: Vec::new(),
             partition: Some(2),
             redriven_at: None,
+            offset: Some(5),
         }
     }
 

@@ -42,6 +42,13 @@ pub trait Connector: Sized + Send + Sync + fmt::Debug + 'static {
 
     /// Makes one attempt at `action` with the call's rendered `with`.
     fn send(&self, action: Self::Action, call: Call<'_>) -> impl Future<Output = Attempted> + Send;
+
+    /// The record an action overwrites, read from the rendered `with`: `Some` (e.g. the
+    /// contact's normalised email) for actions that SET state, where a later write replaces an
+    /// earlier one, so a retried write older than the last successful one must not be sent;
+    /// `None` for additive actions (posts, tags, list subscriptions), which are always sent,
+    /// and for a `with` the action cannot read (its attempt fails and says why).
+    fn subject(&self, action: Self::Action, request: &Value) -> Option<String>;
 }
 
 /// The actions of one destination, as an enum; declare one with `actions!`.
@@ -191,6 +198,12 @@ impl BoundAction {
     pub fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
         self.0.send(call)
     }
+
+    /// The record this action overwrites for a rendered `with`, or `None` when the action is
+    /// additive (see [`Connector::subject`]).
+    pub fn subject(&self, request: &Value) -> Option<String> {
+        self.0.subject(request)
+    }
 }
 
 impl fmt::Debug for BoundAction {
@@ -205,6 +218,7 @@ trait Act: Send + Sync {
     fn name(&self) -> &'static str;
     fn check(&self, with: &Value) -> Result<(), FieldError>;
     fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted>;
+    fn subject(&self, request: &Value) -> Option<String>;
 }
 
 struct Bound<C: Connector> {
@@ -227,6 +241,10 @@ impl<C: Connector> Act for Bound<C> {
 
     fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted> {
         Box::pin(self.connection.send(self.action, call))
+    }
+
+    fn subject(&self, request: &Value) -> Option<String> {
+        self.connection.subject(self.action, request)
     }
 }
 
@@ -276,6 +294,89 @@ mod tests {
     }
 
     #[test]
+    fn state_setting_actions_name_their_subject_and_additive_ones_none() {
+        let connection = |kind: &str, settings: Value, credentials: &[(&str, &str)]| {
+            let mut spec = spec(settings, credentials);
+            spec.kind = kind.into();
+            super::super::lookup(kind)
+                .unwrap()
+                .connect(&spec, &DestinationContext::for_tests())
+                .unwrap()
+        };
+        let who = json!({"email": " Ada@Example.com ", "tag": "t", "list_id": 2, "tags": ["t"],
+                         "properties": {}, "attributes": {}, "text": "hi"});
+        let hubspot = connection("hubspot", json!({}), &[("token", "pat")]);
+        let mailchimp = connection(
+            "mailchimp",
+            json!({"audience_id": "aud1"}),
+            &[("api_key", "k-us6")],
+        );
+        let intercom = connection("intercom", json!({}), &[("token", "t")]);
+        let activecampaign = connection(
+            "activecampaign",
+            json!({"base_url": "https://acct.api-us1.com"}),
+            &[("api_token", "t")],
+        );
+        let slack = connection("slack", json!({"channel": "#c"}), &[("token", "xoxb-1")]);
+        let webhook = connection(
+            "webhook",
+            json!({"url": "https://hooks.example.com/x"}),
+            &[("secret", "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==")],
+        );
+        let ada_hash = crate::destinations::mailchimp::request::subscriber_hash("ada@example.com");
+        // (connection, action, rendered `with`, the subject it names)
+        type Case<'a> = (&'a Arc<dyn Connection>, &'a str, &'a Value, Option<String>);
+        let cases: [Case; 11] = [
+            (
+                &hubspot,
+                "upsert_contact",
+                &who,
+                Some("ada@example.com".into()),
+            ),
+            (
+                &mailchimp,
+                "upsert_member",
+                &who,
+                Some(format!("aud1/{ada_hash}")),
+            ),
+            (&mailchimp, "add_tags", &who, None),
+            (
+                &intercom,
+                "update_attributes",
+                &who,
+                Some("email:ada@example.com".into()),
+            ),
+            (
+                &intercom,
+                "update_attributes",
+                &json!({"external_id": "u-7", "email": "a@b.io", "attributes": {}}),
+                Some("external_id:u-7".into()),
+            ),
+            (&intercom, "tag_contact", &who, None),
+            (
+                &activecampaign,
+                "sync_contact",
+                &who,
+                Some("ada@example.com".into()),
+            ),
+            (&activecampaign, "add_tag", &who, None),
+            (&activecampaign, "add_to_list", &who, None),
+            (&slack, "post_message", &who, None),
+            (&webhook, "post", &who, None),
+        ];
+        for (connection, action, with, subject) in cases {
+            let bound = connection.clone().bind(action).unwrap();
+            assert_eq!(bound.subject(with), subject, "{bound:?}");
+        }
+        let hubspot = hubspot.bind("upsert_contact").unwrap();
+        assert_eq!(
+            hubspot.subject(&json!({"email": ""})),
+            None,
+            "unreadable: no subject"
+        );
+    }
+
+    #[test]
     fn actions_parse_by_name_and_unknown_ones_are_named() {
         use hubspot::Action as HubSpotAction;
         assert_eq!(HubSpotAction::NAMES, ["upsert_contact"]);
@@ -293,6 +394,11 @@ mod tests {
         assert_eq!(bound.name(), "upsert_contact");
         assert_eq!(format!("{bound:?}"), "BoundAction(hubspot.upsert_contact)");
         assert_eq!(bound.check(&json!({})).unwrap_err().path, "with.email");
+        assert_eq!(
+            bound.subject(&json!({"email": " Ada@Example.com ", "properties": {}})),
+            Some("ada@example.com".into()),
+            "an upsert overwrites the contact, named by its normalised email"
+        );
         let err = c.bind("create_deal").unwrap_err();
         assert_eq!(err.path, "action");
         assert_eq!(

@@ -195,6 +195,7 @@ mod tests {
             attempts: Vec::new(),
             partition: Some(1),
             redriven_at: None,
+            offset: Some(7),
         };
         let record = DeliveryRecord {
             delivery_id: "dl_1".into(),

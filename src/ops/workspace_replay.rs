@@ -91,6 +91,8 @@ pub async fn replay(
     for (partition, envelope) in &events {
         let options = RouteOptions {
             partition: Some(*partition),
+            // Unknown here, so a replayed event's writes are not ordered against others.
+            offset: None,
             force: window.force,
             rule: window.rule.as_deref(),
         };

@@ -82,6 +82,7 @@ pub struct RetrySettings {
     pub max_age_ms: u64,
     pub group_id: String,
     pub max_in_flight: usize,
+    pub supersede_max_subjects: usize,
 }
 
 /// One delay tier and its topic.
@@ -302,6 +303,10 @@ impl Settings {
         nonempty("retry.group_id", &self.retry.group_id)?;
         positive("retry.max_age_ms", self.retry.max_age_ms)?;
         positive("retry.max_in_flight", self.retry.max_in_flight as u64)?;
+        positive(
+            "retry.supersede_max_subjects",
+            self.retry.supersede_max_subjects as u64,
+        )?;
         if !(0.0..1.0).contains(&self.retry.jitter) {
             return Err(SettingsError::Invalid {
                 key: "retry.jitter",

@@ -67,6 +67,18 @@ impl Connector for ActiveCampaign {
         request::check(action, with)
     }
 
+    /// `sync_contact` sets the contact's fields: its subject is the normalised email.
+    /// `add_tag` and `add_to_list` add to the contact and are always sent, though they sync
+    /// the contact's fields first as well.
+    fn subject(&self, action: Action, request: &Value) -> Option<String> {
+        match action {
+            Action::SyncContact => request::required(request, "email")
+                .ok()
+                .map(|email| email.to_lowercase()),
+            Action::AddTag | Action::AddToList => None,
+        }
+    }
+
     async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
         steps::finished(match action {
             Action::SyncContact => self.sync_contact(call.request).await,

@@ -103,6 +103,15 @@ impl Connector for HubSpot {
         }
         answer.await.unwrap_or_else(|_| batcher_gone())
     }
+
+    /// An upsert sets the contact's properties: its subject is the normalised email.
+    fn subject(
+        &self,
+        Action::UpsertContact: Action,
+        request: &serde_json::Value,
+    ) -> Option<String> {
+        request::upsert(request).ok().map(|u| u.email)
+    }
 }
 
 /// The batcher ends only when its connection is dropped (or its runtime shuts down).

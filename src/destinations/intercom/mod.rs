@@ -65,6 +65,24 @@ impl Connector for Intercom {
         request::check(action, with)
     }
 
+    /// `update_attributes` sets the contact's attributes: its subject is the identity the
+    /// contact is found by (external_id first, as the lookup does). Tags are added.
+    fn subject(&self, action: Action, request: &Value) -> Option<String> {
+        match action {
+            Action::TagContact => None,
+            Action::UpdateAttributes => {
+                request::identity(request)
+                    .ok()
+                    .map(|who| match (who.external_id, who.email) {
+                        (Some(id), _) => format!("external_id:{id}"),
+                        (None, email) => {
+                            format!("email:{}", email.unwrap_or_default().to_lowercase())
+                        }
+                    })
+            }
+        }
+    }
+
     async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
         steps::finished(match action {
             Action::TagContact => self.tag_contact(call.request).await,

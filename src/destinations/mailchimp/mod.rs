@@ -122,6 +122,20 @@ impl Connector for Mailchimp {
         Ok(())
     }
 
+    /// `upsert_member` sets the member's merge fields: its subject is the audience and the
+    /// subscriber hash. Tags are added, never overwritten.
+    fn subject(&self, action: Action, request: &Value) -> Option<String> {
+        if action != Action::UpsertMember {
+            return None;
+        }
+        let defaults = Defaults {
+            audience_id: self.config.audience_id.as_deref(),
+            status_if_new: &self.config.status_if_new,
+        };
+        let member = request::member(request, defaults).ok()?;
+        Some(format!("{}/{}", member.audience_id, member.hash))
+    }
+
     async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
         let defaults = Defaults {
             audience_id: self.config.audience_id.as_deref(),

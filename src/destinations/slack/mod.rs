@@ -108,6 +108,11 @@ impl Connector for Slack {
         Ok(())
     }
 
+    /// A message is added to the channel; nothing is overwritten.
+    fn subject(&self, Action::PostMessage: Action, _request: &Value) -> Option<String> {
+        None
+    }
+
     async fn send(&self, Action::PostMessage: Action, call: Call<'_>) -> Attempted {
         let post = match &self.auth {
             SlackAuth::IncomingWebhook(url) => {

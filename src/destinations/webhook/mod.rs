@@ -59,6 +59,11 @@ impl Connector for Webhook {
         Ok(())
     }
 
+    /// A post is an event the receiver appends; nothing is overwritten.
+    fn subject(&self, Action::Post: Action, _request: &serde_json::Value) -> Option<String> {
+        None
+    }
+
     async fn send(&self, Action::Post: Action, call: Call<'_>) -> Attempted {
         let body = if call.request.is_null() {
             request::default_body(call.envelope)

@@ -203,6 +203,7 @@ struct AvroTask {
     first_attempt_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     partition: Option<i32>,
+    offset: Option<i64>,
     #[serde(with = "list")]
     attempts: Vec<Attempt>,
     #[serde(with = "ts_milliseconds_option")]

@@ -57,6 +57,11 @@ pub struct DeliveryTask {
     /// then rather than from its first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redriven_at: Option<DateTime<Utc>>,
+    /// The event's offset in that partition: a workspace's events share one partition, so the
+    /// offset orders its deliveries (a retried write is skipped when a later event's write to
+    /// the same contact succeeded already). `None` for tasks written before Herald recorded it.
+    #[serde(default)]
+    pub offset: Option<i64>,
 }
 
 /// Attempts kept in a task and a history record; older ones are dropped, the count of attempts
