@@ -13,8 +13,8 @@ pub enum ProduceErrorKind {
     Transient,
     /// The record is larger than the producer or the broker accepts; it never will be.
     TooLarge,
-    /// Producing again cannot succeed (fatal idempotent-producer state, authorization, an
-    /// invalid record or topic, the producer gone).
+    /// Producing again cannot succeed (fatal idempotent-producer state, an invalid record or
+    /// topic, the producer fenced or gone).
     Permanent,
 }
 
@@ -41,7 +41,9 @@ pub fn classify(error: &KafkaError) -> ProduceErrorKind {
 
 /// Classifies a librdkafka or broker error code reported for one produced record. Codes not
 /// named here are transient: librdkafka already retries what it knows to be retriable, and an
-/// unknown code retried with backoff stays visible in the logs and in `/readyz`.
+/// unknown code retried with backoff stays visible in the logs and in `/readyz`. Authorization
+/// and authentication failures are transient too: an operator fixes them (an ACL, a password)
+/// while Herald waits, without losing or reordering anything.
 pub fn classify_code(code: RDKafkaErrorCode) -> ProduceErrorKind {
     use RDKafkaErrorCode as C;
     match code {
@@ -61,11 +63,6 @@ pub fn classify_code(code: RDKafkaErrorCode) -> ProduceErrorKind {
         | C::UnsupportedCompressionType
         | C::UnsupportedVersion
         | C::PolicyViolation
-        | C::TopicAuthorizationFailed
-        | C::ClusterAuthorizationFailed
-        | C::TransactionalIdAuthorizationFailed
-        | C::Authentication
-        | C::SaslAuthenticationFailed
         | C::ProducerFenced
         | C::Fenced
         | C::InvalidProducerEpoch
@@ -100,8 +97,7 @@ mod tests {
             (C::InvalidMessageSize, TooLarge),
             (C::Fatal, Permanent),
             (C::InvalidRecord, Permanent),
-            (C::TopicAuthorizationFailed, Permanent),
-            (C::ClusterAuthorizationFailed, Permanent),
+            (C::TopicAuthorizationFailed, Transient),
             (C::InvalidTopic, Permanent),
             (C::ProducerFenced, Permanent),
             (C::OutOfOrderSequenceNumber, Permanent),
