@@ -56,12 +56,7 @@ impl App {
         let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
         let producer: FutureProducer = kafka::producer_config(&settings).create()?;
         let metrics = Metrics::new();
-        let mut writer = OutcomeWriter::new(
-            producer,
-            &settings.topics.deliveries,
-            &settings.topics.dlq,
-            metrics.dlq_records.clone(),
-        );
+        let mut writer = OutcomeWriter::new(producer, &settings, &metrics);
         let dedupe = Dedupe::start(&settings)?;
         if dedupe.is_some() {
             let reader: BaseConsumer = kafka::reader_config(&settings).create()?;
@@ -108,7 +103,9 @@ impl App {
         crate::api::router(self.health.clone(), self.metrics.clone())
     }
 
-    /// Runs the event processor and the retry-tier consumer until `shutdown`.
+    /// Runs the event processor and the retry-tier consumer until `shutdown`, or until an
+    /// outcome cannot be written in a way producing again cannot fix: then it returns that
+    /// error at once, the unfinished events uncommitted, so the process exits and is restarted.
     pub async fn run_processor(
         &self,
         shutdown: watch::Receiver<bool>,
@@ -120,7 +117,10 @@ impl App {
             shutdown.clone(),
         );
         let retries = retry_worker::run(&self.settings, self.router.clone(), shutdown);
-        tokio::try_join!(events, retries).map(|_| ())
+        tokio::select! {
+            ran = async { tokio::try_join!(events, retries).map(|_| ()) } => ran,
+            failure = self.router.writer.failed() => Err(failure.into()),
+        }
     }
 }
 

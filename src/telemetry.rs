@@ -42,6 +42,9 @@ pub struct Metrics {
     pub end_to_end_latency: HistogramVec,
     /// Records written to the dead-letter topic, by kind.
     pub dlq_records: IntCounterVec,
+    /// Produces that failed, by topic kind (`history`, `retry`, `dlq`) and reason
+    /// (`transient`, `too_large`, `permanent`).
+    pub produce_failures: IntCounterVec,
     /// Deliveries that waited because the destination rate-limited.
     pub rate_limit_waits: IntCounterVec,
     /// Records between the group's position and the partition end, per owned partition.
@@ -125,6 +128,20 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let produce_failures = IntCounterVec::new(
+            Opts::new(
+                "herald_produce_failures_total",
+                "Produces that failed, by topic kind and reason (transient: produced again; too_large: written as a truncated stub; permanent: the process stops).",
+            ),
+            &["topic_kind", "reason"],
+        )
+        .expect("valid metric");
+        // Every series exists from the start at 0, so an alert on `permanent` sees its rise.
+        for kind in ["history", "retry", "dlq"] {
+            for reason in ["transient", "too_large", "permanent"] {
+                produce_failures.with_label_values(&[kind, reason]);
+            }
+        }
         let rate_limit_waits = IntCounterVec::new(
             Opts::new(
                 "herald_rate_limit_waits_total",
@@ -211,6 +228,7 @@ impl Metrics {
             Box::new(broken_connections.clone()),
             Box::new(end_to_end_latency.clone()),
             Box::new(dlq_records.clone()),
+            Box::new(produce_failures.clone()),
             Box::new(rate_limit_waits.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(retry_waiting.clone()),
@@ -234,6 +252,7 @@ impl Metrics {
             broken_connections,
             end_to_end_latency,
             dlq_records,
+            produce_failures,
             rate_limit_waits,
             consumer_lag,
             retry_waiting,

@@ -387,3 +387,42 @@ async fn shutdown_past_its_timeout_leaves_unfinished_events_uncommitted() {
     running.stop().await;
     assert_eq!(committed_events(&h), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_error_that_can_never_succeed_stops_the_processor_with_its_reason() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let h = Harness::new().await;
+    apply_workspaces(&h, 1).await;
+    h.emit("ws_0", "e", "evt_0", None, json!({})).await;
+    // Every produce from now on is refused as an invalid record: producing again cannot help.
+    h.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 10_000],
+    );
+    let app = herald::app::App::start(h.settings.clone(), h.vars()).expect("app");
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let stopped = tokio::time::timeout(common::PATIENCE, app.run_processor(rx))
+        .await
+        .expect("the processor stops instead of producing again forever");
+    let reason = stopped.expect_err("it stops with an error").to_string();
+    assert!(
+        reason.contains(&format!(
+            "cannot write to `{}`",
+            h.settings.topics.deliveries
+        )),
+        "{reason}"
+    );
+    assert!(
+        app.metrics.render().contains(
+            r#"herald_produce_failures_total{reason="permanent",topic_kind="history"} 1"#
+        ),
+        "{}",
+        app.metrics.render()
+    );
+    h.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    assert_eq!(
+        committed_events(&h),
+        0,
+        "the unfinished event stays uncommitted"
+    );
+}

@@ -146,6 +146,8 @@ type EventConsumer = StreamConsumer<ProcessorContext>;
 pub enum ProcessorError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Write(#[from] crate::history::WriteFailure),
 }
 
 struct Shared {

@@ -370,17 +370,22 @@ impl Router {
         }
         let attempt = delivery.attempt;
         let partition = delivery.partition;
-        let settled = settle(delivery, result, &self.policy, Utc::now(), fastrand::f64());
+        let mut settled = settle(delivery, result, &self.policy, Utc::now(), fastrand::f64());
         let record = &settled.record;
         match &record.reason {
             None => tracing::info!(delivery_id = %record.delivery_id, attempt, "delivered"),
             Some(reason) => tracing::warn!(delivery_id = %record.delivery_id, attempt,
                 status = %record.status, %reason, "delivery not completed"),
         }
-        // The task first: once history says `retrying`, the retry must exist.
-        if let Some((topic, task)) = &settled.retry {
-            self.writer.retry_task(topic, task).await;
+        // The task first: one too large to store ends the delivery, and history must say so.
+        if let Some((topic, task)) = &settled.retry
+            && let Err(too_large) = self.writer.retry_task(topic, task).await
+        {
+            settled = settled.unretryable(&too_large.to_string(), Utc::now());
+            tracing::warn!(delivery_id = %settled.record.delivery_id, %too_large,
+                "retry task too large to store; the delivery ends dead");
         }
+        let record = &settled.record;
         let dead = async {
             if let Some(task) = &settled.dead_letter {
                 self.writer.dead_delivery(record, task).await;

@@ -8,6 +8,7 @@
 //! | retry (tiers exhausted or too old) | `dead` | dead letter |
 //! | permanent (incl. template errors) | `failed` | dead letter |
 //! | connection broken | `dead`, reason `connection_broken: …` | dead letter |
+//! | retry whose task is too large to store ([`Settled::unretryable`]) | `dead`, reason `retry_task_too_large: …` | dead letter (a truncated stub) |
 
 use chrono::{DateTime, Utc};
 
@@ -80,6 +81,31 @@ pub struct Settled {
     /// For a delivery that failed for good: the task that would attempt it again, written to
     /// the dead-letter topic with the record so `herald redrive` can re-enqueue it.
     pub dead_letter: Option<DeliveryTask>,
+}
+
+impl Settled {
+    /// A retrying delivery whose task cannot be stored (`why`: too large to write) ends dead:
+    /// without its task it would never be attempted again. The dead letter keeps the task.
+    pub fn unretryable(mut self, why: &str, now: DateTime<Utc>) -> Self {
+        let Some((_, mut task)) = self.retry.take() else {
+            return self;
+        };
+        let was = self.record.reason.take().unwrap_or_default();
+        let reason = format!(
+            "retry_task_too_large: the retry task is too large to store ({why}), so the \
+             delivery cannot be retried; last error: {was}"
+        );
+        task.tier = 0;
+        task.retries = 0;
+        task.due_at = now;
+        task.last_error = Some(reason.clone());
+        self.record.status = DeliveryStatus::Dead;
+        self.record.reason = Some(reason);
+        self.record.next_attempt_at = None;
+        self.record.updated_at = now;
+        self.dead_letter = Some(task);
+        self
+    }
 }
 
 /// Settles `delivery` after `result`. `draw` is a uniform number in [0, 1) for the jitter.
@@ -320,6 +346,28 @@ mod tests {
         assert_eq!(task.last_error.as_deref(), Some("HTTP 503"));
         assert_eq!(task.attempts.len(), 1);
         assert_eq!(s.record.reason.as_deref(), Some("HTTP 503"));
+    }
+
+    #[test]
+    fn a_retry_that_cannot_be_stored_ends_dead_with_its_task_dead_lettered() {
+        let policy = RetryPolicy::from_settings(&Settings::defaults());
+        let now = DateTime::from_timestamp(1_800_000_001, 0).unwrap();
+        let outcome = Outcome::Retry {
+            after: None,
+            reason: "HTTP 503".into(),
+        };
+        let s = settle(delivery(0), call(&outcome), &policy, now, 0.5)
+            .unretryable("3000000 bytes, over kafka.max_record_bytes = 2097152", now);
+        assert_eq!(s.record.status, DeliveryStatus::Dead);
+        assert!(s.retry.is_none() && s.record.next_attempt_at.is_none());
+        let reason = s.record.reason.as_deref().unwrap();
+        assert!(
+            reason.starts_with("retry_task_too_large:") && reason.ends_with("HTTP 503"),
+            "{reason}"
+        );
+        let task = s.dead_letter.unwrap();
+        assert_eq!((task.tier, task.retries, task.due_at), (0, 0, now));
+        assert_eq!(task.request, serde_json::json!({"a": 1}));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod reader;
 pub mod skips;
+pub mod stub;
 pub mod writer;
 
-pub use writer::OutcomeWriter;
+pub use writer::{OutcomeWriter, WriteFailure};

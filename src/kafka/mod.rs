@@ -1,6 +1,7 @@
 //! Kafka clients as Herald configures them, the topic plan, and reading a topic to its end.
 
 pub mod by_time;
+pub mod produce_error;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,10 +72,16 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
 
 /// The producer for history, dead letters and events: idempotent (no duplicates or reordering
 /// from its own retries), lz4-compressed, and partitioning keys like the Java client does so
-/// that every producer of a workspace's events picks the same partition.
+/// that every producer of a workspace's events picks the same partition. Its record size limit
+/// is `kafka.max_record_bytes` (settings reject `message.max.bytes` in `kafka.client`), the
+/// same limit the outcome writer checks before producing.
 pub fn producer_config(settings: &Settings) -> ClientConfig {
     let mut c = base(settings);
     c.set("enable.idempotence", "true")
+        .set(
+            "message.max.bytes",
+            settings.kafka.max_record_bytes.to_string(),
+        )
         .set("linger.ms", settings.kafka.linger_ms.to_string())
         .set(
             "message.timeout.ms",

@@ -72,7 +72,6 @@ pub async fn redrive(
     let policy = RetryPolicy::from_settings(settings);
     let first = &policy.tiers[0].topic;
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
-    // The CLI serves no metrics; the writer's counter goes nowhere.
     let deliveries_partitions = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || {
@@ -81,24 +80,30 @@ pub async fn redrive(
         })
         .await??
     };
-    let writer = OutcomeWriter::new(
-        producer,
-        &settings.topics.deliveries,
-        &settings.topics.dlq,
-        crate::telemetry::Metrics::new().dlq_records,
-    )
-    .co_partitioned(deliveries_partitions);
+    // The CLI serves no metrics; the writer's counters go nowhere.
+    let writer = OutcomeWriter::new(producer, settings, &crate::telemetry::Metrics::new())
+        .co_partitioned(deliveries_partitions);
     let now = Utc::now();
-    let mut out = Vec::new();
-    for dead in selected {
-        let (retrying, task) = requeued(&dead, now);
-        // The task first: if the process stops between the two writes, the delivery is
-        // attempted and may be redriven once more, rather than left `retrying` with no task.
-        writer.retry_task(first, &task).await;
-        writer.history(&retrying, task.partition).await;
-        out.push(dead.record);
+    let requeue = async {
+        let mut out = Vec::new();
+        for dead in selected {
+            let (retrying, task) = requeued(&dead, now);
+            // The task first: if the process stops between the two writes, the delivery is
+            // attempted and may be redriven once more, rather than left `retrying` with no task.
+            if let Err(too_large) = writer.retry_task(first, &task).await {
+                tracing::warn!(delivery_id = %task.delivery_id, %too_large,
+                    "task too large to re-enqueue; delivery left as it is");
+                continue;
+            }
+            writer.history(&retrying, task.partition).await;
+            out.push(dead.record);
+        }
+        out
+    };
+    tokio::select! {
+        out = requeue => Ok(out),
+        failure = writer.failed() => Err(failure.into()),
     }
-    Ok(out)
 }
 
 /// The task of a redriven delivery, due now in the first tier with its tiers counted afresh,
@@ -160,6 +165,8 @@ pub enum RedriveError {
     Kafka(#[from] KafkaError),
     #[error("reading the dead-letter topic failed: {0}")]
     Reader(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Write(#[from] crate::history::WriteFailure),
 }
 
 #[cfg(test)]

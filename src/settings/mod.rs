@@ -40,6 +40,9 @@ pub struct KafkaSettings {
     pub linger_ms: u64,
     pub statistics_interval_ms: u64,
     pub max_poll_interval_ms: u64,
+    /// The largest record Herald writes (key, value and headers); larger ones are written as
+    /// truncated stubs. Also the producer's `message.max.bytes`.
+    pub max_record_bytes: usize,
     /// Extra librdkafka properties, passed as is.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -98,6 +101,13 @@ pub struct Tier {
 /// connection's `timeout_ms`): a call holds its event's place, so an endpoint that never
 /// answers must not hold it for long.
 pub const MAX_DESTINATION_TIMEOUT_MS: u64 = 60_000;
+
+/// Room a record Herald writes needs beside an input event of `processor.max_event_bytes`:
+/// the envelope's other fields, the dead-letter headers, ids and history fields.
+pub const RECORD_HEADROOM_BYTES: usize = 64 * 1024;
+
+/// librdkafka's bounds for `message.max.bytes`.
+const PRODUCER_RECORD_BYTES: std::ops::RangeInclusive<usize> = 1_000..=1_000_000_000;
 
 /// Defaults shared by every destination.
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +235,14 @@ impl Settings {
         nonempty("kafka.brokers", &self.kafka.brokers)?;
         let vars = crate::settings::interpolate::Vars::from_env();
         for (key, value) in &self.kafka.client {
+            if key == "message.max.bytes" {
+                return Err(SettingsError::InvalidClient {
+                    key: key.clone(),
+                    problem: "set `kafka.max_record_bytes` instead, so that Herald's size checks \
+                              and the producer's agree"
+                        .into(),
+                });
+            }
             if let Err(problem) = vars.resolve(value) {
                 return Err(SettingsError::InvalidClient {
                     key: key.clone(),
@@ -288,6 +306,28 @@ impl Settings {
             "processor.max_event_bytes",
             self.processor.max_event_bytes as u64,
         )?;
+        if !PRODUCER_RECORD_BYTES.contains(&self.kafka.max_record_bytes) {
+            return Err(SettingsError::Invalid {
+                key: "kafka.max_record_bytes",
+                problem: format!(
+                    "{} is outside {}..={}",
+                    self.kafka.max_record_bytes,
+                    PRODUCER_RECORD_BYTES.start(),
+                    PRODUCER_RECORD_BYTES.end()
+                ),
+            });
+        }
+        if self.processor.max_event_bytes + RECORD_HEADROOM_BYTES > self.kafka.max_record_bytes {
+            return Err(SettingsError::Invalid {
+                key: "processor.max_event_bytes",
+                problem: format!(
+                    "({}) plus {RECORD_HEADROOM_BYTES} bytes of headroom must fit in \
+                     kafka.max_record_bytes ({}): an accepted event must be writable to the \
+                     dead-letter topic and to a retry tier",
+                    self.processor.max_event_bytes, self.kafka.max_record_bytes
+                ),
+            });
+        }
         positive(
             "processor.skip_summary_interval_ms",
             self.processor.skip_summary_interval_ms,
@@ -450,6 +490,35 @@ mod tests {
         assert!(err.to_string().contains("destinations.timeout_ms"), "{err}");
         let ok = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60000")]));
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn record_size_settings_must_agree() {
+        let err = Settings::load_from(
+            None,
+            env(&[("HERALD__PROCESSOR__MAX_EVENT_BYTES", "2097152")]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("processor.max_event_bytes") && text.contains("kafka.max_record_bytes"),
+            "{text}"
+        );
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("HERALD__PROCESSOR__MAX_EVENT_BYTES", "2097152"),
+                ("HERALD__KAFKA__MAX_RECORD_BYTES", "4194304"),
+            ]),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let (_dir, file) = config_file("[kafka.client]\n\"message.max.bytes\" = \"5000000\"\n");
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("message.max.bytes") && text.contains("kafka.max_record_bytes"),
+            "{text}"
+        );
     }
 
     #[test]
