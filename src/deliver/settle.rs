@@ -118,6 +118,7 @@ pub fn settle(
             match policy.next(
                 &result.outcome,
                 delivery.retries,
+                delivery.attempt,
                 delivery.first_attempt_at,
                 now,
                 draw,
