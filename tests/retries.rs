@@ -381,3 +381,218 @@ rules:
     );
     running.stop().await;
 }
+
+/// A task for rule `r` of `workspace`, as the processor writes it to a tier, due at `due_at`.
+fn task(workspace: &str, delivery_id: &str, due_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    let now = chrono::Utc::now();
+    serde_json::to_vec(&json!({
+        "delivery_id": delivery_id,
+        "envelope": {"event_id": delivery_id, "workspace_id": workspace, "event": "e", "payload": {}},
+        "rule_id": "r",
+        "connection_id": "hook",
+        "request": {},
+        "attempt": 2,
+        "retries": 1,
+        "tier": 0,
+        "due_at": due_at,
+        "first_attempt_at": now,
+        "last_error": "HTTP 503",
+        "attempts": [],
+        "partition": 0,
+    }))
+    .unwrap()
+}
+
+/// Writes `value` to `partition` of the retry tier `tier` (e.g. `200ms`).
+async fn write_to_tier(h: &Harness, tier: &str, partition: i32, key: &str, value: &[u8]) {
+    let topic = format!("{}{tier}", h.settings.topics.retry_prefix);
+    let record = rdkafka::producer::FutureRecord::to(&topic)
+        .partition(partition)
+        .key(key)
+        .payload(value);
+    h.producer
+        .send(record, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+/// The delivery ids and due times of the tasks in the retry tier `tier`, in offset order.
+async fn tier_tasks(h: &Harness, tier: &str) -> Vec<(String, String)> {
+    let settings = h.settings.clone();
+    let topic = format!("{}{tier}", settings.topics.retry_prefix);
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::Message;
+        let c: rdkafka::consumer::BaseConsumer =
+            herald::kafka::reader_config(&settings).create().unwrap();
+        let mut out = Vec::new();
+        herald::kafka::read_to_end(&c, &topic, |m| {
+            let t: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.push((
+                t["delivery_id"].as_str().unwrap().to_owned(),
+                t["due_at"].as_str().unwrap().to_owned(),
+            ));
+        })
+        .unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until `done` holds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// How many calls the webhook received for each delivery id.
+fn calls_per_delivery(h: &Harness) -> std::collections::BTreeMap<String, usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for r in h.requests("webhook") {
+        let id = r.headers["webhook-id"].as_str().unwrap().to_owned();
+        *calls.entry(id).or_default() += 1;
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_due_in_an_hour_does_not_hold_the_sooner_tasks_behind_it() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_far", "/webhook/far"))])
+        .await;
+    let far_due = chrono::Utc::now() + chrono::Duration::hours(1);
+    // A long Retry-After can put a task an hour away at the head of a partition.
+    write_to_tier(&h, "200ms", 0, "ws_far", &task("ws_far", "dl_far", far_due)).await;
+    let soon = task("ws_far", "dl_soon", chrono::Utc::now());
+    write_to_tier(&h, "200ms", 0, "ws_far", &soon).await;
+    let started = std::time::Instant::now();
+    let running = h.start();
+
+    let history = h
+        .wait_for_history("ws_far", "the sooner task delivered", |r| {
+            r.iter().any(|d| d.delivery_id == "dl_soon")
+        })
+        .await;
+    assert_eq!(
+        history.len(),
+        1,
+        "the far task was not attempted: {history:#?}"
+    );
+    assert_eq!(history[0].status, DeliveryStatus::Delivered);
+
+    // The far task was forwarded to the last tier, due time unchanged; not lost, not dead.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let copies = loop {
+        let copies: Vec<_> = tier_tasks(&h, "800ms")
+            .await
+            .into_iter()
+            .filter(|(id, _)| id == "dl_far")
+            .collect();
+        if copies.len() >= 2 {
+            break copies;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not forwarded: {copies:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let due = far_due.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    assert!(copies.iter().all(|(_, d)| *d == due), "{copies:?} != {due}");
+    // Re-forwarded at most once per last-tier delay (800 ms), not in a busy loop.
+    let bound = (started.elapsed().as_secs_f64() / 0.8).ceil() as usize + 2;
+    assert!(copies.len() <= bound, "{} copies", copies.len());
+    assert!(h.dead_letters().await.is_empty());
+    assert_eq!(calls_per_delivery(&h).get("dl_far"), None);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_rate_limits_without_retry_after_climb_the_tiers() {
+    let h = Harness::new().await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_429", "/webhook/429"))])
+        .await;
+    h.sandbox.inject(fault("/webhook/429", 3, 429, None));
+    let running = h.start();
+    h.emit("ws_429", "e", "evt_1", None, json!({})).await;
+    let history = h
+        .wait_for_history("ws_429", "delivered", finished(DeliveryStatus::Delivered))
+        .await;
+    let a = &history[0].attempts;
+    let outcomes: Vec<&str> = a.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["rate_limited", "rate_limited", "rate_limited", "delivered"],
+        "three rate limits used up none of the three tiers"
+    );
+    // Tiers 200 ms, 400 ms, 800 ms, each spread by at most ±20%.
+    for (i, least_ms) in [(1, 160), (2, 320), (3, 640)] {
+        let waited = a[i].at - a[i - 1].at;
+        assert!(
+            waited >= chrono::Duration::milliseconds(least_ms),
+            "attempt {} came {waited} after the one before, sooner than its tier",
+            i + 1
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_task_whose_partition_moves_away_and_back_is_attempted_once() {
+    let h = Harness::new_with(|s| {
+        s.retry.tiers = vec!["60s".into()];
+        s.topics.partitions = 2;
+        // Rebalances on MockCluster wait up to the session timeout less a second.
+        s.kafka.session_timeout_ms = 3000;
+        s.kafka
+            .client
+            .insert("heartbeat.interval.ms".into(), "250".into());
+    })
+    .await;
+    h.apply(&[("ws.yaml", &hook_workspace("ws_move", "/webhook/move"))])
+        .await;
+    // One held task at the head of each partition, one behind each, due a second later.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(30);
+    for p in 0..2 {
+        let head = task("ws_move", &format!("dl_head_{p}"), due);
+        write_to_tier(&h, "60s", p, "ws_move", &head).await;
+        let next = task(
+            "ws_move",
+            &format!("dl_next_{p}"),
+            due + chrono::Duration::seconds(1),
+        );
+        write_to_tier(&h, "60s", p, "ws_move", &next).await;
+    }
+    let holding = |running: &common::Running| {
+        running
+            .app
+            .router
+            .metrics
+            .retry_oldest_age
+            .with_label_values(&["60s"])
+            .get()
+            > 0.0
+    };
+    let first = h.start();
+    wait_until("the first replica holds the heads", || holding(&first)).await;
+    // A second replica joins: one partition moves to it, and it holds that head in turn.
+    let second = h.start();
+    wait_until("the second replica holds a head", || holding(&second)).await;
+    // It leaves again: the partition comes back to the first replica.
+    second.stop().await;
+
+    h.wait_for_history("ws_move", "all four delivered", |r| {
+        r.len() == 4 && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    let calls = calls_per_delivery(&h);
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(
+        calls.values().all(|n| *n == 1),
+        "attempted more than once: {calls:?}"
+    );
+    first.stop().await;
+}

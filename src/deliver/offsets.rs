@@ -2,9 +2,15 @@
 //! different workspaces run concurrently), but the committed offset may only move past an
 //! event once it and every event before it are finished: the stored position is always the
 //! lowest offset still in flight, or one past the last offset seen when nothing is.
+//!
+//! The tracker follows the group's assignment (the consumer context tells it), so it also tells
+//! whether a claim still belongs to the current assignment of its partition, and wakes whoever
+//! waits for the assignment to change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 /// In-flight offsets of one partition.
 #[derive(Debug, Default)]
@@ -40,6 +46,7 @@ type Key = (Arc<str>, i32);
 pub struct OffsetTracker {
     partitions: Mutex<HashMap<Key, PartitionOffsets>>,
     generations: Mutex<u64>,
+    changed: Notify,
 }
 
 impl OffsetTracker {
@@ -54,12 +61,31 @@ impl OffsetTracker {
                 ..Default::default()
             },
         );
+        drop(parts);
+        self.changed.notify_one();
     }
 
     /// Stops tracking `partition` (on revocation); its unfinished claims will store nothing.
     pub fn revoke(&self, topic: &str, partition: i32) {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         parts.remove(&(Arc::from(topic), partition));
+        drop(parts);
+        self.changed.notify_one();
+    }
+
+    /// Resolves once a partition was assigned or revoked since the last call returned (or since
+    /// the tracker was made): the caller then compares its state with the assignment.
+    pub async fn assignment_changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Whether `claim` was made in the current assignment of its partition: false once the
+    /// partition was revoked, even if it was assigned again since.
+    pub fn is_current(&self, claim: &Claim) -> bool {
+        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        parts
+            .get(&(claim.topic.clone(), claim.partition))
+            .is_some_and(|p| p.generation == claim.generation)
     }
 
     /// Records that the event at `offset` is being processed.
@@ -160,6 +186,7 @@ mod tests {
         t.revoke("t", 1);
         t.assign("t", 1);
         let new = t.begin("t", 1, 5);
+        assert!(!t.is_current(&old) && t.is_current(&new));
         assert_eq!(t.finish(&old, |_| ()), None, "stale claim");
         assert_eq!(t.finish(&new, |_| ()), Some(6));
     }

@@ -2,13 +2,20 @@
 //! dead instead. Pure: the clock and the random draw are arguments, so the tests pin them.
 //!
 //! - `Retry` uses the next unused tier; after the last tier the delivery is dead.
-//! - `RateLimited` waits in the tier it would use next without using it up: being told to slow
-//!   down is not a failed attempt.
+//! - `RateLimited` never uses a tier up: being told to slow down is not a failed attempt. With
+//!   no usable `Retry-After` it backs off instead: it waits in the tier numbered by the attempts
+//!   made so far (the first attempt's 429 waits in the first tier, the second's in the second,
+//!   and so on up to the last), so a destination that keeps answering 429 is called less and
+//!   less often rather than once per first-tier delay until `max_age`.
 //! - With `Retry-After`, the delivery goes to the smallest tier that is not earlier than it
 //!   (or the last tier) and is due exactly then, without jitter.
 //! - Without it, the tier's delay is spread by ±`jitter` so one outage's retries do not return
 //!   all at once.
 //! - Past `max_age` since the first attempt, the delivery is dead.
+//!
+//! [`RetryPolicy::head`] is the other half of the schedule: what the retry consumer does with
+//! a tier partition's head record that is not due yet (hold it, or forward it to a later tier so
+//! it does not hold the records behind it).
 
 use std::time::Duration;
 
@@ -49,11 +56,13 @@ impl RetryPolicy {
     }
 
     /// Decides the next step after `outcome` (a `Retry` or `RateLimited`), given the tiers used
-    /// so far, the first attempt's time, now, and a uniform draw in [0, 1).
+    /// so far, the number of the attempt just made (1 for the first), the first attempt's time,
+    /// now, and a uniform draw in [0, 1).
     pub fn next(
         &self,
         outcome: &Outcome,
         retries: u32,
+        attempt: u32,
         first_attempt_at: DateTime<Utc>,
         now: DateTime<Utc>,
         draw: f64,
@@ -77,7 +86,12 @@ impl RetryPolicy {
                 ),
             };
         }
-        let base_tier = next_tier.min(last);
+        let base_tier = match (uses_a_tier, after) {
+            // Rate limited with no time given: back off by the attempts made so far.
+            (false, None) => next_tier.max(attempt.saturating_sub(1) as usize),
+            _ => next_tier,
+        }
+        .min(last);
         let (tier, wait) = match after {
             Some(after) => {
                 let tier = self.tiers[base_tier..]
@@ -114,6 +128,57 @@ impl RetryPolicy {
             retries: if uses_a_tier { retries + 1 } else { retries },
         }
     }
+
+    /// The longest a not-yet-due record may hold its partition of `tier`: the tier's delay,
+    /// spread by the jitter. A record written to the tier by [`next`](Self::next) is due within
+    /// it, unless it carries a `Retry-After` longer than the last tier.
+    pub fn hold_limit(&self, tier: usize) -> Duration {
+        self.tiers[tier.min(self.tiers.len() - 1)]
+            .delay
+            .mul_f64(1.0 + self.jitter)
+    }
+
+    /// What the retry consumer does with the head record of a partition of `tier`, `wait` before
+    /// it is due and `in_tier` after it was written to that tier.
+    ///
+    /// - Due: attempt it.
+    /// - Due within the tier's [`hold_limit`](Self::hold_limit): hold it until due.
+    /// - Later: forward it, due time unchanged, to the first tier whose hold limit covers the
+    ///   wait, so the records behind it are not held for it.
+    /// - Later than even the last tier's limit, in the last tier: hold it until it has been in
+    ///   the tier for the tier's delay, then forward it to the tail of the last tier again. It
+    ///   is re-written at most once per that delay, never in a busy loop.
+    pub fn head(&self, tier: usize, wait: Duration, in_tier: Duration) -> Head {
+        if wait.is_zero() {
+            return Head::Attempt;
+        }
+        let last = self.tiers.len() - 1;
+        let tier = tier.min(last);
+        if wait <= self.hold_limit(tier) {
+            return Head::Hold(wait);
+        }
+        let fits = (0..last)
+            .find(|&t| self.hold_limit(t) >= wait)
+            .unwrap_or(last);
+        if fits != tier {
+            return Head::Forward(fits);
+        }
+        match self.tiers[tier].delay.checked_sub(in_tier) {
+            Some(rest) if !rest.is_zero() => Head::Hold(rest.min(wait)),
+            _ => Head::Forward(tier),
+        }
+    }
+}
+
+/// What to do with a tier partition's head record now (see [`RetryPolicy::head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// It is due: attempt it.
+    Attempt,
+    /// Pause the partition for this long with the record held, then decide again.
+    Hold(Duration),
+    /// Write it, due time unchanged, to the tail of this tier, then move past it.
+    Forward(usize),
 }
 
 #[cfg(test)]
@@ -154,7 +219,7 @@ mod tests {
                 after: Some(Duration::MAX),
             },
         ] {
-            match p.next(&outcome, 0, at(0), at(0), 0.5) {
+            match p.next(&outcome, 0, 1, at(0), at(0), 0.5) {
                 Next::Dead { reason } => assert!(reason.contains("max_age"), "{reason}"),
                 other => panic!("{outcome:?}: {other:?}"),
             }
@@ -168,7 +233,7 @@ mod tests {
         let cases = [(0, 0, 5), (1, 1, 60), (2, 2, 600)];
         for (retries, tier, secs) in cases {
             assert_eq!(
-                p.next(&retry(None), retries, at(0), at(0), 0.5),
+                p.next(&retry(None), retries, retries + 1, at(0), at(0), 0.5),
                 Next::Wait {
                     tier,
                     due_at: at(secs),
@@ -177,7 +242,7 @@ mod tests {
                 "after {retries} retries"
             );
         }
-        let Next::Dead { reason } = p.next(&retry(None), 3, at(0), at(0), 0.5) else {
+        let Next::Dead { reason } = p.next(&retry(None), 3, 4, at(0), at(0), 0.5) else {
             panic!("a fourth retry with three tiers")
         };
         assert!(
@@ -189,7 +254,7 @@ mod tests {
     #[test]
     fn jitter_spreads_the_delay_by_twenty_percent() {
         let p = policy();
-        let due = |draw| match p.next(&retry(None), 1, at(0), at(0), draw) {
+        let due = |draw| match p.next(&retry(None), 1, 2, at(0), at(0), draw) {
             Next::Wait { due_at, .. } => (due_at - at(0)).num_seconds(),
             other => panic!("{other:?}"),
         };
@@ -200,7 +265,7 @@ mod tests {
     fn retry_after_picks_the_smallest_tier_not_earlier_and_waits_exactly() {
         let p = policy();
         assert_eq!(
-            p.next(&retry(Some(30)), 0, at(0), at(0), 0.0),
+            p.next(&retry(Some(30)), 0, 1, at(0), at(0), 0.0),
             Next::Wait {
                 tier: 1,
                 due_at: at(30),
@@ -209,7 +274,7 @@ mod tests {
         );
         // Longer than every tier: the last tier, still due at the exact time.
         assert_eq!(
-            p.next(&retry(Some(1800)), 0, at(0), at(0), 0.0),
+            p.next(&retry(Some(1800)), 0, 1, at(0), at(0), 0.0),
             Next::Wait {
                 tier: 2,
                 due_at: at(1800),
@@ -225,7 +290,7 @@ mod tests {
             after: Some(Duration::from_secs(2)),
         };
         assert_eq!(
-            p.next(&limited, 1, at(0), at(0), 0.0),
+            p.next(&limited, 1, 2, at(0), at(0), 0.0),
             Next::Wait {
                 tier: 1,
                 due_at: at(2),
@@ -234,7 +299,7 @@ mod tests {
         );
         // Even with every tier used, a rate limit is not an exhausted retry.
         assert!(matches!(
-            p.next(&limited, 3, at(0), at(0), 0.0),
+            p.next(&limited, 3, 4, at(0), at(0), 0.0),
             Next::Wait { tier: 2, .. }
         ));
     }
@@ -242,9 +307,64 @@ mod tests {
     #[test]
     fn deliveries_past_the_maximum_age_are_dead() {
         let p = policy();
-        let Next::Dead { reason } = p.next(&retry(None), 2, at(0), at(3100), 0.5) else {
+        let Next::Dead { reason } = p.next(&retry(None), 2, 3, at(0), at(3100), 0.5) else {
             panic!("3100 s + 600 s is past the hour")
         };
         assert!(reason.contains("max_age"), "{reason}");
+    }
+
+    #[test]
+    fn rate_limits_without_a_time_climb_the_tiers_without_using_one() {
+        let p = policy();
+        let limited = Outcome::RateLimited { after: None };
+        // (tiers used, attempt just made) → (tier, seconds to wait at the middle draw)
+        let cases = [
+            ((0, 1), (0, 5)),
+            ((0, 2), (1, 60)),
+            ((0, 3), (2, 600)),
+            ((0, 9), (2, 600)),
+            // A delivery that used tiers backs off from the next unused one at least.
+            ((2, 2), (2, 600)),
+        ];
+        for ((retries, attempt), (tier, secs)) in cases {
+            assert_eq!(
+                p.next(&limited, retries, attempt, at(0), at(0), 0.5),
+                Next::Wait {
+                    tier,
+                    due_at: at(secs),
+                    retries
+                },
+                "rate limited at attempt {attempt} with {retries} tiers used"
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_is_held_only_within_its_tier_and_forwarded_otherwise() {
+        let p = policy(); // 5s, 1m, 10m; jitter 20%
+        let s = Duration::from_secs;
+        let cases = [
+            // (tier, wait, in tier) → what to do
+            ((0, s(0), s(0)), Head::Attempt),
+            ((0, s(6), s(0)), Head::Hold(s(6))),
+            // Longer than 5 s + 20%: to the tier that fits, not holding the 5 s partition.
+            ((0, s(7), s(0)), Head::Forward(1)),
+            ((0, s(1800), s(0)), Head::Forward(2)),
+            ((1, s(100), s(0)), Head::Forward(2)),
+            ((2, s(700), s(0)), Head::Hold(s(700))),
+            // Past every tier: held for the last tier's delay since written, then forwarded
+            // to that tier's tail again.
+            ((2, s(3000), s(0)), Head::Hold(s(600))),
+            ((2, s(3000), s(450)), Head::Hold(s(150))),
+            ((2, s(3000), s(600)), Head::Forward(2)),
+            ((2, s(3000), s(5000)), Head::Forward(2)),
+        ];
+        for ((tier, wait, in_tier), expected) in cases {
+            assert_eq!(
+                p.head(tier, wait, in_tier),
+                expected,
+                "tier {tier}, due in {wait:?}, written {in_tier:?} ago"
+            );
+        }
     }
 }

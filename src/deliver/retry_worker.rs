@@ -1,18 +1,40 @@
 //! The consumer of the retry tiers (`herald.retry.<delay>`), running beside the event consumer
 //! in `herald run`.
 //!
-//! Each tier topic holds deliveries with one delay, so each partition is ordered by due time.
-//! When a partition's head record is not due yet, the partition is paused and the record is
-//! held in memory (one per partition) until it is due; then it is attempted and the partition
-//! resumed. librdkafka restarts a resumed partition after the last record it handed over, so
-//! nothing is read twice and nothing polls busily; other partitions and first attempts are
-//! never blocked. Offsets are stored, as for events, only after every outcome of the attempt
-//! was acknowledged. A record that cannot be read goes to the dead-letter topic, never back to a
-//! tier, so a poison record cannot loop.
+//! Each tier topic holds deliveries with about one delay, so a partition is roughly ordered by
+//! due time. When a partition's head record is not due yet, the partition is paused and the
+//! record is held in memory (one per partition) until it is due; then it is attempted and the
+//! partition resumed. librdkafka restarts a resumed partition after the last record it handed
+//! over, so nothing is read twice and nothing polls busily; other partitions and first attempts
+//! are never blocked.
+//!
+//! A head never holds its partition for longer than its tier allows
+//! ([`RetryPolicy::head`](super::retry::RetryPolicy::head)): one due later than the tier's delay
+//! × (1 + `retry.jitter`) from now (a long `Retry-After`) is forwarded instead — written, due
+//! time unchanged, to the tail of the first tier that fits its wait, and its offset stored only
+//! once Kafka acknowledged the copy. In the last tier such a record is held for that tier's
+//! delay since it was written, then forwarded to the tail of the last tier again: re-written
+//! at most once per delay. So a head is held at most its tier's delay × (1 + jitter) after it
+//! is read; as records enter a tier in time order and each is due within ±jitter of the delay,
+//! a record behind a held head waits at most about 2 × jitter × delay past its due time (one
+//! with a `Retry-After` shorter than the tier's delay can wait up to that delay).
+//!
+//! Offsets are stored, as for events, only after every outcome of the attempt was acknowledged.
+//! A record that cannot be read goes to the dead-letter topic, never back to a tier, so a
+//! poison record cannot loop.
+//!
+//! Rebalances: a held head belongs to the assignment it was read in. When its partition is
+//! revoked it is dropped (the partition's next owner, maybe this replica again, re-reads it from
+//! the committed offset), and a partition newly assigned is resumed, as librdkafka keeps a
+//! partition paused across revoke and re-assignment.
+//!
+//! The consumer is polled all the time: with `retry.max_in_flight` attempts and forwards under
+//! way, the assigned partitions are paused until one finishes instead of the loop waiting, so a
+//! destination that hangs never keeps the consumer from polling past `max.poll.interval.ms`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -26,6 +48,7 @@ use super::offsets::{Claim, OffsetTracker};
 use super::processor::{
     LagGauges, ProcessorContext, ProcessorError, drain_and_commit, stopped, store_finished,
 };
+use super::retry::Head;
 use super::route::Router;
 use super::settle::{AttemptResult, Delivery, settle};
 use super::supersede;
@@ -38,10 +61,32 @@ use crate::workspace::table::WorkspaceEntry;
 
 type RetryConsumer = StreamConsumer<ProcessorContext>;
 
-/// A not-yet-due head record of a paused partition.
+/// A topic and partition.
+type Key = (String, i32);
+
+/// A not-yet-due head record of a paused partition, claimed in the assignment it was read in.
 struct Held {
     seq: u64,
+    claim: Claim,
     message: OwnedMessage,
+}
+
+/// The running state of the retry consumer.
+struct Worker {
+    router: Arc<Router>,
+    consumer: Arc<RetryConsumer>,
+    tracker: Arc<OffsetTracker>,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    tasks: JoinSet<()>,
+    held: HashMap<Key, Held>,
+    seq: u64,
+    due_tx: mpsc::UnboundedSender<(Key, u64)>,
+    /// Every assigned partition is paused because `max_in_flight` tasks are under way.
+    saturated: bool,
+    /// The partitions this replica paused and did not resume since, assigned or not:
+    /// librdkafka keeps the pause when a partition is revoked and assigned again.
+    paused: HashSet<Key>,
 }
 
 /// Runs the retry-tier consumer until `shutdown`, then drains like the event processor.
@@ -83,84 +128,213 @@ pub async fn run(
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %settings.retry.group_id, "consuming retry tiers");
 
-    let permits = Arc::new(Semaphore::new(settings.retry.max_in_flight));
-    let mut tasks = JoinSet::new();
-    let mut held: HashMap<(String, i32), Held> = HashMap::new();
-    let seq = AtomicU64::new(0);
-    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(String, i32, u64)>();
-    let mut gauge_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(Key, u64)>();
+    let mut w = Worker {
+        router: router.clone(),
+        consumer: consumer.clone(),
+        tracker: tracker.clone(),
+        permits: Arc::new(Semaphore::new(settings.retry.max_in_flight)),
+        max_in_flight: settings.retry.max_in_flight,
+        tasks: JoinSet::new(),
+        held: HashMap::new(),
+        seq: 0,
+        due_tx,
+        saturated: false,
+        paused: HashSet::new(),
+    };
+    let mut gauge_tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
-        while tasks.try_join_next().is_some() {}
+        while w.tasks.try_join_next().is_some() {}
+        w.pace();
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
-            _ = gauge_tick.tick() => oldest_age(&router, &held),
-            Some((topic, partition, s)) = due_rx.recv() => {
-                let key = (topic, partition);
-                if held.get(&key).is_none_or(|h| h.seq != s) {
-                    continue; // replaced or dropped by a rebalance
+            _ = gauge_tick.tick() => oldest_age(&router, &w.held),
+            _ = tracker.assignment_changed() => w.rebalanced(),
+            Some(_) = w.tasks.join_next(), if w.saturated => {}
+            Some((key, s)) = due_rx.recv() => w.due(key, s),
+            message = consumer.recv() => match message {
+                Ok(m) => {
+                    let m = m.detach();
+                    let claim = tracker.begin(m.topic(), m.partition(), m.offset());
+                    w.dispatch(claim, m);
                 }
-                let Some(h) = held.remove(&key) else { continue };
-                let assigned = consumer
-                    .assignment()
-                    .map(|a| a.find_partition(&key.0, key.1).is_some())
-                    .unwrap_or(false);
-                if !assigned {
-                    continue; // revoked meanwhile; the new owner re-reads it
-                }
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let claim = tracker.begin(&key.0, key.1, h.message.offset());
-                tasks.spawn(attempt(router.clone(), consumer.clone(), tracker.clone(), h.message, claim, permit));
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&key.0, key.1);
-                if let Err(e) = consumer.resume(&tpl) {
-                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "resume failed");
-                }
+                Err(e) => tracing::warn!(error = %e, "retry consume error"),
+            },
+        }
+    }
+
+    let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
+    drain_and_commit(&mut w.tasks, &*consumer, timeout).await;
+    Ok(())
+}
+
+impl Worker {
+    /// Attempts, holds or forwards a claimed record, as its due time and tier say.
+    fn dispatch(&mut self, claim: Claim, m: OwnedMessage) {
+        let policy = &self.router.policy;
+        let now = Utc::now();
+        // An unreadable record is "due": its attempt sends it to the dead-letter topic.
+        let wait = due_at(&m).map_or(Duration::ZERO, |due| {
+            (due - now).to_std().unwrap_or_default()
+        });
+        let in_tier = m
+            .timestamp()
+            .to_millis()
+            .and_then(|t| u64::try_from(now.timestamp_millis() - t).ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        let tier = policy
+            .tiers
+            .iter()
+            .position(|t| t.topic == m.topic())
+            .unwrap_or(policy.tiers.len() - 1);
+        match policy.head(tier, wait, in_tier) {
+            Head::Attempt => {
+                let job = attempt(
+                    self.router.clone(),
+                    self.consumer.clone(),
+                    self.tracker.clone(),
+                    m,
+                    claim,
+                    self.permits.clone(),
+                );
+                self.tasks.spawn(job);
             }
-            message = consumer.recv() => {
-                let m = match message {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retry consume error");
-                        continue;
-                    }
-                };
-                let due_in = due_at(&m).and_then(|due| (due - Utc::now()).to_std().ok());
-                match due_in {
-                    Some(wait) if !wait.is_zero() => {
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(m.topic(), m.partition());
-                        if let Err(e) = consumer.pause(&tpl) {
-                            tracing::warn!(error = %e, "pause failed");
-                        }
-                        let s = seq.fetch_add(1, Ordering::Relaxed);
-                        let (topic, partition) = (m.topic().to_owned(), m.partition());
-                        let tx = due_tx.clone();
-                        let timer_topic = topic.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
-                            let _ = tx.send((timer_topic, partition, s));
-                        });
-                        held.insert((topic, partition), Held { seq: s, message: m });
-                    }
-                    _ => {
-                        let permit = permits.clone().acquire_owned().await.expect("never closed");
-                        let claim = tracker.begin(m.topic(), m.partition(), m.offset());
-                        tasks.spawn(attempt(router.clone(), consumer.clone(), tracker.clone(), m, claim, permit));
-                    }
+            Head::Forward(to) => {
+                let topic = policy.tiers[to].topic.clone();
+                let job = forward(
+                    self.router.clone(),
+                    self.consumer.clone(),
+                    self.tracker.clone(),
+                    m,
+                    claim,
+                    (to, topic),
+                    self.permits.clone(),
+                );
+                self.tasks.spawn(job);
+            }
+            Head::Hold(wait) => {
+                let key = (m.topic().to_owned(), m.partition());
+                if !self.paused.contains(&key) {
+                    self.pause(vec![key.clone()]);
                 }
+                self.seq += 1;
+                let (tx, timer_key, s) = (self.due_tx.clone(), key.clone(), self.seq);
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send((timer_key, s));
+                });
+                let held = Held {
+                    seq: s,
+                    claim,
+                    message: m,
+                };
+                self.held.insert(key, held);
             }
         }
     }
 
-    let timeout = std::time::Duration::from_millis(settings.processor.shutdown_timeout_ms);
-    drain_and_commit(&mut tasks, &*consumer, timeout).await;
-    Ok(())
+    /// A hold ended: decide again for the held record, and let its partition move on.
+    fn due(&mut self, key: Key, seq: u64) {
+        if self.held.get(&key).is_none_or(|h| h.seq != seq) {
+            return; // dropped by a rebalance, or replaced
+        }
+        let Some(h) = self.held.remove(&key) else {
+            return;
+        };
+        if !self.tracker.is_current(&h.claim) {
+            return; // revoked meanwhile; whoever owns it now re-reads it
+        }
+        self.dispatch(h.claim, h.message);
+        if !self.held.contains_key(&key) && !self.saturated {
+            self.resume(vec![key]);
+        }
+    }
+
+    /// Pauses every assigned partition while `max_in_flight` tasks are under way, and resumes
+    /// those not holding a head once fewer are: reading stops, polling never does.
+    fn pace(&mut self) {
+        let saturated = self.tasks.len() >= self.max_in_flight;
+        if saturated != self.saturated {
+            self.saturated = saturated;
+            self.apply_pauses();
+        }
+    }
+
+    /// After a rebalance: drops the heads of partitions revoked since they were read, and makes
+    /// the assigned partitions consume again — librdkafka keeps a partition this replica paused
+    /// paused across revoke and re-assignment, with nothing held here any more to resume it.
+    fn rebalanced(&mut self) {
+        let tracker = &self.tracker;
+        self.held.retain(|_, h| tracker.is_current(&h.claim));
+        self.apply_pauses();
+    }
+
+    /// While saturated, pauses every assigned partition; otherwise resumes every assigned
+    /// partition this replica paused that holds no head. Only partitions paused here are
+    /// resumed: librdkafka restarts a resumed partition from its last pause or assignment
+    /// position, which for a partition that was never paused would read records again.
+    fn apply_pauses(&mut self) {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let assigned: Vec<Key> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let assigned = assigned.into_iter();
+        if self.saturated {
+            let unpaused: Vec<Key> = assigned.filter(|k| !self.paused.contains(k)).collect();
+            self.pause(unpaused);
+        } else {
+            let free: Vec<Key> = assigned
+                .filter(|k| self.paused.contains(k) && !self.held.contains_key(k))
+                .collect();
+            self.resume(free);
+        }
+    }
+
+    fn pause(&mut self, keys: Vec<Key>) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.pause(&partition_list(&keys)) {
+            tracing::warn!(error = %e, partitions = ?keys, "pausing retry partitions failed");
+        }
+        self.paused.extend(keys);
+    }
+
+    /// Resumes those of `keys` this replica paused.
+    fn resume(&mut self, keys: Vec<Key>) {
+        let keys: Vec<Key> = keys
+            .into_iter()
+            .filter(|k| self.paused.contains(k))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.resume(&partition_list(&keys)) {
+            tracing::warn!(error = %e, partitions = ?keys, "resuming retry partitions failed");
+            return;
+        }
+        for k in &keys {
+            self.paused.remove(k);
+        }
+    }
+}
+
+fn partition_list<'a>(keys: impl IntoIterator<Item = &'a Key>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in keys {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
 }
 
 /// Sets `herald_retry_oldest_age_seconds{tier}` from the held head records: the time since the
 /// oldest of them entered its tier (0 when nothing waits).
-fn oldest_age(router: &Router, held: &HashMap<(String, i32), Held>) {
+fn oldest_age(router: &Router, held: &HashMap<Key, Held>) {
     let now = Utc::now().timestamp_millis();
     for tier in &router.policy.tiers {
         let oldest = held
@@ -189,14 +363,17 @@ fn due_at(m: &OwnedMessage) -> Option<chrono::DateTime<Utc>> {
         .map(|d| d.due_at)
 }
 
+/// Attempts a due record (or dead-letters an unreadable one), then stores its offset.
 async fn attempt(
     router: Arc<Router>,
     consumer: Arc<RetryConsumer>,
     tracker: Arc<OffsetTracker>,
     m: OwnedMessage,
     claim: Claim,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permits: Arc<Semaphore>,
 ) {
+    // The loop bounds the tasks it starts; this bounds the calls even across a rebalance.
+    let _permit = permits.acquire_owned().await;
     let bytes = m.payload().unwrap_or_default();
     match serde_json::from_slice::<DeliveryTask>(bytes) {
         Err(e) => {
@@ -216,6 +393,35 @@ async fn attempt(
             let span = tracing::info_span!("retry", delivery_id = %task.delivery_id, attempt = task.attempt);
             retry(&router, task).instrument(span).await
         }
+    }
+    store_finished(&tracker, &claim, &*consumer);
+}
+
+/// Writes a record due later than its tier allows to the tail of tier `to`, due time unchanged,
+/// then stores its offset: until Kafka acknowledged the copy, the original stays uncommitted.
+async fn forward(
+    router: Arc<Router>,
+    consumer: Arc<RetryConsumer>,
+    tracker: Arc<OffsetTracker>,
+    m: OwnedMessage,
+    claim: Claim,
+    (to, topic): (usize, String),
+    permits: Arc<Semaphore>,
+) {
+    let Ok(mut task) = serde_json::from_slice::<DeliveryTask>(m.payload().unwrap_or_default())
+    else {
+        // Only its due time could be read: the attempt path dead-letters it.
+        return attempt(router, consumer, tracker, m, claim, permits).await;
+    };
+    tracing::debug!(delivery_id = %task.delivery_id, from = m.topic(), to = %topic,
+        due_at = %task.due_at, "retry task due later than its tier allows; forwarded");
+    task.tier = to as u32;
+    if let Err(too_large) = router.writer.retry_task(&topic, &task).await {
+        // It fitted when it was written; only a lowered `kafka.max_record_bytes` gets here.
+        // Attempting it early beats losing it or holding the partition.
+        tracing::warn!(delivery_id = %task.delivery_id, %too_large,
+            "retry task no longer fits to be forwarded; attempted now instead");
+        return attempt(router, consumer, tracker, m, claim, permits).await;
     }
     store_finished(&tracker, &claim, &*consumer);
 }

@@ -152,6 +152,7 @@ pub fn settle(
             match policy.next(
                 &result.outcome,
                 delivery.retries,
+                delivery.attempt,
                 // A redriven delivery's age counts from the redrive.
                 delivery.redriven_at.unwrap_or(delivery.first_attempt_at),
                 now,
