@@ -294,11 +294,14 @@ class Herald:
 
     def load_config_problems(self, toml_text: str, env: dict[str, str]) -> list[str]:
         """Has Herald load a configuration file (and validate the example workspaces with it):
-        `herald --config FILE workspace apply --dry-run examples/*.yaml`."""
+        `herald --config FILE workspace apply --dry-run examples/*.yaml`, with the examples'
+        sandbox address pointed at a public host as a real deployment's would be."""
         path = Path(self.cwd) / "rendered-herald.toml"
         path.write_text(toml_text)
         result = self.run(
-            ["--config", str(path), "workspace", "apply", "--dry-run", *example_files()], env
+            ["--config", str(path), "workspace", "apply", "--dry-run",
+             "--sandbox-url", "https://sandbox.example.com", *example_files()],
+            env,
         )
         if result.returncode != 0:
             message = (result.stderr or result.stdout).strip()
@@ -675,7 +678,9 @@ def check_compose(report: Report, defaults: Defaults, herald: Herald | None) -> 
     report.check("workspace files of the compose commands exist in the image (examples/)", problems)
     if herald is not None:
         for name, service in loaders.items():
-            result = herald.run(["workspace", "apply", "--dry-run", *example_files()], compose_env(service))
+            argv = compose_command(service)
+            sandbox = ["--sandbox-url", option(argv, "--sandbox-url")] if option(argv, "--sandbox-url") else []
+            result = herald.run(["workspace", "apply", "--dry-run", *sandbox, *example_files()], compose_env(service))
             report.check(
                 f"service {name}: its environment resolves every ${{env:…}} of the example workspaces",
                 None if result.returncode == 0 else (result.stderr or result.stdout).strip().splitlines(),
@@ -714,8 +719,9 @@ def check_compose(report: Report, defaults: Defaults, herald: Herald | None) -> 
                 for var, value in compose_env(s).items():
                     if var.endswith("_WEBHOOK_SECRET") and secret and value != secret:
                         problems.append(f"service {other}: {var} differs from the sandbox's --webhook-secret")
-                    if var == "HERALD_SANDBOX_URL" and listen_port(value) != port:
-                        problems.append(f"service {other}: HERALD_SANDBOX_URL port differs from the sandbox's {port}")
+                url = option(compose_command(s), "--sandbox-url")
+                if url and listen_port(url.split("://", 1)[-1].split("/", 1)[0]) != port:
+                    problems.append(f"service {other}: --sandbox-url port differs from the sandbox's {port}")
     report.check("ports, brokers and the sandbox's secret line up", problems)
 
 

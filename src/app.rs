@@ -10,6 +10,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::credentials::keys::KeyError;
+use crate::credentials::{CredentialTable, Keyring};
 use crate::deliver::breaker::{BreakerSettings, Breakers};
 use crate::deliver::dedupe::Dedupe;
 use crate::deliver::health::Health;
@@ -37,6 +39,15 @@ pub fn destination_context(settings: &Settings) -> DestinationContext {
     }
 }
 
+/// Why a processor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("the credential store's keys")]
+    Keys(#[from] KeyError),
+}
+
 /// A running workspace table plus everything the processor needs.
 pub struct App {
     pub settings: Settings,
@@ -49,9 +60,20 @@ pub struct App {
 
 impl App {
     /// Starts following `herald.workspaces` and prepares the processor.
-    pub fn start(settings: Settings, vars: Vars) -> Result<Self, KafkaError> {
+    pub fn start(settings: Settings, vars: Vars) -> Result<Self, StartError> {
         let ctx = destination_context(&settings);
-        let table = Arc::new(WorkspaceTable::default());
+        let keys = Keyring::load(&settings.credentials)?;
+        if keys.is_empty() {
+            tracing::warn!(
+                "no credential store key (HERALD_SECRETS_KEYS, HERALD_SECRETS_KEY, \
+                 credentials.keys_dir): connections with stored credentials are unusable"
+            );
+        }
+        let vars = vars.restricted(
+            &settings.credentials.env_prefix,
+            &settings.credentials.files_dir,
+        );
+        let table = Arc::new(WorkspaceTable::new(Arc::new(CredentialTable::new(keys))));
         let loader_stop = Arc::new(AtomicBool::new(false));
         let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
         let producer: FutureProducer = kafka::producer_config(&settings).create()?;

@@ -8,6 +8,7 @@
 //! herald.events ──► ingest (decode, validate; bad input ──► herald.dlq)
 //!                     │
 //! herald.workspaces ─► workspace (config table, rules, templates)
+//! herald.credentials ► credentials (encrypted store, decrypted in memory)
 //!                     │
 //!                     ▼
 //!                   deliver (consumer loop, ordered offsets, per-workspace order)
@@ -30,7 +31,8 @@
 //!                          settling outcomes, retry tiers, dedupe, health
 //! workspace                compiled workspaces, rule templates, the live table
 //! ingest, history,         decode input; write and read outcomes; one folder per
-//!   destinations             destination behind one typed connector trait
+//!   destinations,            destination behind one typed connector trait; the encrypted
+//!   credentials              credential store and its keys
 //! kafka, telemetry         client settings, topic plan, reading by offset and time; logs, metrics
 //! settings                 configuration and `${env:…}` references
 //! model                    spec types, secrets, field errors, records and their Avro form
@@ -43,6 +45,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod credentials;
 pub mod deliver;
 pub mod destinations;
 pub mod history;

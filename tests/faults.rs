@@ -20,7 +20,7 @@ fn workspaces(n: usize) -> Vec<(String, String)> {
                     r#"
 workspace: ws_{i}
 connections:
-  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/flaky/{i}", timeout_ms: 500, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/flaky/{i}", timeout_ms: 500, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
 rules:
   - {{ id: r, event: e, connection: hook, action: post }}
 "#
@@ -308,7 +308,7 @@ fn slow_workspace(delay_ms: u64) -> String {
         r#"
 workspace: ws_slow
 connections:
-  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/slow?delay_ms={delay_ms}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/slow?delay_ms={delay_ms}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
 rules:
   - {{ id: r, event: e, connection: hook, action: post }}
 "#

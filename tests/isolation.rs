@@ -17,7 +17,7 @@ fn webhook_workspace(id: &str, path: &str, timeout_ms: u64) -> String {
         r#"
 workspace: {id}
 connections:
-  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{path}", timeout_ms: {timeout_ms}, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/{path}", timeout_ms: {timeout_ms}, credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
 rules:
   - {{ id: r, event: e, connection: hook, action: post }}
 "#

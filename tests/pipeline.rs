@@ -180,17 +180,17 @@ workspace: ws_failing
 connections:
   - id: bot
     type: slack
-    base_url: "${env:HERALD_SANDBOX_URL}/slack/api"
+    base_url: "http://127.0.0.1:7780/slack/api"
     channel: "#general"
     credentials: { token: "xoxp-not-a-bot-token" }
   - id: hook
     type: webhook
-    url: "${env:HERALD_SANDBOX_URL}/webhook/down?status=503"
-    credentials: { secret: "${env:WEBHOOK_SECRET}" }
+    url: "http://127.0.0.1:7780/webhook/down?status=503"
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
   - id: good-hook
     type: webhook
-    url: "${env:HERALD_SANDBOX_URL}/webhook/ok"
-    credentials: { secret: "${env:WEBHOOK_SECRET}" }
+    url: "http://127.0.0.1:7780/webhook/ok"
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
 rules:
   - { id: slack-bad-auth, event: signup, connection: bot, action: post_message, with: { text: "hi" } }
   - { id: hook-down, event: signup, connection: hook, action: post }
@@ -312,7 +312,7 @@ async fn workspace_changes_and_tombstones_apply_live() {
     let v1 = r#"
 workspace: ws_live
 connections:
-  - { id: hook, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/v1", credentials: { secret: "${env:WEBHOOK_SECRET}" } }
+  - { id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/v1", credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" } }
 rules:
   - { id: r, event: e, connection: hook, action: post }
 "#;
@@ -493,8 +493,8 @@ async fn processor_dropped_mid_stream_and_restarted_delivers_every_event() {
         r#"
 workspace: ws_slow
 connections:
-  - { id: hook, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/slow?delay_ms=20", credentials: { secret: "${env:WEBHOOK_SECRET}" } }
-  - { id: other, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/other", credentials: { secret: "${env:WEBHOOK_SECRET}" } }
+  - { id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/slow?delay_ms=20", credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" } }
+  - { id: other, type: webhook, url: "http://127.0.0.1:7780/webhook/other", credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" } }
 rules:
   - { id: a, event: e, connection: hook, action: post }
   - { id: b, event: e, connection: other, action: post }
@@ -565,8 +565,8 @@ async fn each_connection_keeps_its_event_order_while_other_connections_proceed()
             r#"
 workspace: {name}
 connections:
-  - {{ id: slow, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}/slow?delay_ms=150", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
-  - {{ id: fast, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/{name}/fast", credentials: {{ secret: "${{env:WEBHOOK_SECRET}}" }} }}
+  - {{ id: slow, type: webhook, url: "http://127.0.0.1:7780/webhook/{name}/slow?delay_ms=150", credentials: {{ secret: "${{env:HERALD_CRED_WEBHOOK_SECRET}}" }} }}
+  - {{ id: fast, type: webhook, url: "http://127.0.0.1:7780/webhook/{name}/fast", credentials: {{ secret: "${{env:HERALD_CRED_WEBHOOK_SECRET}}" }} }}
 rules:
   - {{ id: even, event: e, when: "payload.n % 2 == 0", connection: slow, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
   - {{ id: odd, event: e, when: "payload.n % 2 == 1", connection: fast, action: post, with: {{ n: "{{{{ payload.n }}}}" }} }}
@@ -632,7 +632,7 @@ async fn a_burst_of_1000_events_for_one_workspace_gets_no_429_from_hubspot() {
     let crm = r#"
 workspace: ws_burst
 connections:
-  - { id: crm, type: hubspot, base_url: "${env:HERALD_SANDBOX_URL}/hubspot", credentials: { token: "pat-burst" } }
+  - { id: crm, type: hubspot, base_url: "http://127.0.0.1:7780/hubspot", credentials: { token: "pat-burst" } }
 rules:
   - id: contact
     event: signed_up

@@ -28,15 +28,15 @@ workspace: ws_big
 connections:
   - id: down
     type: webhook
-    url: "${env:HERALD_SANDBOX_URL}/webhook/down?status=503"
+    url: "http://127.0.0.1:7780/webhook/down?status=503"
     credentials: { secret: "${env:WEBHOOK_SECRET}" }
   - id: refusing
     type: webhook
-    url: "${env:HERALD_SANDBOX_URL}/webhook/refusing?status=422"
+    url: "http://127.0.0.1:7780/webhook/refusing?status=422"
     credentials: { secret: "${env:WEBHOOK_SECRET}" }
   - id: ok
     type: webhook
-    url: "${env:HERALD_SANDBOX_URL}/webhook/ok"
+    url: "http://127.0.0.1:7780/webhook/ok"
     credentials: { secret: "${env:WEBHOOK_SECRET}" }
 rules:
   - id: big-to-down

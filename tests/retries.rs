@@ -13,7 +13,7 @@ fn hook_workspace(name: &str, path: &str) -> String {
         r#"
 workspace: {name}
 connections:
-  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}{path}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:7780{path}", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
 rules:
   - {{ id: r, event: e, connection: hook, action: post }}
 "#
@@ -173,7 +173,7 @@ async fn a_broken_connection_is_not_called_again_until_the_workspace_is_applied(
             r##"
 workspace: ws_slack
 connections:
-  - {{ id: bot, type: slack, base_url: "${{env:HERALD_SANDBOX_URL}}/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
+  - {{ id: bot, type: slack, base_url: "http://127.0.0.1:7780/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
 rules:
   - {{ id: r, event: e, connection: bot, action: post_message, with: {{ text: "{{{{ payload.n }}}}" }} }}
 "##
@@ -276,8 +276,8 @@ async fn redrive_after_fixing_the_connection_delivers_the_dead_deliveries_once()
             r##"
 workspace: ws_fix
 connections:
-  - {{ id: bot, type: slack, base_url: "${{env:HERALD_SANDBOX_URL}}/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
-  - {{ id: hook, type: webhook, url: "${{env:HERALD_SANDBOX_URL}}/webhook/fix", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
+  - {{ id: bot, type: slack, base_url: "http://127.0.0.1:7780/slack/api", channel: "#c", credentials: {{ token: "{token}" }} }}
+  - {{ id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/fix", credentials: {{ secret: "{WEBHOOK_SECRET}" }} }}
 rules:
   - {{ id: alert, event: e, connection: bot, action: post_message, with: {{ text: "n={{{{ payload.n }}}}" }} }}
   - {{ id: hook, event: e, connection: hook, action: post }}

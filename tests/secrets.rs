@@ -102,3 +102,84 @@ fn a_compiled_workspace_prints_no_credentials() {
     let shown = format!("{compiled:?} {compiled:#?}");
     assert_eq!(leaks(&shown), Vec::<String>::new(), "{shown}");
 }
+
+/// The same canary credentials, kept in the credential store: the records Herald writes (the
+/// store's and the workspace's) hold no plaintext, the workspace compiles with them, and
+/// neither the compiled workspace nor a connection whose record does not decrypt prints them.
+#[test]
+fn stored_credentials_are_encrypted_and_print_nowhere() {
+    use herald::credentials::{CredentialTable, Keyring, RecordKey, Stored, sealed};
+    use herald::model::Secret;
+
+    let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+    let keys = Keyring::from_sources(Some(&format!("k1:{}", b64(1))), None, None, "").unwrap();
+    let table = CredentialTable::new(
+        Keyring::from_sources(Some(&format!("k1:{}", b64(1))), None, None, "").unwrap(),
+    );
+    let mut workspace_connections = Vec::new();
+    for mut spec in connections() {
+        let id = spec["id"].as_str().unwrap().to_owned();
+        let fields = spec["credentials"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), Secret::new(v.as_str().unwrap())))
+            .collect();
+        let record = RecordKey::new("ws", &id).unwrap();
+        let value = sealed::seal(&record, &fields, keys.write_key().unwrap());
+        assert_eq!(
+            leaks(&String::from_utf8_lossy(&value)),
+            Vec::<String>::new(),
+            "{id}"
+        );
+        table.apply(record.to_string().as_bytes(), Some(&value));
+        spec.as_object_mut().unwrap().remove("credentials");
+        workspace_connections.push(spec);
+    }
+    let config = json!({"workspace": "ws", "connections": workspace_connections,
+        "rules": [{"id": "r", "event": "e", "connection": "hubspot", "action": "upsert_contact",
+                   "with": {"email": "a@b.io"}}]});
+    let published = serde_json::to_vec(&config).unwrap();
+    assert_eq!(
+        leaks(&String::from_utf8_lossy(&published)),
+        Vec::<String>::new()
+    );
+    let config = WorkspaceConfig::from_json(&published).expect("config");
+    let compiled = CompiledWorkspace::compile_with(
+        &config,
+        &DestinationContext::for_tests(),
+        &Vars::default(),
+        Some(&table),
+    )
+    .expect("compiles with the stored credentials");
+    assert_eq!(compiled.broken_reason("hubspot"), None);
+    let shown = format!("{compiled:?} {compiled:#?} {table:?}");
+    assert_eq!(leaks(&shown), Vec::<String>::new(), "{shown}");
+
+    // Moved to another connection, the record does not decrypt: that connection alone is
+    // unusable, with a reason that names no secret.
+    let hubspot = RecordKey::new("ws", "hubspot").unwrap();
+    let fields = [("token".to_owned(), Secret::new(format!("pat-na1-{CANARY}")))].into();
+    let value = sealed::seal(&hubspot, &fields, keys.write_key().unwrap());
+    table.apply(b"ws/intercom", Some(&value));
+    assert!(matches!(
+        table.get("ws", "intercom"),
+        Some(Stored::Unusable(_))
+    ));
+    let compiled = CompiledWorkspace::compile_with(
+        &config,
+        &DestinationContext::for_tests(),
+        &Vars::default(),
+        Some(&table),
+    )
+    .expect("one unusable connection does not fail the workspace");
+    let reason = compiled
+        .broken_reason("intercom")
+        .expect("intercom is unusable");
+    assert!(reason.contains("do not decrypt"), "{reason}");
+    assert_eq!(
+        leaks(&format!("{reason} {compiled:?}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(compiled.broken_reason("hubspot"), None);
+}

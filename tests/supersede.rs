@@ -13,8 +13,8 @@ use serde_json::json;
 const WORKSPACE: &str = r#"
 workspace: ws_progress
 connections:
-  - { id: crm, type: hubspot, base_url: "${env:HERALD_SANDBOX_URL}/hubspot", batch_window_ms: 0, credentials: { token: "${env:ACADEMYFLOW_HUBSPOT_TOKEN}" } }
-  - { id: hook, type: webhook, url: "${env:HERALD_SANDBOX_URL}/webhook/progress", credentials: { secret: "${env:WEBHOOK_SECRET}" } }
+  - { id: crm, type: hubspot, base_url: "http://127.0.0.1:7780/hubspot", batch_window_ms: 0, credentials: { token: "${env:HERALD_CRED_ACADEMYFLOW_HUBSPOT_TOKEN}" } }
+  - { id: hook, type: webhook, url: "http://127.0.0.1:7780/webhook/progress", credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" } }
 rules:
   - id: progress-to-hubspot
     event: lesson.completed

@@ -55,24 +55,31 @@ pub fn sandbox_env() -> impl Iterator<Item = (&'static str, &'static str)> {
         .filter_map(|line| line.split_once('='))
 }
 
+/// Where the example workspaces expect the sandbox: `herald dev`'s default address.
+pub const EXAMPLE_SANDBOX_URL: &str = "http://127.0.0.1:7780";
+
+/// A workspace file pointed at the sandbox at `sandbox_url` instead of the examples' default
+/// address: a plain rewrite of the file's text, before it is validated and published.
+pub fn at_sandbox(text: &str, sandbox_url: &str) -> String {
+    text.replace(EXAMPLE_SANDBOX_URL, sandbox_url.trim_end_matches('/'))
+}
+
 /// What the example workspaces' `${env:…}` references resolve to against a sandbox at
-/// `sandbox_url`: its address, the Slack incoming webhook on it, and the credentials of
-/// examples/sandbox.env.
+/// `sandbox_url`: the Slack incoming webhook on it, and the credentials of examples/sandbox.env.
 pub fn example_vars(sandbox_url: &str) -> Vec<(&'static str, String)> {
-    let per_run = [
-        ("HERALD_SANDBOX_URL", sandbox_url.to_owned()),
-        (
-            "NORTHSTAR_SLACK_WEBHOOK_URL",
-            format!("{sandbox_url}{SLACK_WEBHOOK_PATH}"),
-        ),
-    ];
+    let per_run = [(
+        "HERALD_CRED_NORTHSTAR_SLACK_WEBHOOK_URL",
+        format!("{sandbox_url}{SLACK_WEBHOOK_PATH}"),
+    )];
     let credentials = sandbox_env().map(|(name, value)| (name, value.to_owned()));
     per_run.into_iter().chain(credentials).collect()
 }
 
 /// The secret the examples sign webhooks with, which the sandbox of `herald dev` verifies.
 fn example_webhook_secret() -> Option<&'static str> {
-    sandbox_env().find_map(|(name, value)| (name == "ACADEMYFLOW_WEBHOOK_SECRET").then_some(value))
+    sandbox_env().find_map(|(name, value)| {
+        (name == "HERALD_CRED_ACADEMYFLOW_WEBHOOK_SECRET").then_some(value)
+    })
 }
 
 /// The values `${env:…}` references resolve to in dev, where the examples use the sandbox.
@@ -136,7 +143,7 @@ pub fn dev(
         let vars = dev_vars(&http);
         let files: Vec<(String, String)> = EXAMPLES
             .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .map(|(n, t)| (n.to_string(), at_sandbox(t, &http)))
             .collect();
         let configs = super::workspace::validate_files(&settings, &files, &vars)?;
         super::workspace::publish(&settings, &configs).await?;
@@ -216,7 +223,10 @@ mod tests {
             Sandbox::new(Some(secret)).is_ok(),
             "{secret} is a whsec_ secret"
         );
-        for name in ["ACADEMYFLOW_WEBHOOK_SECRET", "NORTHSTAR_WEBHOOK_SECRET"] {
+        for name in [
+            "HERALD_CRED_ACADEMYFLOW_WEBHOOK_SECRET",
+            "HERALD_CRED_NORTHSTAR_WEBHOOK_SECRET",
+        ] {
             assert!(
                 sandbox_env().any(|(n, v)| n == name && v == secret),
                 "{name}"

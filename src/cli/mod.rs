@@ -1,6 +1,7 @@
 //! The `herald` command line. `anyhow` lives here, at the edge; errors print with their causes.
 //! Exit codes: 0 success, 1 failure (including an invalid workspace config), 2 bad usage.
 
+mod credentials;
 pub mod dev;
 mod emit;
 mod history;
@@ -43,6 +44,9 @@ enum Command {
     /// Manage workspace configurations.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Manage the encrypted credential store.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Produce one event.
     Emit(emit::EmitArgs),
     /// Show a workspace's delivery history.
@@ -113,6 +117,10 @@ pub fn main() -> ExitCode {
         Command::Workspace(WorkspaceCommand::Apply(args)) => {
             args.kafka.apply(&mut settings);
             runtime.block_on(workspace::apply(&settings, &args))
+        }
+        Command::Credentials(command) => {
+            command.kafka().apply(&mut settings);
+            runtime.block_on(credentials::run(&settings, &command))
         }
         Command::Emit(args) => {
             args.kafka.apply(&mut settings);

@@ -89,7 +89,7 @@ async fn replay_workspace(
         return Ok(Err(Refused(e.to_string())));
     }
     let app =
-        App::start(settings.clone(), Vars::from_env()).context("cannot create Kafka clients")?;
+        App::start(settings.clone(), Vars::from_env()).context("cannot start the processor")?;
     tokio::time::timeout(Duration::from_secs(120), app.router.table.wait_ready())
         .await
         .context("the workspace topic was not read within 2 minutes")?;

@@ -8,7 +8,7 @@ use crate::settings::interpolate::Vars;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.http.listen.clone();
-    let app = App::start(settings, Vars::from_env()).context("cannot create Kafka clients")?;
+    let app = App::start(settings, Vars::from_env()).context("cannot start the processor")?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {listen}"))?;

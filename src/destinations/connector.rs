@@ -4,6 +4,7 @@
 //! [`Adapter`] turns any connector into the [`Destination`] that [`super::REGISTRY`] lists, and
 //! binds each rule's action to its connection as a [`BoundAction`], which the router calls.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,8 +14,8 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Attempted, Call, Connection, Destination, DestinationContext};
-use crate::model::{ConnectionSpec, FieldError};
+use super::{Attempted, Call, Connection, Destination, DestinationContext, Outcome};
+use crate::model::{ConnectionSpec, FieldError, Secret};
 
 /// A destination type, typed: what a connection of it is made of and what it can do.
 pub trait Connector: Sized + Send + Sync + fmt::Debug + 'static {
@@ -100,14 +101,19 @@ pub fn parse<C: Connector>(
     spec: &ConnectionSpec,
 ) -> Result<(C::Config, C::Credentials), FieldError> {
     let config = deserialize(Value::Object(spec.settings.clone()))?;
-    let credentials = spec
-        .credentials
+    let credentials = parse_credentials::<C>(&spec.credentials)?;
+    Ok((config, credentials))
+}
+
+/// Reads credentials into a connector's typed credentials; errors name `credentials.<field>`.
+fn parse_credentials<C: Connector>(
+    credentials: &BTreeMap<String, Secret>,
+) -> Result<C::Credentials, FieldError> {
+    let credentials = credentials
         .iter()
         .map(|(key, secret)| (key.clone(), Value::String(secret.expose().to_owned())))
         .collect();
-    let credentials =
-        deserialize(Value::Object(credentials)).map_err(|e| e.under("credentials"))?;
-    Ok((config, credentials))
+    deserialize(Value::Object(credentials)).map_err(|e| e.under("credentials"))
 }
 
 /// Builds a connector's connection from its (interpolated) spec.
@@ -156,6 +162,81 @@ impl<C: Connector> Destination for Adapter<C> {
         ctx: &DestinationContext,
     ) -> Result<Arc<dyn Connection>, FieldError> {
         Ok(Arc::new(connect::<C>(spec, ctx)?))
+    }
+
+    fn check_settings(&self, spec: &ConnectionSpec) -> Result<(), FieldError> {
+        deserialize::<C::Config>(Value::Object(spec.settings.clone())).map(|_| ())
+    }
+
+    fn check_credentials(&self, credentials: &BTreeMap<String, Secret>) -> Result<(), FieldError> {
+        parse_credentials::<C>(credentials).map(|_| ())
+    }
+}
+
+/// A connection that cannot be used here (its stored credentials are missing or do not
+/// decrypt): rules bind to it by action name, and every call it is asked to make answers
+/// [`Outcome::ConnectionBroken`] with the reason, so its deliveries are parked, not lost.
+pub fn unusable(destination: &dyn Destination, reason: String) -> Arc<dyn Connection> {
+    Arc::new(Unusable {
+        kind: destination.kind(),
+        actions: destination.actions(),
+        reason,
+    })
+}
+
+#[derive(Debug)]
+struct Unusable {
+    kind: &'static str,
+    actions: &'static [&'static str],
+    reason: String,
+}
+
+struct UnusableAction {
+    connection: Arc<Unusable>,
+    action: &'static str,
+}
+
+impl Connection for Unusable {
+    fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError> {
+        let Some(action) = self.actions.iter().copied().find(|a| *a == action) else {
+            return Err(FieldError::new(
+                "action",
+                format!(
+                    "`{action}` is not an action of {} connections (known: {})",
+                    self.kind,
+                    self.actions.join(", ")
+                ),
+            ));
+        };
+        Ok(BoundAction(Arc::new(UnusableAction {
+            connection: self,
+            action,
+        })))
+    }
+}
+
+impl Act for UnusableAction {
+    fn kind(&self) -> &'static str {
+        self.connection.kind
+    }
+
+    fn name(&self) -> &'static str {
+        self.action
+    }
+
+    /// Without its connection the shape of `with` cannot be checked; it is checked when the
+    /// workspace compiles with usable credentials.
+    fn check(&self, _with: &Value) -> Result<(), FieldError> {
+        Ok(())
+    }
+
+    fn send<'a>(&'a self, _call: Call<'a>) -> BoxFuture<'a, Attempted> {
+        let reason = self.connection.reason.clone();
+        Box::pin(async move { Attempted::without_response(Outcome::ConnectionBroken { reason }) })
+    }
+
+    fn subject(&self, _request: &Value) -> Option<String> {
+        None
     }
 }
 

@@ -292,9 +292,9 @@ pub fn transport_failure(err: &reqwest::Error) -> Outcome {
     let reason = if err.is_timeout() {
         "request timed out".to_owned()
     } else if err.is_connect() {
-        format!("could not connect: {}", error_chain(err))
+        format!("could not connect: {}", redacted_chain(err))
     } else {
-        format!("request failed: {}", error_chain(err))
+        format!("request failed: {}", redacted_chain(err))
     };
     Outcome::Retry {
         after: None,
@@ -302,9 +302,40 @@ pub fn transport_failure(err: &reqwest::Error) -> Outcome {
     }
 }
 
+/// An error's chain without its URL: reqwest names the URL it called, and a URL can be the
+/// credential itself (a Slack incoming webhook) or carry one in its query. Only the scheme and
+/// host remain.
+pub fn redacted_chain(err: &reqwest::Error) -> String {
+    let mut text = error_chain(err);
+    if let Some(url) = err.url() {
+        let shown = format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or("?"));
+        text = text.replace(url.as_str(), &shown);
+        // Some layers print the URL without its query or fragment.
+        let mut bare = url.clone();
+        bare.set_query(None);
+        bare.set_fragment(None);
+        text = text.replace(bare.as_str(), &shown);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn transport_failures_do_not_quote_the_url() {
+        // Nothing listens on port 9 of loopback: the call fails to connect.
+        let url = "http://127.0.0.1:9/services/T0/B0/canary-url-secret?token=canary-query";
+        let err = client(true).post(url).send().await.unwrap_err();
+        assert!(
+            err.to_string().contains("canary"),
+            "reqwest names the URL: {err}"
+        );
+        let reason = transport_failure(&err).reason().unwrap_or_default();
+        assert!(!reason.contains("canary"), "{reason}");
+        assert!(reason.contains("127.0.0.1"), "{reason}");
+    }
 
     #[test]
     fn internal_addresses_are_refused_unless_allowed() {

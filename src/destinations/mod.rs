@@ -20,13 +20,14 @@ pub mod steps;
 pub mod tags;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use self::connector::Adapter;
 pub use self::connector::BoundAction;
 use crate::model::records::EventEnvelope;
-use crate::model::{ConnectionSpec, FieldError};
+use crate::model::{ConnectionSpec, FieldError, Secret};
 use crate::settings::MAX_DESTINATION_TIMEOUT_MS;
 
 /// Every destination type Herald knows, by its `type` in a connection.
@@ -184,6 +185,14 @@ pub trait Destination: Send + Sync {
         spec: &ConnectionSpec,
         ctx: &DestinationContext,
     ) -> Result<Arc<dyn Connection>, FieldError>;
+
+    /// Checks a connection's settings alone (keys and types), for a connection whose
+    /// credentials are in the store and not at hand; errors name the field.
+    fn check_settings(&self, spec: &ConnectionSpec) -> Result<(), FieldError>;
+
+    /// Checks credentials against the destination's credential fields (names and types, not
+    /// whether the API accepts them); errors name `credentials.<field>` and never a value.
+    fn check_credentials(&self, credentials: &BTreeMap<String, Secret>) -> Result<(), FieldError>;
 }
 
 /// A configured connection of one workspace. Every [`connector::Connector`] is one.

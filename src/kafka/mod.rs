@@ -1,6 +1,7 @@
 //! Kafka clients as Herald configures them, the topic plan, and reading a topic to its end.
 
 pub mod by_time;
+pub mod follow;
 pub mod produce_error;
 
 use std::collections::HashMap;
@@ -143,6 +144,11 @@ pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
         },
         TopicSpec {
             name: t.workspaces.clone(),
+            partitions: t.workspace_partitions,
+            compacted: true,
+        },
+        TopicSpec {
+            name: t.credentials.clone(),
             partitions: t.workspace_partitions,
             compacted: true,
         },

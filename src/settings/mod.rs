@@ -26,6 +26,7 @@ pub struct Settings {
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub credentials: CredentialSettings,
 }
 
 /// How to reach Kafka.
@@ -54,6 +55,7 @@ pub struct KafkaSettings {
 pub struct TopicSettings {
     pub events: String,
     pub workspaces: String,
+    pub credentials: String,
     pub deliveries: String,
     pub dlq: String,
     pub retry_prefix: String,
@@ -126,6 +128,21 @@ pub struct DestinationSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
+}
+
+/// The credential store (`topics.credentials`) and the references workspaces may make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    /// A directory of key files (file name = key id, content = base64 of 32 bytes); empty for
+    /// none. Keys also come from `HERALD_SECRETS_KEYS` and `HERALD_SECRETS_KEY`.
+    pub keys_dir: String,
+    /// The id of the key new records are encrypted with; empty for the first key given.
+    pub write_key: String,
+    /// The only variable names (and `${file:…}` names) a workspace's `credentials` may reference.
+    pub env_prefix: String,
+    /// Where `${file:NAME}` references are read from; empty turns them off.
+    pub files_dir: String,
 }
 
 /// Logging.
@@ -268,6 +285,7 @@ impl Settings {
         for (key, name) in [
             ("topics.events", &self.topics.events),
             ("topics.workspaces", &self.topics.workspaces),
+            ("topics.credentials", &self.topics.credentials),
             ("topics.deliveries", &self.topics.deliveries),
             ("topics.dlq", &self.topics.dlq),
         ] {
@@ -372,6 +390,20 @@ impl Settings {
                 });
             }
             previous = delay;
+        }
+        let prefix = &self.credentials.env_prefix;
+        if prefix.len() < 3
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            // An empty or tiny prefix would let workspaces read the processor's own secrets.
+            return Err(SettingsError::Invalid {
+                key: "credentials.env_prefix",
+                problem: format!(
+                    "`{prefix}` must be at least 3 characters of A-Z, 0-9 and `_`, like HERALD_CRED_"
+                ),
+            });
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
@@ -483,6 +515,9 @@ mod tests {
         assert!(err.to_string().contains("http.listen"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__LOG__FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("format"), "{err}");
+        let err =
+            Settings::load_from(None, env(&[("HERALD__CREDENTIALS__ENV_PREFIX", "")])).unwrap_err();
+        assert!(err.to_string().contains("credentials.env_prefix"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__RETRY__JITTER", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("retry.jitter"), "{err}");
         let err = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60001")]))

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use super::broken::BrokenConnections;
 use super::templates::{RenderError, Template, Templates};
-use crate::destinations::{self, BoundAction, Connection, DestinationContext};
+use crate::credentials::{CredentialTable, Stored};
+use crate::destinations::{self, BoundAction, Connection, Destination, DestinationContext};
 use crate::model::records::EventEnvelope;
-use crate::model::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
-use crate::settings::interpolate::Vars;
+use crate::model::{ConfigErrors, ConnectionSpec, FieldError, RuleSpec, WorkspaceConfig};
+use crate::settings::interpolate::{Vars, check_no_references};
 
 /// A workspace ready to route events.
 #[derive(Debug)]
@@ -45,11 +46,26 @@ pub struct CompiledRule {
 }
 
 impl CompiledWorkspace {
-    /// Checks `config` and compiles it. All problems are reported, each naming its field.
+    /// Checks `config` and compiles it, as `herald workspace apply` does: the credential store
+    /// is not read, so a connection without a `credentials` block has its settings checked
+    /// and its rules' actions bound, but not called. All problems are reported, each naming
+    /// its field.
     pub fn compile(
         config: &WorkspaceConfig,
         ctx: &DestinationContext,
         vars: &Vars,
+    ) -> Result<Self, ConfigErrors> {
+        Self::compile_with(config, ctx, vars, None)
+    }
+
+    /// Checks `config` and compiles it; a connection without a `credentials` block uses its
+    /// credentials from `store` (the processor's live table), and is unusable, with the
+    /// reason, when the store has none or cannot decrypt them.
+    pub fn compile_with(
+        config: &WorkspaceConfig,
+        ctx: &DestinationContext,
+        vars: &Vars,
+        store: Option<&CredentialTable>,
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         check_name("workspace", &config.workspace, &mut errors);
@@ -57,6 +73,7 @@ impl CompiledWorkspace {
         let mut connections: HashMap<&str, BoundConnection> = HashMap::new();
         // Connections that exist but did not build; their errors are already reported.
         let mut broken: HashSet<&str> = HashSet::new();
+        let unusable_connections = BrokenConnections::default();
         for (i, spec) in config.connections.iter().enumerate() {
             let at = format!("connections[{i}]");
             check_name(&format!("{at}.id"), &spec.id, &mut errors);
@@ -79,9 +96,19 @@ impl CompiledWorkspace {
                 ));
                 continue;
             };
-            let built = vars
-                .resolve_connection(spec)
-                .and_then(|resolved| destination.connect(&resolved, ctx));
+            let built = if spec.credentials.is_empty() {
+                stored_connection(&config.workspace, spec, destination, ctx, store).map(
+                    |(connection, unusable)| {
+                        if let Some(reason) = unusable {
+                            unusable_connections.mark(&spec.id, &reason);
+                        }
+                        connection
+                    },
+                )
+            } else {
+                vars.resolve_connection(spec)
+                    .and_then(|resolved| destination.connect(&resolved, ctx))
+            };
             match built {
                 Ok(connection) => {
                     connections.insert(
@@ -136,7 +163,7 @@ impl CompiledWorkspace {
                 rules,
                 by_event,
                 templates,
-                broken: BrokenConnections::default(),
+                broken: unusable_connections,
             })
         } else {
             Err(ConfigErrors(errors))
@@ -203,6 +230,57 @@ impl CompiledWorkspace {
     ) -> Result<serde_json::Value, RenderError> {
         self.templates.render(&rule.with, "with", ctx)
     }
+}
+
+/// The connection `spec` (which has no `credentials` block) makes with its stored credentials,
+/// and why it is unusable when it is. Errors are problems of the workspace file itself.
+fn stored_connection(
+    workspace: &str,
+    spec: &ConnectionSpec,
+    destination: &dyn Destination,
+    ctx: &DestinationContext,
+    store: Option<&CredentialTable>,
+) -> Result<(Arc<dyn Connection>, Option<String>), FieldError> {
+    check_no_references(spec)?;
+    let set_them = format!(
+        "set them with `herald credentials set --workspace {workspace} --connection {}`",
+        spec.id
+    );
+    let reason = match store.map(|s| s.get(workspace, &spec.id)) {
+        None => {
+            destination.check_settings(spec)?;
+            return Ok((
+                destinations::connector::unusable(
+                    destination,
+                    "its credentials are in the credential store".into(),
+                ),
+                None,
+            ));
+        }
+        Some(None) => {
+            destination.check_settings(spec)?;
+            format!("no credentials in the workspace or the credential store; {set_them}")
+        }
+        Some(Some(Stored::Unusable(why))) => {
+            destination.check_settings(spec)?;
+            format!("stored credentials unusable: {why}")
+        }
+        Some(Some(Stored::Ready(fields))) => {
+            let mut with_fields = spec.clone();
+            with_fields.credentials = (*fields).clone();
+            match destination.connect(&with_fields, ctx) {
+                Ok(connection) => return Ok((connection, None)),
+                // Settings are the file's problem; credentials the store's.
+                Err(e) if !e.path.starts_with("credentials") => return Err(e),
+                Err(e) => format!("stored credentials do not fit: {e}; {set_them}"),
+            }
+        }
+    };
+    tracing::error!(workspace, connection = %spec.id, %reason, "connection unusable");
+    Ok((
+        destinations::connector::unusable(destination, reason.clone()),
+        Some(reason),
+    ))
 }
 
 /// Compiles one rule. `Ok(None)` when its connection is one that failed to build: its templates

@@ -1,6 +1,9 @@
 //! The workspace table: every processor reads the compacted `herald.workspaces` topic to its
 //! end before it consumes events (like a Kafka Streams GlobalKTable), then follows it live.
-//! A tombstone (key with no value) deletes a workspace.
+//! A tombstone (key with no value) deletes a workspace. Connections whose credentials are in
+//! the store take them from the credential table ([`crate::credentials::table`]), read to its
+//! end before the first workspace compiles; when a connection's stored credentials change, its
+//! workspace is compiled again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,12 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::compile::CompiledWorkspace;
+use crate::credentials::{self, CredentialTable};
 use crate::destinations::DestinationContext;
 use crate::kafka;
 use crate::model::WorkspaceConfig;
@@ -36,20 +40,48 @@ pub struct WorkspaceTable {
     /// Workspaces whose newest config did not compile here while an older one stays in force,
     /// with the reason.
     rejected: RwLock<HashMap<String, String>>,
+    /// The newest record of each workspace, compiled again when its stored credentials change.
+    records: RwLock<HashMap<String, Vec<u8>>>,
+    credentials: Arc<CredentialTable>,
     ready: watch::Sender<bool>,
 }
 
 impl Default for WorkspaceTable {
     fn default() -> Self {
-        Self {
-            entries: RwLock::default(),
-            rejected: RwLock::default(),
-            ready: watch::channel(false).0,
-        }
+        Self::new(Arc::default())
     }
 }
 
 impl WorkspaceTable {
+    /// An empty table whose connections take stored credentials from `credentials`.
+    pub fn new(credentials: Arc<CredentialTable>) -> Self {
+        Self {
+            entries: RwLock::default(),
+            rejected: RwLock::default(),
+            records: RwLock::default(),
+            credentials,
+            ready: watch::channel(false).0,
+        }
+    }
+
+    /// Compiles `workspace_id` again from its newest record, after its stored credentials
+    /// changed.
+    pub fn recompile(&self, workspace_id: &str, ctx: &DestinationContext, vars: &Vars) {
+        let record = self
+            .records
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workspace_id)
+            .cloned();
+        if let Some(record) = record {
+            tracing::info!(
+                workspace = workspace_id,
+                "stored credentials changed; compiling again"
+            );
+            self.apply(workspace_id, Some(&record), ctx, vars);
+        }
+    }
+
     /// The entry for `workspace_id`, if the table has one.
     pub fn get(&self, workspace_id: &str) -> Option<WorkspaceEntry> {
         // A poisoned lock means a panic while swapping an entry; the map is still whole.
@@ -106,6 +138,13 @@ impl WorkspaceTable {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut rejected = self.rejected.write().unwrap_or_else(|p| p.into_inner());
         rejected.remove(key);
+        {
+            let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
+            match value {
+                Some(v) => records.insert(key.to_owned(), v.to_vec()),
+                None => records.remove(key),
+            };
+        }
         let Some(value) = value else {
             if entries.remove(key).is_some() {
                 tracing::info!(workspace = key, "workspace deleted");
@@ -118,10 +157,12 @@ impl WorkspaceTable {
                 "config record for `{}` is stored under key `{key}`",
                 config.workspace
             )),
-            Ok(config) => match CompiledWorkspace::compile(&config, ctx, vars) {
-                Ok(ws) => WorkspaceEntry::Ready(Arc::new(ws)),
-                Err(e) => WorkspaceEntry::Invalid(format!("config does not compile here: {e}")),
-            },
+            Ok(config) => {
+                match CompiledWorkspace::compile_with(&config, ctx, vars, Some(&self.credentials)) {
+                    Ok(ws) => WorkspaceEntry::Ready(Arc::new(ws)),
+                    Err(e) => WorkspaceEntry::Invalid(format!("config does not compile here: {e}")),
+                }
+            }
         };
         match (&entry, entries.get(key)) {
             (WorkspaceEntry::Ready(ws), _) => {
@@ -160,7 +201,8 @@ impl WorkspaceTable {
     }
 }
 
-/// Starts the thread that loads `herald.workspaces` into `table` and follows it until `stop`.
+/// Starts the threads that load `herald.credentials` and then `herald.workspaces` into `table`
+/// and follow both until `stop`.
 pub fn spawn_loader(
     settings: &Settings,
     table: Arc<WorkspaceTable>,
@@ -170,94 +212,44 @@ pub fn spawn_loader(
 ) -> Result<JoinHandle<()>, KafkaError> {
     let topic = settings.topics.workspaces.clone();
     let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    let credentials = credentials::table::spawn_loader(
+        settings,
+        table.credentials.clone(),
+        {
+            let (table, ctx, vars) = (table.clone(), ctx.clone(), vars.clone());
+            move |workspace: &str| table.recompile(workspace, &ctx, &vars)
+        },
+        stop.clone(),
+    )?;
     let handle = std::thread::Builder::new()
         .name("herald-workspaces".into())
-        .spawn(move || follow(consumer, &topic, &table, &ctx, &vars, &stop))
-        .map_err(|e| KafkaError::ClientCreation(format!("cannot start loader thread: {e}")))?;
-    Ok(handle)
-}
-
-fn follow(
-    consumer: BaseConsumer,
-    topic: &str,
-    table: &WorkspaceTable,
-    ctx: &DestinationContext,
-    vars: &Vars,
-    stop: &AtomicBool,
-) {
-    let poll = Duration::from_millis(100);
-    // Until the topic exists and its end offsets are known, keep trying: a processor started
-    // before `herald topics create` becomes ready once the topic appears.
-    let mut ends = loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        match kafka::assign_from_beginning(&consumer, topic) {
-            Ok(ends) => break ends,
-            Err(e) => {
-                tracing::warn!(topic, error = %e, "cannot read the workspace topic yet; retrying");
-                std::thread::sleep(Duration::from_secs(1));
+        .spawn(move || {
+            // Workspaces compile with their stored credentials, so those are read first.
+            while !table.credentials.is_ready() && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
             }
-        }
-    };
-    if ends.is_empty() {
-        tracing::info!(
-            workspaces = 0,
-            "workspace table loaded (the topic is empty)"
-        );
-        table.mark_ready();
-    }
-    let started = std::time::Instant::now();
-    let mut reported = started;
-    while !stop.load(Ordering::Relaxed) {
-        // Say what the start-up is waiting for, so a processor that stays unready is explainable.
-        if !table.is_ready() && reported.elapsed() >= Duration::from_secs(10) {
-            reported = std::time::Instant::now();
-            tracing::warn!(topic, waiting_secs = started.elapsed().as_secs(), remaining = ?ends,
-                "still reading the workspace topic to its end (partition: end offset)");
-        }
-        match consumer.poll(poll) {
-            None => {}
-            Some(Err(e)) => tracing::warn!(topic, error = %e, "workspace topic read failed"),
-            Some(Ok(m)) => {
-                match m.key().map(std::str::from_utf8) {
-                    Some(Ok(key)) => table.apply(key, m.payload(), ctx, vars),
+            kafka::follow::follow_compacted(
+                &consumer,
+                &topic,
+                &stop,
+                |m| match m.key().map(std::str::from_utf8) {
+                    Some(Ok(key)) => table.apply(key, m.payload(), &ctx, &vars),
                     _ => tracing::error!(
                         topic,
                         partition = m.partition(),
                         offset = m.offset(),
                         "workspace record without a UTF-8 key ignored"
                     ),
-                }
-                if !table.is_ready() {
-                    if let Some(end) = ends.get(&m.partition())
-                        && m.offset() + 1 >= *end
-                    {
-                        ends.remove(&m.partition());
-                    }
-                    if ends.is_empty() {
-                        tracing::info!(workspaces = table.len(), "workspace table loaded");
-                        table.mark_ready();
-                    }
-                }
-            }
-        }
-        // Partitions whose remaining records were all compacted away have nothing more to
-        // deliver; their position tells us they are done.
-        if !table.is_ready()
-            && let Ok(positions) = consumer.position()
-        {
-            ends.retain(|p, end| {
-                !matches!(positions.find_partition(topic, *p).map(|e| e.offset()),
-                    Some(Offset::Offset(pos)) if pos >= *end)
-            });
-            if ends.is_empty() {
-                tracing::info!(workspaces = table.len(), "workspace table loaded");
-                table.mark_ready();
-            }
-        }
-    }
-    let _ = consumer.assign(&TopicPartitionList::new());
+                },
+                || {
+                    tracing::info!(workspaces = table.len(), "workspace table loaded");
+                    table.mark_ready();
+                },
+            );
+            let _ = credentials.join();
+        })
+        .map_err(|e| KafkaError::ClientCreation(format!("cannot start loader thread: {e}")))?;
+    Ok(handle)
 }
 
 #[cfg(test)]

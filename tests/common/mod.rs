@@ -81,16 +81,22 @@ impl Harness {
                 vars.with(name, value)
             })
             // This sandbox verifies with the tests' secret, and the examples sign with it too.
-            .with("ACADEMYFLOW_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with("NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .with("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with("HERALD_CRED_ACADEMYFLOW_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with("HERALD_CRED_NORTHSTAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .with("HERALD_CRED_WEBHOOK_SECRET", WEBHOOK_SECRET)
     }
 
-    /// Validates and publishes workspace files given as (name, YAML).
+    /// Validates and publishes workspace files given as (name, YAML), with the examples' sandbox
+    /// address (`herald dev`'s) pointed at this harness's sandbox.
     pub async fn apply(&self, files: &[(&str, &str)]) {
         let files: Vec<(String, String)> = files
             .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    herald::cli::dev::at_sandbox(t, &self.sandbox_url),
+                )
+            })
             .collect();
         let configs = herald::cli::workspace::validate_files(&self.settings, &files, &self.vars())
             .expect("valid workspaces");
