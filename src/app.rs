@@ -1,5 +1,6 @@
 //! Wiring the processor stack together, shared by `herald run`, `herald dev` and the tests.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -23,6 +24,7 @@ use crate::deliver::supersede::LastWrites;
 use crate::destinations::{DestinationContext, http};
 use crate::history::OutcomeWriter;
 use crate::history::skips::SkipSummaries;
+use crate::history::store::{HistoryStore, StoreError, spawn_follower};
 use crate::kafka;
 use crate::settings::Settings;
 use crate::settings::interpolate::Vars;
@@ -46,6 +48,8 @@ pub enum StartError {
     Kafka(#[from] KafkaError),
     #[error("the credential store's keys")]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    History(#[from] StoreError),
 }
 
 /// A running workspace table plus everything the processor needs.
@@ -54,8 +58,11 @@ pub struct App {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub router: Arc<Router>,
+    /// The history query store, when `history.store_path` is set.
+    pub history: Option<Arc<HistoryStore>>,
     loader_stop: Arc<AtomicBool>,
     loader: Option<JoinHandle<()>>,
+    history_follower: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -103,6 +110,13 @@ impl App {
             dedupe,
             last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
         });
+        let (history, history_follower) = if settings.history.store_path.is_empty() {
+            (None, None)
+        } else {
+            let store = Arc::new(HistoryStore::open(Path::new(&settings.history.store_path))?);
+            let follower = spawn_follower(&settings, store.clone(), loader_stop.clone())?;
+            (Some(store), Some(follower))
+        };
         Ok(Self {
             health: Arc::new(
                 Health::new(
@@ -110,8 +124,11 @@ impl App {
                     router.writer.health(),
                     Duration::from_millis(settings.processor.liveness_timeout_ms),
                 )
-                .with_dedupe(router.dedupe.clone()),
+                .with_dedupe(router.dedupe.clone())
+                .with_history(history.clone()),
             ),
+            history,
+            history_follower,
             metrics,
             router,
             settings,
@@ -153,6 +170,9 @@ impl Drop for App {
             dedupe.stop();
         }
         if let Some(handle) = self.loader.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.history_follower.take() {
             let _ = handle.join();
         }
     }

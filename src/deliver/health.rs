@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::dedupe::Dedupe;
+use crate::history::store::HistoryStore;
 use crate::workspace::table::WorkspaceTable;
 
 /// What `/readyz` and `/healthz` report.
@@ -18,6 +19,8 @@ pub struct Health {
     pub producer: Arc<AtomicBool>,
     /// The dedupe sets, for the count of partitions running with a partial one.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// The history query store, when there is one: ready once it caught up.
+    pub history: Option<Arc<HistoryStore>>,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -39,6 +42,7 @@ impl Health {
             consuming: AtomicBool::new(false),
             producer,
             dedupe: None,
+            history: None,
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
@@ -48,6 +52,12 @@ impl Health {
     /// Health that also reports on `dedupe`'s partitions.
     pub fn with_dedupe(mut self, dedupe: Option<Arc<Dedupe>>) -> Self {
         self.dedupe = dedupe;
+        self
+    }
+
+    /// Health that also waits for `history` to catch up.
+    pub fn with_history(mut self, history: Option<Arc<HistoryStore>>) -> Self {
+        self.history = history;
         self
     }
 
@@ -96,6 +106,9 @@ impl Health {
         }
         if !self.producer.load(Ordering::Relaxed) {
             return Err("producer failing: outcomes are not being acknowledged by Kafka");
+        }
+        if self.history.as_ref().is_some_and(|h| !h.is_ready()) {
+            return Err("history store still catching up with the deliveries topic");
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
 //! Delivery history: the latest state of every delivery in the compacted `herald.deliveries`
-//! topic (key = delivery id), written by [`writer`], read back by [`reader`]; "no rule matched"
-//! and "unknown workspace" become throttled summaries ([`skips`]).
+//! topic (key = delivery id), written by [`writer`], read back by [`reader`] (a scan) or queried
+//! from the on-disk view [`store`] keeps of it; "no rule matched" and "unknown workspace" become
+//! throttled summaries ([`skips`]).
 
 pub mod reader;
 pub mod skips;
+pub mod store;
 pub mod stub;
 pub mod writer;
 

@@ -27,6 +27,15 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub credentials: CredentialSettings,
+    pub history: HistorySettings,
+}
+
+/// The history query store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// The store's SQLite file; empty turns the store off.
+    pub store_path: String,
 }
 
 /// How to reach Kafka.
