@@ -77,6 +77,9 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// A record read from the topic: partition, offset, value (`None`: a tombstone) and key.
+pub type Read = (i32, i64, Option<Vec<u8>>, Vec<u8>);
+
 /// The store: one SQLite connection behind a lock (queries take milliseconds).
 pub struct HistoryStore {
     db: Mutex<Connection>,
@@ -145,10 +148,7 @@ impl HistoryStore {
     /// Applies records read from the topic, in order, with the positions they reach, in one
     /// transaction. A record that is not a delivery record is skipped (the topic is Herald's
     /// own; the CLI reports such records).
-    pub fn apply(
-        &self,
-        records: &[(i32, i64, Option<Vec<u8>>, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    pub fn apply(&self, records: &[Read]) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction()?;
         {
