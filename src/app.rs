@@ -10,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::deliver::breaker::{BreakerSettings, Breakers};
 use crate::deliver::dedupe::Dedupe;
 use crate::deliver::health::Health;
@@ -43,6 +44,8 @@ pub struct App {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub router: Arc<Router>,
+    /// The HTTP API's state: ingest producer, key index, admin tokens.
+    pub api: ApiState,
     loader_stop: Arc<AtomicBool>,
     loader: Option<JoinHandle<()>>,
 }
@@ -81,15 +84,18 @@ impl App {
             dedupe,
             last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
         });
+        let health = Arc::new(
+            Health::new(
+                table,
+                router.writer.health(),
+                Duration::from_millis(settings.processor.liveness_timeout_ms),
+            )
+            .with_dedupe(router.dedupe.clone()),
+        );
+        let api = ApiState::start(&settings, health.clone(), metrics.clone())?;
         Ok(Self {
-            health: Arc::new(
-                Health::new(
-                    table,
-                    router.writer.health(),
-                    Duration::from_millis(settings.processor.liveness_timeout_ms),
-                )
-                .with_dedupe(router.dedupe.clone()),
-            ),
+            health,
+            api,
             metrics,
             router,
             settings,
@@ -98,9 +104,9 @@ impl App {
         })
     }
 
-    /// The `/healthz`, `/readyz`, `/metrics` routes.
+    /// The HTTP routes: health, metrics, ingest and the management API.
     pub fn http_routes(&self) -> axum::Router {
-        crate::api::router(self.health.clone(), self.metrics.clone())
+        crate::api::router(self.api.clone())
     }
 
     /// Runs the event processor and the retry-tier consumer until `shutdown`, or until an

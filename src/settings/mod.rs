@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields, so a misspelt key fails start-up instead of being
 //! ignored, and `validate` checks ranges with a message naming the key.
 
+pub mod api;
 pub mod interpolate;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
+    pub api: api::ApiSettings,
     pub log: LogSettings,
 }
 
@@ -373,6 +375,7 @@ impl Settings {
             }
             previous = delay;
         }
+        self.api.validate()?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "http.listen",

@@ -8,7 +8,7 @@ use super::broken::BrokenConnections;
 use super::templates::{RenderError, Template, Templates};
 use crate::destinations::{self, BoundAction, Connection, DestinationContext};
 use crate::model::records::EventEnvelope;
-use crate::model::{ConfigErrors, FieldError, RuleSpec, WorkspaceConfig};
+use crate::model::{ConfigErrors, FieldError, RuleSpec, Secret, WorkspaceConfig};
 use crate::settings::interpolate::Vars;
 
 /// A workspace ready to route events.
@@ -16,6 +16,10 @@ use crate::settings::interpolate::Vars;
 pub struct CompiledWorkspace {
     pub id: String,
     pub rules: Vec<CompiledRule>,
+    /// Keys that may post this workspace's events over HTTP (redacted in `Debug`).
+    pub publishable_keys: Vec<Secret>,
+    /// Every connection as (id, type), in the config's order.
+    pub connections: Vec<(String, String)>,
     by_event: HashMap<String, Vec<usize>>,
     templates: Templates,
     /// Connections that answered "bad credentials"; they live as long as this compiled config.
@@ -53,6 +57,7 @@ impl CompiledWorkspace {
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         check_name("workspace", &config.workspace, &mut errors);
+        errors.extend(config.check_publishable_keys());
 
         let mut connections: HashMap<&str, BoundConnection> = HashMap::new();
         // Connections that exist but did not build; their errors are already reported.
@@ -133,6 +138,12 @@ impl CompiledWorkspace {
         if errors.is_empty() {
             Ok(Self {
                 id: config.workspace.clone(),
+                publishable_keys: config.publishable_keys.iter().map(Secret::new).collect(),
+                connections: config
+                    .connections
+                    .iter()
+                    .map(|c| (c.id.clone(), c.kind.clone()))
+                    .collect(),
                 rules,
                 by_event,
                 templates,
