@@ -11,6 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::credentials::keys::KeyError;
 use crate::credentials::{CredentialTable, Keyring};
 use crate::deliver::breaker::{BreakerSettings, Breakers};
@@ -60,6 +61,8 @@ pub struct App {
     pub router: Arc<Router>,
     /// The history query store, when `history.store_path` is set.
     pub history: Option<Arc<HistoryStore>>,
+    /// The HTTP API's state: ingest producer, key index, admin tokens.
+    pub api: ApiState,
     loader_stop: Arc<AtomicBool>,
     loader: Option<JoinHandle<()>>,
     history_follower: Option<JoinHandle<()>>,
@@ -117,16 +120,19 @@ impl App {
             let follower = spawn_follower(&settings, store.clone(), loader_stop.clone())?;
             (Some(store), Some(follower))
         };
+        let health = Arc::new(
+            Health::new(
+                table,
+                router.writer.health(),
+                Duration::from_millis(settings.processor.liveness_timeout_ms),
+            )
+            .with_dedupe(router.dedupe.clone())
+            .with_history(history.clone()),
+        );
+        let api = ApiState::start(&settings, health.clone(), metrics.clone())?;
         Ok(Self {
-            health: Arc::new(
-                Health::new(
-                    table,
-                    router.writer.health(),
-                    Duration::from_millis(settings.processor.liveness_timeout_ms),
-                )
-                .with_dedupe(router.dedupe.clone())
-                .with_history(history.clone()),
-            ),
+            health,
+            api,
             history,
             history_follower,
             metrics,
@@ -137,9 +143,9 @@ impl App {
         })
     }
 
-    /// The `/healthz`, `/readyz`, `/metrics` routes.
+    /// The HTTP routes: health, metrics, ingest and the management API.
     pub fn http_routes(&self) -> axum::Router {
-        crate::api::router(self.health.clone(), self.metrics.clone())
+        crate::api::router(self.api.clone())
     }
 
     /// Runs the event processor and the retry-tier consumer until `shutdown`, or until an

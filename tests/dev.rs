@@ -155,6 +155,35 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
     let ready = reqwest::get(format!("{http}/readyz")).await.unwrap();
     assert!(ready.status().is_success());
 
+    // The printed curl line posts the seed event over HTTP with the example publishable key.
+    let mut later: Vec<String> = Vec::new();
+    while !later.iter().any(|l| l.contains("/v1/workspaces")) {
+        later.push(lines.next().expect("the curl lines").unwrap());
+    }
+    let curl_line = later.iter().find(|l| l.contains("/v1/events")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(curl_line)
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{curl_line}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(answer["event_id"].is_string(), "{answer}");
+    let token = later
+        .iter()
+        .find_map(|l| l.strip_prefix("admin token: "))
+        .expect("the admin token line");
+    let workspaces: serde_json::Value = reqwest::Client::new()
+        .get(format!("{http}/v1/workspaces"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workspaces["workspaces"].as_array().unwrap().len(), 2);
+
     // Ctrl-C.
     assert!(
         Command::new("kill")

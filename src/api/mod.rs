@@ -1,33 +1,134 @@
-//! The HTTP surface of `herald run`: `/healthz` (alive: 503 when the processor is wedged),
-//! `/readyz` (workspace table loaded and consumer subscribed) and `/metrics` (Prometheus).
+//! The HTTP surface of `herald run` and `herald dev`:
+//!
+//! - `/healthz` (alive: 503 when the processor is wedged), `/readyz` (workspace table loaded
+//!   and consumer subscribed), `/metrics` (Prometheus);
+//! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
+//!   ([`events`], [`auth`]);
+//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]).
+//!
+//! Every answer carries an `x-request-id` (the caller's, or a new one), which is also a field
+//! of the request's tracing span; every error has the one shape of [`error`].
 
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod workspaces;
+
+use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::deliver::health::Health;
+use crate::kafka;
+use crate::settings::Settings;
 use crate::telemetry::Metrics;
+use crate::workspace::table::WorkspaceTable;
 
+/// What the handlers share; cheap to clone.
 #[derive(Clone)]
-struct Api {
-    health: Arc<Health>,
-    metrics: Metrics,
+pub struct ApiState(Arc<Shared>);
+
+/// The parts behind [`ApiState`].
+pub struct Shared {
+    pub settings: Settings,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub table: Arc<WorkspaceTable>,
+    /// Ingest's own producer, whose `message.timeout.ms` is `api.produce_timeout_ms`, so that a
+    /// caller hears within that time whether Kafka took its event.
+    pub producer: FutureProducer,
+    keys: auth::KeyIndex,
+    admin: auth::AdminTokens,
+    recent: idempotency::Recent,
+    limiter: DefaultKeyedRateLimiter<[u8; 32]>,
 }
 
-/// The routes, to serve alone or merged with the sandbox's.
-pub fn router(health: Arc<Health>, metrics: Metrics) -> Router {
+impl Deref for ApiState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl ApiState {
+    /// Creates the ingest producer and resolves the admin tokens.
+    pub fn start(
+        settings: &Settings,
+        health: Arc<Health>,
+        metrics: Metrics,
+    ) -> Result<Self, KafkaError> {
+        let api = &settings.api;
+        let producer = kafka::producer_config(settings)
+            .set("message.timeout.ms", api.produce_timeout_ms.to_string())
+            .create()?;
+        // Both are validated greater than 0 by `Settings::load`.
+        let rate = std::num::NonZeroU32::new(api.rate_limit_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(api.rate_limit_burst).unwrap_or(rate);
+        Ok(Self(Arc::new(Shared {
+            table: health.table.clone(),
+            keys: auth::KeyIndex::new(health.table.clone()),
+            admin: auth::AdminTokens::new(&api.admin_tokens),
+            recent: idempotency::Recent::new(
+                Duration::from_millis(api.idempotency_window_ms),
+                api.idempotency_max_entries,
+            ),
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            producer,
+            health,
+            metrics,
+            settings: settings.clone(),
+        })))
+    }
+}
+
+/// Every route, to serve alone or merged with the sandbox's.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.settings.api.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Api { health, metrics })
+        .route("/v1/events", post(events::post_one))
+        .route("/v1/events/batch", post(events::post_batch))
+        .route("/v1/workspaces", get(workspaces::list))
+        .route(
+            "/v1/workspaces/{id}",
+            get(workspaces::get).delete(workspaces::delete),
+        )
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        // The last layer runs first: set the id, open the span with it, copy it to the answer.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", request_id = %id, method = %request.method(),
+                path = %request.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-async fn healthz(State(api): State<Api>) -> impl IntoResponse {
+async fn healthz(State(api): State<ApiState>) -> impl IntoResponse {
     match api.health.live() {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
         Err(why) => (
@@ -37,7 +138,7 @@ async fn healthz(State(api): State<Api>) -> impl IntoResponse {
     }
 }
 
-async fn readyz(State(api): State<Api>) -> impl IntoResponse {
+async fn readyz(State(api): State<ApiState>) -> impl IntoResponse {
     match api.health.ready() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (
@@ -47,7 +148,7 @@ async fn readyz(State(api): State<Api>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
+async fn metrics_text(State(api): State<ApiState>) -> impl IntoResponse {
     api.metrics.workspaces.set(api.health.table.len() as i64);
     api.metrics
         .broken_connections

@@ -11,7 +11,9 @@ use rdkafka::mocking::MockCluster;
 
 use crate::app::App;
 use crate::kafka::topic_plan;
+use crate::model::Secret;
 use crate::settings::Settings;
+use crate::settings::api::{AdminScope, AdminToken};
 use crate::settings::interpolate::Vars;
 
 /// The example workspaces, compiled in so `herald dev` runs from any directory.
@@ -38,6 +40,10 @@ const SEED_LESSON: &str = r#"{"student_id":"stu_2048","email":"nina@academyflow.
 
 /// The `page.completed` payload of seeds 001 and 002.
 const SEED_PAGE: &str = r#"{"user_id":"usr_5012","email":"alex@northstar.io","page_id":"page_connect-crm","page_title":"Connect your CRM","sequence_step":3,"completed_at":"2026-03-21T15:06:00Z","time_on_page_seconds":522}"#;
+
+/// The admin token `herald dev` accepts (write scope). Dev-only: `herald run` has no token
+/// unless `api.admin_tokens` sets one.
+pub const DEV_ADMIN_TOKEN: &str = "herald_dev_admin_token_not_for_production";
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -127,6 +133,11 @@ pub fn dev(
 
     settings.kafka.brokers = brokers.clone();
     settings.destinations.allow_private_networks = true;
+    settings.api.admin_tokens.push(AdminToken {
+        name: "dev".into(),
+        token: Secret::new(DEV_ADMIN_TOKEN),
+        scope: AdminScope::Write,
+    });
     // One member, one broker: short timeouts make the first assignment quick.
     settings.kafka.session_timeout_ms = settings.kafka.session_timeout_ms.min(6000);
 
@@ -186,6 +197,22 @@ pub fn dev(
              hold, and the history:"
         );
         println!("curl -s {http}/_sandbox/state");
+        let key = configs
+            .iter()
+            .find(|c| c.workspace == "ws_academyflow")
+            .and_then(|c| c.publishable_keys.first())
+            .context("examples/academy.yaml lists a publishable key")?;
+        println!("publishable key (ws_academyflow): {key}");
+        println!("admin token: {DEV_ADMIN_TOKEN}");
+        println!("# the lesson.completed event again, over HTTP (docs/api.md):");
+        println!(
+            "curl -s {http}/v1/events -H 'Authorization: Bearer {key}' \
+             -H 'Content-Type: application/json' -d '{{\"event\":\"lesson.completed\",\
+             \"resource\":\"course\",\"resource_id\":\"creator-accelerator\",\
+             \"payload\":{SEED_LESSON}}}'"
+        );
+        println!("# what the workspaces hold, with the admin token:");
+        println!("curl -s {http}/v1/workspaces -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'");
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
         app.run_processor(shutdown).await?;
         let _ = server.await;

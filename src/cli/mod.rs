@@ -61,6 +61,8 @@ enum Command {
 enum TopicsCommand {
     /// Create every topic Herald uses (compaction, partitions from the configuration).
     Create(KafkaArgs),
+    /// Report topics whose partitions, cleanup policy or retention differ from the plan.
+    Check(KafkaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +115,10 @@ pub fn main() -> ExitCode {
         Command::Topics(TopicsCommand::Create(k)) => {
             k.apply(&mut settings);
             runtime.block_on(topics::create(&settings))
+        }
+        Command::Topics(TopicsCommand::Check(k)) => {
+            k.apply(&mut settings);
+            runtime.block_on(topics::check(&settings))
         }
         Command::Workspace(WorkspaceCommand::Apply(args)) => {
             args.kafka.apply(&mut settings);

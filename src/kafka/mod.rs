@@ -3,6 +3,7 @@
 pub mod by_time;
 pub mod follow;
 pub mod produce_error;
+pub mod topic_check;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -131,6 +132,28 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `cleanup.policy=compact`: the topic keeps the latest value per key.
     pub compacted: bool,
+    /// `retention.ms`; on a compacted topic it makes the policy `compact,delete`: the latest
+    /// value per key, but nothing older than this.
+    pub retention_ms: Option<u64>,
+}
+
+impl TopicSpec {
+    /// The topic configs Herald sets when it creates the topic, and checks later.
+    pub fn configs(&self) -> Vec<(&'static str, String)> {
+        let policy = match (self.compacted, self.retention_ms) {
+            (true, Some(_)) => Some("compact,delete"),
+            (true, None) => Some("compact"),
+            (false, _) => None,
+        };
+        let mut configs = Vec::new();
+        if let Some(policy) = policy {
+            configs.push(("cleanup.policy", policy.to_owned()));
+        }
+        if let Some(ms) = self.retention_ms {
+            configs.push(("retention.ms", ms.to_string()));
+        }
+        configs
+    }
 }
 
 /// Every topic Herald uses, with its settings.
@@ -141,16 +164,19 @@ pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
             name: t.events.clone(),
             partitions: t.partitions,
             compacted: false,
+            retention_ms: None,
         },
         TopicSpec {
             name: t.workspaces.clone(),
             partitions: t.workspace_partitions,
             compacted: true,
+            retention_ms: None,
         },
         TopicSpec {
             name: t.credentials.clone(),
             partitions: t.workspace_partitions,
             compacted: true,
+            retention_ms: None,
         },
         // Same partition count as the events, so a workspace's history can later be read by
         // the member that owns its events.
@@ -158,17 +184,20 @@ pub fn topic_plan(settings: &Settings) -> Vec<TopicSpec> {
             name: t.deliveries.clone(),
             partitions: t.partitions,
             compacted: true,
+            retention_ms: Some(t.deliveries_retention_ms),
         },
         TopicSpec {
             name: t.dlq.clone(),
             partitions: t.partitions,
             compacted: false,
+            retention_ms: None,
         },
     ];
     plan.extend(settings.retry_tiers().into_iter().map(|tier| TopicSpec {
         name: tier.topic,
         partitions: t.partitions,
         compacted: false,
+        retention_ms: None,
     }));
     plan
 }
@@ -186,19 +215,19 @@ pub async fn create_topics(
 ) -> Result<Vec<(TopicSpec, TopicCreated)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = base(settings).create()?;
     let plan = topic_plan(settings);
+    let configs: Vec<_> = plan.iter().map(TopicSpec::configs).collect();
     let new: Vec<NewTopic<'_>> = plan
         .iter()
-        .map(|t| {
+        .zip(&configs)
+        .map(|(t, configs)| {
             let topic = NewTopic::new(
                 &t.name,
                 t.partitions,
                 TopicReplication::Fixed(settings.topics.replication_factor),
             );
-            if t.compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
+            configs
+                .iter()
+                .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
     let results = admin

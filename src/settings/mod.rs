@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields, so a misspelt key fails start-up instead of being
 //! ignored, and `validate` checks ranges with a message naming the key.
 
+pub mod api;
 pub mod interpolate;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
+    pub api: api::ApiSettings,
     pub log: LogSettings,
     pub credentials: CredentialSettings,
     pub history: HistorySettings,
@@ -71,6 +73,8 @@ pub struct TopicSettings {
     pub partitions: i32,
     pub workspace_partitions: i32,
     pub replication_factor: i32,
+    /// `retention.ms` of the history topic, which is compacted and deleted.
+    pub deliveries_retention_ms: u64,
 }
 
 /// The processor's limits.
@@ -414,6 +418,17 @@ impl Settings {
                 ),
             });
         }
+        // Dedupe reads the history topic: it cannot remember deliveries the topic has deleted.
+        if self.topics.deliveries_retention_ms < self.processor.dedupe_window_ms {
+            return Err(SettingsError::Invalid {
+                key: "topics.deliveries_retention_ms",
+                problem: format!(
+                    "must be at least processor.dedupe_window_ms ({})",
+                    self.processor.dedupe_window_ms
+                ),
+            });
+        }
+        self.api.validate()?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "http.listen",
@@ -506,6 +521,42 @@ mod tests {
     fn unknown_environment_key_is_rejected() {
         let err = Settings::load_from(None, env(&[("HERALD__KAFKA__BROKER", "x:1")])).unwrap_err();
         assert!(err.to_string().contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn history_retention_is_never_shorter_than_the_dedupe_window() {
+        let err = Settings::load_from(
+            None,
+            env(&[("HERALD__TOPICS__DELIVERIES_RETENTION_MS", "86400000")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("topics.deliveries_retention_ms"),
+            "{err}"
+        );
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("HERALD__TOPICS__DELIVERIES_RETENTION_MS", "86400000"),
+                ("HERALD__PROCESSOR__DEDUPE_WINDOW_MS", "3600000"),
+            ]),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn admin_tokens_are_checked_and_redacted() {
+        let (_dir, path) = config_file(
+            "[[api.admin_tokens]]\nname = \"ops\"\ntoken = \"pk_0123456789abcdefghijklmnop\"\nscope = \"write\"\n",
+        );
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("api.admin_tokens"), "{err}");
+        assert!(!err.to_string().contains("pk_0123"), "{err}");
+        let (_dir, path) = config_file(
+            "[[api.admin_tokens]]\nname = \"ops\"\ntoken = \"adm_0123456789abcdefghijklmnop\"\nscope = \"read\"\n",
+        );
+        let settings = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert!(!format!("{settings:?}").contains("adm_0123"));
     }
 
     #[test]

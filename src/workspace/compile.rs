@@ -9,7 +9,7 @@ use super::templates::{RenderError, Template, Templates};
 use crate::credentials::{CredentialTable, Stored};
 use crate::destinations::{self, BoundAction, Connection, Destination, DestinationContext};
 use crate::model::records::EventEnvelope;
-use crate::model::{ConfigErrors, ConnectionSpec, FieldError, RuleSpec, WorkspaceConfig};
+use crate::model::{ConfigErrors, ConnectionSpec, FieldError, RuleSpec, Secret, WorkspaceConfig};
 use crate::settings::interpolate::{Vars, check_no_references};
 
 /// A workspace ready to route events.
@@ -17,6 +17,10 @@ use crate::settings::interpolate::{Vars, check_no_references};
 pub struct CompiledWorkspace {
     pub id: String,
     pub rules: Vec<CompiledRule>,
+    /// Keys that may post this workspace's events over HTTP (redacted in `Debug`).
+    pub publishable_keys: Vec<Secret>,
+    /// Every connection as (id, type), in the config's order.
+    pub connections: Vec<(String, String)>,
     by_event: HashMap<String, Vec<usize>>,
     templates: Templates,
     /// Connections that answered "bad credentials"; they live as long as this compiled config.
@@ -69,6 +73,7 @@ impl CompiledWorkspace {
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         check_name("workspace", &config.workspace, &mut errors);
+        errors.extend(config.check_publishable_keys());
 
         let mut connections: HashMap<&str, BoundConnection> = HashMap::new();
         // Connections that exist but did not build; their errors are already reported.
@@ -160,6 +165,12 @@ impl CompiledWorkspace {
         if errors.is_empty() {
             Ok(Self {
                 id: config.workspace.clone(),
+                publishable_keys: config.publishable_keys.iter().map(Secret::new).collect(),
+                connections: config
+                    .connections
+                    .iter()
+                    .map(|c| (c.id.clone(), c.kind.clone()))
+                    .collect(),
                 rules,
                 by_event,
                 templates,

@@ -6,7 +6,7 @@
 //! workspace is compiled again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct WorkspaceTable {
     records: RwLock<HashMap<String, Vec<u8>>>,
     credentials: Arc<CredentialTable>,
     ready: watch::Sender<bool>,
+    /// Bumped by every applied record, so that indexes built from the table know they are stale.
+    generation: AtomicU64,
 }
 
 impl Default for WorkspaceTable {
@@ -61,6 +63,7 @@ impl WorkspaceTable {
             records: RwLock::default(),
             credentials,
             ready: watch::channel(false).0,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +90,22 @@ impl WorkspaceTable {
         // A poisoned lock means a panic while swapping an entry; the map is still whole.
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries.get(workspace_id).cloned()
+    }
+
+    /// Every workspace id with its entry, sorted by id.
+    pub fn snapshot(&self) -> Vec<(String, WorkspaceEntry)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Changes whenever a record is applied; equal values mean an unchanged table.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of workspaces known, valid or not.
@@ -137,6 +156,8 @@ impl WorkspaceTable {
     pub fn apply(&self, key: &str, value: Option<&[u8]>, ctx: &DestinationContext, vars: &Vars) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut rejected = self.rejected.write().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock: a reader that sees the new generation sees the new entry.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         rejected.remove(key);
         {
             let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
