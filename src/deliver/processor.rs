@@ -44,7 +44,7 @@ use super::order::Lines;
 use super::route::{Lane, Plan, Planned, RouteOptions, Router};
 use crate::history::skips::SkipReason;
 use crate::history::writer::DeadLetter;
-use crate::ingest::{RawRecord, decode};
+use crate::ingest::{Decoder, RawRecord, WriterSchemaError};
 use crate::kafka;
 use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
@@ -146,6 +146,8 @@ type EventConsumer = StreamConsumer<ProcessorContext>;
 pub enum ProcessorError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Input(#[from] WriterSchemaError),
 }
 
 struct Shared {
@@ -155,7 +157,7 @@ struct Shared {
     health: Arc<Health>,
     /// One line per workspace connection.
     lines: Lines,
-    max_event_bytes: usize,
+    decoder: Decoder,
 }
 
 /// An input record, decoded and planned, with each delivery's place in its connection's line.
@@ -213,7 +215,7 @@ pub async fn run(
         router: router.clone(),
         health: health.clone(),
         lines: Lines::new(settings.processor.max_queued_per_connection),
-        max_event_bytes: settings.processor.max_event_bytes,
+        decoder: Decoder::new(settings)?,
     });
     let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
     let mut tasks = JoinSet::new();
@@ -341,7 +343,7 @@ fn begin(shared: &Shared, m: OwnedMessage) -> (Work, Claim) {
 }
 
 fn prepare(shared: &Shared, raw: &RawRecord) -> Work {
-    let envelope = match decode(raw, shared.max_event_bytes, Utc::now()) {
+    let envelope = match shared.decoder.decode(raw, Utc::now()) {
         Ok(envelope) => envelope,
         Err(e) => {
             return Work::Dead {

@@ -1,13 +1,16 @@
 //! Decoding input records. Accepted: the seeds' emit shape as JSON (`event`, `resource`,
 //! `resource_id`, `payload`, plus `workspace_id` unless the record key carries it, optional
-//! `event_id` and `occurred_at`), and Avro single-object encoding of `EventEnvelope`.
+//! `event_id` and `occurred_at`), and Avro single-object encoding of `EventEnvelope`
+//! ([`avro`](super::avro)). `docs/input.md` documents each format.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::avro::{SingleObjectSchemas, WriterSchemaError};
 use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
-use crate::model::records::avro::{self, SINGLE_OBJECT_MAGIC};
+use crate::model::records::avro::{AvroError, SINGLE_OBJECT_MAGIC};
+use crate::settings::Settings;
 
 /// The longest name or identifier an event may carry (`event`, `event_id`, `workspace_id`,
 /// `resource`, `resource_id`, the record key), in bytes. Each is copied into every history
@@ -63,10 +66,46 @@ struct JsonEvent {
     received_at: Option<DateTime<Utc>>,
 }
 
-/// Decodes `raw` into an envelope; `received_at` is set to `now` unless the record carries one.
+/// Decodes input records as configured: the size limit and the known Avro writer schemas.
+#[derive(Debug)]
+pub struct Decoder {
+    max_bytes: usize,
+    avro: SingleObjectSchemas,
+}
+
+impl Decoder {
+    /// The decoder `settings` describe; fails when a configured writer schema cannot be read.
+    pub fn new(settings: &Settings) -> Result<Self, WriterSchemaError> {
+        Ok(Self {
+            max_bytes: settings.processor.max_event_bytes,
+            avro: SingleObjectSchemas::load(&settings.ingest.avro_writer_schemas)?,
+        })
+    }
+
+    /// Decodes `raw` into an envelope; `received_at` is set to `now` unless the record has one.
+    pub fn decode(
+        &self,
+        raw: &RawRecord,
+        now: DateTime<Utc>,
+    ) -> Result<EventEnvelope, DecodeError> {
+        decode_with(raw, self.max_bytes, &self.avro, now)
+    }
+}
+
+/// Decodes `raw` with Herald's own Avro schema only; `received_at` is set to `now` unless the
+/// record carries one.
 pub fn decode(
     raw: &RawRecord,
     max_bytes: usize,
+    now: DateTime<Utc>,
+) -> Result<EventEnvelope, DecodeError> {
+    decode_with(raw, max_bytes, &SingleObjectSchemas::default(), now)
+}
+
+fn decode_with(
+    raw: &RawRecord,
+    max_bytes: usize,
+    avro: &SingleObjectSchemas,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, DecodeError> {
     let bytes = raw.payload.as_deref().ok_or(DecodeError::Empty)?;
@@ -89,8 +128,15 @@ pub fn decode(
         }
     };
     let mut envelope = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
-        avro::from_single_object::<EventEnvelope>(bytes)
-            .map_err(|e| DecodeError::Avro(excerpt(&e.to_string())))?
+        avro.decode(bytes).map_err(|e| {
+            let hint = match e {
+                AvroError::UnknownFingerprint { .. } => {
+                    "; a producer's own version of the schema must be listed in ingest.avro_writer_schemas"
+                }
+                _ => "",
+            };
+            DecodeError::Avro(format!("{}{hint}", excerpt(&e.to_string())))
+        })?
     } else {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let json: JsonEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -325,7 +371,7 @@ mod tests {
             occurred_at: None,
             received_at: None,
         };
-        let bytes = avro::to_single_object(&sent).unwrap();
+        let bytes = crate::model::records::avro::to_single_object(&sent).unwrap();
         let got = decode(&raw(Some("ws"), &bytes), 1 << 20, Utc::now()).unwrap();
         assert_eq!(got.payload, sent.payload);
         assert_eq!(got.event_id, "evt_1");

@@ -22,6 +22,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub topics: TopicSettings,
     pub processor: ProcessorSettings,
+    pub ingest: IngestSettings,
     pub retry: RetrySettings,
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
@@ -71,6 +72,15 @@ pub struct ProcessorSettings {
     pub dedupe_window_ms: u64,
     pub dedupe_max_entries: usize,
     pub liveness_timeout_ms: u64,
+}
+
+/// Input formats beyond Herald's own JSON and Avro.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Avro schema files (`.avsc`) of producers' versions of `EventEnvelope`, recognised by
+    /// their fingerprint in single-object encoding and read into Herald's own.
+    pub avro_writer_schemas: Vec<std::path::PathBuf>,
 }
 
 /// Retry tiers.
@@ -190,6 +200,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("retry.tiers")
+                .with_list_parse_key("ingest.avro_writer_schemas")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -298,6 +309,18 @@ impl Settings {
                 key: "destinations.timeout_ms",
                 problem: format!("must be at most {MAX_DESTINATION_TIMEOUT_MS}"),
             });
+        }
+        for path in &self.ingest.avro_writer_schemas {
+            let problem = |p: String| SettingsError::Invalid {
+                key: "ingest.avro_writer_schemas",
+                problem: format!("{}: {p}", path.display()),
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+            let writer =
+                apache_avro::Schema::parse_str(&text).map_err(|e| problem(e.to_string()))?;
+            let reader = <crate::model::records::EventEnvelope as crate::model::records::avro::AvroRecord>::schema();
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&writer, reader)
+                .map_err(|e| problem(format!("cannot be read as EventEnvelope: {e}")))?;
         }
         nonempty("topics.retry_prefix", &self.topics.retry_prefix)?;
         nonempty("retry.group_id", &self.retry.group_id)?;
