@@ -105,3 +105,97 @@ fn manifest_payload() -> String {
     })
     .to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_in_structured_and_binary_mode_are_delivered() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+
+    let h = Harness::new().await;
+    h.apply_fixtures().await;
+    let running = h.start();
+    let payload: serde_json::Value = serde_json::from_str(&manifest_payload()).unwrap();
+    let send = |key: Option<&'static str>, headers: Vec<(&'static str, String)>, value: Vec<u8>| {
+        let producer = h.producer.clone();
+        let topic = h.settings.topics.events.clone();
+        async move {
+            let mut owned = OwnedHeaders::new();
+            for (k, v) in &headers {
+                owned = owned.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::to(&topic).payload(&value).headers(owned);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            producer
+                .send(record, std::time::Duration::from_secs(10))
+                .await
+                .expect("produced");
+        }
+    };
+    // Structured mode, the workspace in the `workspaceid` extension attribute.
+    let structured = serde_json::json!({
+        "specversion": "1.0",
+        "type": "lesson.completed",
+        "id": "ce-structured",
+        "source": "/academy/lessons",
+        "subject": "creator-accelerator",
+        "time": "2026-03-21T15:06:00.250Z",
+        "workspaceid": "ws_academyflow",
+        "datacontenttype": "application/json",
+        "data": payload,
+    });
+    send(
+        None,
+        vec![("content-type", "application/cloudevents+json".into())],
+        serde_json::to_vec(&structured).unwrap(),
+    )
+    .await;
+    // Binary mode, the workspace in the record key.
+    let binary = [
+        ("ce_specversion", "1.0"),
+        ("ce_type", "lesson.completed"),
+        ("ce_id", "ce-binary"),
+        ("ce_source", "/academy/lessons"),
+        ("ce_subject", "creator-accelerator"),
+        ("ce_time", "2026-03-21T15:06:00.250Z"),
+        ("content-type", "application/json"),
+    ]
+    .map(|(k, v)| (k, v.to_owned()))
+    .to_vec();
+    send(
+        Some("ws_academyflow"),
+        binary,
+        serde_json::to_vec(&payload).unwrap(),
+    )
+    .await;
+
+    let history = h
+        .wait_for_history("ws_academyflow", "one Slack delivery per event", |r| {
+            r.iter()
+                .filter(|d| d.status == DeliveryStatus::Delivered)
+                .count()
+                == 2
+        })
+        .await;
+    // CloudEvents carry no `resource`, so only the rule without a resource filter matches.
+    for id in ["ce-structured", "ce-binary"] {
+        let d: Vec<_> = history.iter().filter(|d| d.event_id == id).collect();
+        assert_eq!(d.len(), 1, "{id}");
+        assert_eq!(d[0].rule_id.as_deref(), Some("lesson-alert-to-slack"));
+    }
+    let slack = h.requests("slack");
+    assert_eq!(slack.len(), 2);
+    for post in slack {
+        let text = post.body["text"].as_str().unwrap();
+        assert!(
+            text.contains("nina@academyflow.io") && text.contains("62%"),
+            "{text}"
+        );
+    }
+    assert!(h.dead_letters().await.is_empty(), "nothing dead-lettered");
+    running.stop().await;
+}

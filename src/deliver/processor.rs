@@ -44,7 +44,7 @@ use super::order::Lines;
 use super::route::{Lane, Plan, Planned, RouteOptions, Router};
 use crate::history::skips::SkipReason;
 use crate::history::writer::DeadLetter;
-use crate::ingest::{Decoder, RawRecord, WriterSchemaError};
+use crate::ingest::{Decoder, RawRecord, WriterSchemaError, headers_of};
 use crate::kafka;
 use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
@@ -322,6 +322,7 @@ fn begin(shared: &Shared, m: OwnedMessage) -> (Work, Claim) {
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
+        headers: headers_of(m.headers()),
     };
     let work = match std::panic::catch_unwind(AssertUnwindSafe(|| prepare(shared, &raw))) {
         Ok(work) => work,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::avro::{SingleObjectSchemas, WriterSchemaError};
+use super::cloudevents;
 use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro::{AvroError, SINGLE_OBJECT_MAGIC};
@@ -26,6 +27,29 @@ pub struct RawRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's headers in order (a header without a value has an empty one).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RawRecord {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A Kafka message's headers, owned, for [`RawRecord::headers`].
+pub fn headers_of<H: rdkafka::message::Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why a record is not an event. The text names the field.
@@ -71,6 +95,7 @@ struct JsonEvent {
 pub struct Decoder {
     max_bytes: usize,
     avro: SingleObjectSchemas,
+    workspace_attribute: String,
 }
 
 impl Decoder {
@@ -79,6 +104,7 @@ impl Decoder {
         Ok(Self {
             max_bytes: settings.processor.max_event_bytes,
             avro: SingleObjectSchemas::load(&settings.ingest.avro_writer_schemas)?,
+            workspace_attribute: settings.ingest.cloudevents_workspace_attribute.clone(),
         })
     }
 
@@ -88,7 +114,11 @@ impl Decoder {
         raw: &RawRecord,
         now: DateTime<Utc>,
     ) -> Result<EventEnvelope, DecodeError> {
-        decode_with(raw, self.max_bytes, &self.avro, now)
+        let formats = Formats {
+            avro: &self.avro,
+            workspace_attribute: &self.workspace_attribute,
+        };
+        decode_with(raw, self.max_bytes, formats, now)
     }
 }
 
@@ -99,22 +129,47 @@ pub fn decode(
     max_bytes: usize,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, DecodeError> {
-    decode_with(raw, max_bytes, &SingleObjectSchemas::default(), now)
+    let formats = Formats {
+        avro: &SingleObjectSchemas::default(),
+        workspace_attribute: DEFAULT_WORKSPACE_ATTRIBUTE,
+    };
+    decode_with(raw, max_bytes, formats, now)
+}
+
+/// The CloudEvents extension attribute that names the workspace unless configured otherwise.
+pub const DEFAULT_WORKSPACE_ATTRIBUTE: &str = "workspaceid";
+
+/// What the formats need beyond the bytes.
+#[derive(Clone, Copy)]
+struct Formats<'a> {
+    avro: &'a SingleObjectSchemas,
+    workspace_attribute: &'a str,
 }
 
 fn decode_with(
     raw: &RawRecord,
     max_bytes: usize,
-    avro: &SingleObjectSchemas,
+    formats: Formats<'_>,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, DecodeError> {
-    let bytes = raw.payload.as_deref().ok_or(DecodeError::Empty)?;
-    if bytes.len() > max_bytes {
+    let header_bytes: usize = raw.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let size = raw.payload.as_ref().map_or(0, Vec::len) + header_bytes;
+    if size > max_bytes {
         return Err(DecodeError::TooLarge {
-            size: bytes.len(),
+            size,
             max: max_bytes,
         });
     }
+    let cloudevent = raw
+        .payload
+        .as_deref()
+        .map_or(cloudevents::mode(raw, b""), |v| cloudevents::mode(raw, v));
+    // A binary-mode CloudEvent may carry all it says in headers, with no value.
+    let bytes = match (raw.payload.as_deref(), cloudevent) {
+        (Some(b), _) => b,
+        (None, Some(cloudevents::Mode::Binary)) => b"",
+        (None, _) => return Err(DecodeError::Empty),
+    };
     check_length("key", raw.key.as_deref().map(<[u8]>::len))?;
     let key = match raw.key.as_deref().map(std::str::from_utf8) {
         None => None,
@@ -127,8 +182,10 @@ fn decode_with(
             });
         }
     };
-    let mut envelope = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
-        avro.decode(bytes).map_err(|e| {
+    let mut envelope = if let Some(mode) = cloudevent {
+        cloudevents::decode(raw, bytes, mode, formats.workspace_attribute)?
+    } else if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+        formats.avro.decode(bytes).map_err(|e| {
             let hint = match e {
                 AvroError::UnknownFingerprint { .. } => {
                     "; a producer's own version of the schema must be listed in ingest.avro_writer_schemas"
@@ -224,6 +281,7 @@ mod tests {
             offset: 41,
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: Some(payload.to_vec()),
+            headers: Vec::new(),
         }
     }
 

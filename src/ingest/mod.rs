@@ -2,7 +2,8 @@
 //! or into a reason it cannot be one (the record then goes to the dead-letter topic).
 
 pub mod avro;
+pub mod cloudevents;
 pub mod decode;
 
 pub use avro::WriterSchemaError;
-pub use decode::{DecodeError, Decoder, RawRecord, decode};
+pub use decode::{DecodeError, Decoder, RawRecord, decode, headers_of};

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::deliver::route::{RouteOptions, Routed, Router};
-use crate::ingest::{Decoder, RawRecord, WriterSchemaError};
+use crate::ingest::{Decoder, RawRecord, WriterSchemaError, headers_of};
 use crate::kafka;
 use crate::kafka::by_time::offset_for_time;
 use crate::model::records::EventEnvelope;
@@ -160,6 +160,7 @@ fn read_window(
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
+                        headers: headers_of(m.headers()),
                     };
                     match decoder.decode(&raw, now) {
                         Ok(e) if e.workspace_id == window.workspace_id => events.push((p, e)),

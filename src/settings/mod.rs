@@ -81,6 +81,8 @@ pub struct IngestSettings {
     /// Avro schema files (`.avsc`) of producers' versions of `EventEnvelope`, recognised by
     /// their fingerprint in single-object encoding and read into Herald's own.
     pub avro_writer_schemas: Vec<std::path::PathBuf>,
+    /// The CloudEvents extension attribute that names the workspace (else the record key).
+    pub cloudevents_workspace_attribute: String,
 }
 
 /// Retry tiers.
@@ -308,6 +310,20 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "destinations.timeout_ms",
                 problem: format!("must be at most {MAX_DESTINATION_TIMEOUT_MS}"),
+            });
+        }
+        let attribute = &self.ingest.cloudevents_workspace_attribute;
+        if attribute.is_empty()
+            || attribute.len() > 20
+            || !attribute
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(SettingsError::Invalid {
+                key: "ingest.cloudevents_workspace_attribute",
+                problem: format!(
+                    "`{attribute}` is not a CloudEvents attribute name (1 to 20 of a-z, 0-9)"
+                ),
             });
         }
         for path in &self.ingest.avro_writer_schemas {
