@@ -199,3 +199,158 @@ async fn cloudevents_in_structured_and_binary_mode_are_delivered() {
     assert!(h.dead_letters().await.is_empty(), "nothing dead-lettered");
     running.stop().await;
 }
+
+const LESSON_SCHEMA: &str = r#"{"type":"record","name":"LessonCompleted","namespace":"io.academy",
+ "fields":[
+  {"name":"attempt_id","type":"string"},
+  {"name":"tenant","type":"string"},
+  {"name":"email","type":"string"},
+  {"name":"lesson_title","type":"string"},
+  {"name":"course_id","type":"string"},
+  {"name":"module_title","type":"string"},
+  {"name":"completion_percentage","type":"int"},
+  {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":8,"scale":2}},
+  {"name":"completed_at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+
+/// A lesson record in Confluent wire format: magic byte 0, the schema id, the Avro datum.
+fn confluent_lesson(schema: &apache_avro::Schema, id: u32, attempt: &str) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let value = Value::Record(vec![
+        ("attempt_id".into(), Value::String(attempt.into())),
+        ("tenant".into(), Value::String("ws_academyflow".into())),
+        ("email".into(), Value::String("nina@academyflow.io".into())),
+        (
+            "lesson_title".into(),
+            Value::String("Customer Research Fundamentals".into()),
+        ),
+        (
+            "course_id".into(),
+            Value::String("course_creator-accelerator".into()),
+        ),
+        (
+            "module_title".into(),
+            Value::String("Growth Foundations".into()),
+        ),
+        ("completion_percentage".into(), Value::Int(62)),
+        (
+            "price".into(),
+            Value::Decimal(apache_avro::Decimal::from(19900i32.to_be_bytes().to_vec())),
+        ),
+        (
+            "completed_at".into(),
+            Value::TimestampMillis(1_774_105_560_250),
+        ),
+    ]);
+    let mut bytes = vec![0];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend(apache_avro::to_avro_datum(schema, value).unwrap());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_records_are_read_with_the_registry_schema_and_mapped() {
+    const TOPIC: &str = "academy.lessons";
+    let mut h = Harness::new().await;
+    h.mock.create_topic(TOPIC, 1, 1).unwrap();
+    h.settings.ingest.schema_registry.url = format!("{}/registry", h.sandbox_url);
+    h.settings.ingest.topics = vec![herald::settings::TopicMapping {
+        topic: TOPIC.into(),
+        event: "const:lesson.completed".into(),
+        workspace: "field:tenant".into(),
+        event_id: Some("attempt_id".into()),
+        occurred_at: Some("completed_at".into()),
+        resource: None,
+        resource_id: Some("course_id".into()),
+    }];
+    let schema = apache_avro::Schema::parse_str(LESSON_SCHEMA).unwrap();
+    let id = h
+        .sandbox
+        .registry()
+        .register("academy.lessons-value", LESSON_SCHEMA)
+        .unwrap();
+    // The same record type with one more (defaulted) field: a second id, fetched later.
+    let evolved_text = LESSON_SCHEMA.replace(
+        r#"{"name":"attempt_id","type":"string"},"#,
+        r#"{"name":"attempt_id","type":"string"},{"name":"source","type":"string","default":"web"},"#,
+    );
+    let evolved = apache_avro::Schema::parse_str(&evolved_text).unwrap();
+    let evolved_id = h
+        .sandbox
+        .registry()
+        .register("academy.lessons-value", &evolved_text)
+        .unwrap();
+    h.apply_fixtures().await;
+    let running = h.start();
+
+    let produce = |value: Vec<u8>| {
+        let producer = h.producer.clone();
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::<(), _>::to(TOPIC).payload(&value),
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+                .expect("produced");
+        }
+    };
+    produce(confluent_lesson(&schema, id, "att_1")).await;
+    // An id the registry does not know: dead-lettered, naming the id.
+    produce(confluent_lesson(&schema, 4242, "att_unknown")).await;
+    h.wait_for_dead_letters(1).await;
+    // The registry fails three times: the record waits (input paused), then is delivered.
+    h.sandbox.inject(
+        serde_json::from_value(
+            serde_json::json!({"path": "/registry/schemas", "count": 3, "status": 503}),
+        )
+        .unwrap(),
+    );
+    let mut evolved_record = confluent_lesson(&schema, evolved_id, "att_2");
+    {
+        // Re-encode with the evolved schema (the `source` field written).
+        use apache_avro::types::Value;
+        let mut datum = &evolved_record[5..];
+        let Value::Record(mut fields) =
+            apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap()
+        else {
+            unreachable!()
+        };
+        fields.insert(1, ("source".into(), Value::String("mobile".into())));
+        evolved_record.truncate(5);
+        evolved_record.extend(apache_avro::to_avro_datum(&evolved, Value::Record(fields)).unwrap());
+    }
+    produce(evolved_record).await;
+
+    let history = h
+        .wait_for_history("ws_academyflow", "both lessons delivered", |r| {
+            r.iter()
+                .filter(|d| d.status == DeliveryStatus::Delivered)
+                .count()
+                == 2
+        })
+        .await;
+    for id in ["att_1", "att_2"] {
+        assert!(history.iter().any(|d| d.event_id == id), "{id}");
+    }
+    let slack = h.requests("slack");
+    assert_eq!(slack.len(), 2);
+    assert!(
+        slack[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Customer Research Fundamentals (62%)")
+    );
+    let letters = h.dead_letters().await;
+    assert_eq!(letters.len(), 1, "only the unknown id is dead-lettered");
+    let reason = &letters[0].headers["herald.dlq.reason"];
+    assert!(reason.contains("4242"), "{reason}");
+    assert!(
+        h.requests("registry")
+            .iter()
+            .filter(|r| r.status == 503)
+            .count()
+            == 3,
+        "the registry failed three times and the record waited"
+    );
+    running.stop().await;
+}

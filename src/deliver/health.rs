@@ -18,6 +18,8 @@ pub struct Health {
     pub producer: Arc<AtomicBool>,
     /// The dedupe sets, for the count of partitions running with a partial one.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// True while input records wait for a writer schema the registry cannot give now.
+    pub schema_registry_down: AtomicBool,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -39,6 +41,7 @@ impl Health {
             consuming: AtomicBool::new(false),
             producer,
             dedupe: None,
+            schema_registry_down: AtomicBool::new(false),
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
@@ -96,6 +99,9 @@ impl Health {
         }
         if !self.producer.load(Ordering::Relaxed) {
             return Err("producer failing: outcomes are not being acknowledged by Kafka");
+        }
+        if self.schema_registry_down.load(Ordering::Relaxed) {
+            return Err("schema registry unavailable: input records wait for their writer schema");
         }
         Ok(())
     }

@@ -42,9 +42,10 @@ use super::health::Health;
 use super::offsets::{Claim, OffsetTracker};
 use super::order::Lines;
 use super::route::{Lane, Plan, Planned, RouteOptions, Router};
+use super::schemas;
 use crate::history::skips::SkipReason;
 use crate::history::writer::DeadLetter;
-use crate::ingest::{Decoder, RawRecord, WriterSchemaError, headers_of};
+use crate::ingest::{Decoder, DecoderSetupError, RawRecord, headers_of};
 use crate::kafka;
 use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
@@ -147,7 +148,7 @@ pub enum ProcessorError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
-    Input(#[from] WriterSchemaError),
+    Input(#[from] DecoderSetupError),
 }
 
 struct Shared {
@@ -205,7 +206,11 @@ pub async fn run(
         _ = router.table.wait_ready() => {}
         _ = stopped(&mut shutdown) => return Ok(()),
     }
-    consumer.subscribe(&[&settings.topics.events])?;
+    let decoder = Decoder::new(settings)?;
+    // Topics of producers' own records (Confluent wire format, `ingest.topics`) are read too.
+    let mut topics = vec![settings.topics.events.as_str()];
+    topics.extend(decoder.mapped_topics());
+    consumer.subscribe(&topics)?;
     health.consuming.store(true, Ordering::Relaxed);
     tracing::info!(topic = %settings.topics.events, group = %settings.kafka.group_id, "consuming");
 
@@ -215,7 +220,7 @@ pub async fn run(
         router: router.clone(),
         health: health.clone(),
         lines: Lines::new(settings.processor.max_queued_per_connection),
-        decoder: Decoder::new(settings)?,
+        decoder,
     });
     let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
     let mut tasks = JoinSet::new();
@@ -235,9 +240,28 @@ pub async fn run(
     loop {
         while tasks.try_join_next().is_some() {}
         // Records that arrived while fetching was paused are taken beyond the window.
-        for m in overflow.drain(..) {
+        let mut stopping = false;
+        for m in std::mem::take(&mut overflow) {
+            // A record that waited for its writer schema keeps its place: records that arrive
+            // meanwhile join `overflow` behind it.
+            if !schemas::fetch_before_begin(
+                &shared.decoder,
+                &consumer,
+                &m,
+                &mut overflow,
+                &health,
+                &mut shutdown,
+            )
+            .await
+            {
+                stopping = true;
+                break;
+            }
             let work = begin(&shared, m);
             tasks.spawn(process(shared.clone(), work.0, work.1, None));
+        }
+        if stopping {
+            break;
         }
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -259,6 +283,18 @@ pub async fn run(
                 continue;
             }
         };
+        if !schemas::fetch_before_begin(
+            &shared.decoder,
+            &consumer,
+            &m,
+            &mut overflow,
+            &health,
+            &mut shutdown,
+        )
+        .await
+        {
+            break;
+        }
         let (work, claim) = begin(&shared, m);
         tasks.spawn(process(shared.clone(), work, claim, Some(permit)));
     }

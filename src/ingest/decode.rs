@@ -8,10 +8,14 @@ use serde::Deserialize;
 
 use super::avro::{SingleObjectSchemas, WriterSchemaError};
 use super::cloudevents;
+use super::confluent::{self, TopicMapping};
+use super::registry::{Registry, RegistrySetupError};
 use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro::{AvroError, SINGLE_OBJECT_MAGIC};
 use crate::settings::Settings;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The longest name or identifier an event may carry (`event`, `event_id`, `workspace_id`,
 /// `resource`, `resource_id`, the record key), in bytes. Each is copied into every history
@@ -63,6 +67,10 @@ pub enum DecodeError {
     Json { path: String, message: String },
     #[error("invalid Avro single-object EventEnvelope: {0}")]
     Avro(String),
+    #[error("{0}")]
+    Registry(String),
+    #[error("invalid Avro record in Confluent wire format: {0}")]
+    Confluent(String),
     #[error("`{field}` {problem}")]
     Invalid {
         field: &'static str,
@@ -96,12 +104,30 @@ pub struct Decoder {
     max_bytes: usize,
     avro: SingleObjectSchemas,
     workspace_attribute: String,
+    registry: Option<Arc<Registry>>,
+    mappings: HashMap<String, TopicMapping>,
+}
+
+/// A decoder that cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum DecoderSetupError {
+    #[error(transparent)]
+    WriterSchema(#[from] WriterSchemaError),
+    #[error(transparent)]
+    Registry(#[from] RegistrySetupError),
 }
 
 impl Decoder {
     /// The decoder `settings` describe; fails when a configured writer schema cannot be read.
-    pub fn new(settings: &Settings) -> Result<Self, WriterSchemaError> {
+    pub fn new(settings: &Settings) -> Result<Self, DecoderSetupError> {
         Ok(Self {
+            registry: Registry::new(&settings.ingest.schema_registry)?.map(Arc::new),
+            mappings: settings
+                .ingest
+                .topics
+                .iter()
+                .map(|m| (m.topic.clone(), m.clone()))
+                .collect(),
             max_bytes: settings.processor.max_event_bytes,
             avro: SingleObjectSchemas::load(&settings.ingest.avro_writer_schemas)?,
             workspace_attribute: settings.ingest.cloudevents_workspace_attribute.clone(),
@@ -117,8 +143,28 @@ impl Decoder {
         let formats = Formats {
             avro: &self.avro,
             workspace_attribute: &self.workspace_attribute,
+            registry: self.registry.as_deref(),
+            mappings: &self.mappings,
         };
         decode_with(raw, self.max_bytes, formats, now)
+    }
+
+    /// The schema registry, when one is configured.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_deref()
+    }
+
+    /// The schema id a record in Confluent wire format needs fetched before it can be decoded
+    /// (it is not cached yet); `None` for every other record.
+    pub fn schema_to_fetch(&self, payload: Option<&[u8]>) -> Option<u32> {
+        let id = confluent::schema_id(payload?)?;
+        let registry = self.registry.as_ref()?;
+        registry.cached(id).is_none().then_some(id)
+    }
+
+    /// The topics whose records are mapped (consumed besides the events topic).
+    pub fn mapped_topics(&self) -> impl Iterator<Item = &str> {
+        self.mappings.keys().map(String::as_str)
     }
 }
 
@@ -132,6 +178,8 @@ pub fn decode(
     let formats = Formats {
         avro: &SingleObjectSchemas::default(),
         workspace_attribute: DEFAULT_WORKSPACE_ATTRIBUTE,
+        registry: None,
+        mappings: &HashMap::new(),
     };
     decode_with(raw, max_bytes, formats, now)
 }
@@ -144,6 +192,8 @@ pub const DEFAULT_WORKSPACE_ATTRIBUTE: &str = "workspaceid";
 struct Formats<'a> {
     avro: &'a SingleObjectSchemas,
     workspace_attribute: &'a str,
+    registry: Option<&'a Registry>,
+    mappings: &'a HashMap<String, TopicMapping>,
 }
 
 fn decode_with(
@@ -182,7 +232,9 @@ fn decode_with(
             });
         }
     };
-    let mut envelope = if let Some(mode) = cloudevent {
+    let mut envelope = if let Some(id) = confluent::schema_id(bytes) {
+        confluent_envelope(raw, bytes, id, formats, key)?
+    } else if let Some(mode) = cloudevent {
         cloudevents::decode(raw, bytes, mode, formats.workspace_attribute)?
     } else if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
         formats.avro.decode(bytes).map_err(|e| {
@@ -257,6 +309,38 @@ fn decode_with(
     }
     envelope.received_at.get_or_insert(now);
     Ok(envelope)
+}
+
+/// A Confluent wire-format record, read with its writer schema (already fetched) and mapped.
+fn confluent_envelope(
+    raw: &RawRecord,
+    bytes: &[u8],
+    id: u32,
+    formats: Formats<'_>,
+    key: Option<&str>,
+) -> Result<EventEnvelope, DecodeError> {
+    let invalid = |problem: String| DecodeError::Invalid {
+        field: "schema id",
+        problem,
+    };
+    let mapping = formats.mappings.get(&raw.topic).ok_or_else(|| {
+        invalid(format!(
+            "{id}: a Confluent wire-format record on `{}`, a topic without an ingest.topics mapping",
+            raw.topic
+        ))
+    })?;
+    let registry = formats
+        .registry
+        .ok_or_else(|| invalid(format!("{id}: no ingest.schema_registry.url is set")))?;
+    match registry.cached(id) {
+        Some(Ok(schema)) => confluent::decode(&bytes[5..], &schema, mapping, key),
+        Some(Err(e)) => Err(DecodeError::Registry(e.to_string())),
+        // The processor fetches a record's schema before decoding it; a decoder used without
+        // that step (a workspace replay) cannot read the record.
+        None => Err(DecodeError::Registry(format!(
+            "schema id {id} has not been fetched from the schema registry"
+        ))),
+    }
 }
 
 /// Refuses a name longer than [`MAX_NAME_BYTES`]; the error names the field, not the value.

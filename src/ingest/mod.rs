@@ -3,7 +3,9 @@
 
 pub mod avro;
 pub mod cloudevents;
+pub mod confluent;
 pub mod decode;
+pub mod registry;
 
 pub use avro::WriterSchemaError;
-pub use decode::{DecodeError, Decoder, RawRecord, decode, headers_of};
+pub use decode::{DecodeError, Decoder, DecoderSetupError, RawRecord, decode, headers_of};

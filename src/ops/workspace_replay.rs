@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::deliver::route::{RouteOptions, Routed, Router};
-use crate::ingest::{Decoder, RawRecord, WriterSchemaError, headers_of};
+use crate::ingest::{Decoder, DecoderSetupError, RawRecord, headers_of};
 use crate::kafka;
 use crate::kafka::by_time::offset_for_time;
 use crate::model::records::EventEnvelope;
@@ -53,7 +53,7 @@ pub enum TargetedError {
         until: DateTime<Utc>,
     },
     #[error(transparent)]
-    Input(#[from] WriterSchemaError),
+    Input(#[from] DecoderSetupError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]

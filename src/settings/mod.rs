@@ -83,6 +83,48 @@ pub struct IngestSettings {
     pub avro_writer_schemas: Vec<std::path::PathBuf>,
     /// The CloudEvents extension attribute that names the workspace (else the record key).
     pub cloudevents_workspace_attribute: String,
+    /// Where writer schemas of Confluent wire-format records are fetched.
+    pub schema_registry: SchemaRegistrySettings,
+    /// Per input topic, where its records keep the event's fields (Confluent wire format).
+    #[serde(default)]
+    pub topics: Vec<TopicMapping>,
+}
+
+/// Where a topic's records keep the envelope's fields. Paths are dotted field names into the
+/// record (`customer.workspace`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMapping {
+    pub topic: String,
+    /// `const:<name>`, `field:<path>`, or `record` (the record's full name).
+    pub event: String,
+    /// `key` (the record key) or `field:<path>`.
+    pub workspace: String,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub resource_id: Option<String>,
+}
+
+/// A Confluent-compatible schema registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySettings {
+    /// Base URL; empty means no registry (Confluent wire-format records are dead-lettered).
+    pub url: String,
+    /// Basic auth user (Confluent Cloud: the API key); empty for none.
+    pub username: String,
+    /// Basic auth password (the API secret).
+    pub password: crate::model::Secret,
+    /// A PEM file of CA certificates trusted for an `https` URL, besides the system's.
+    pub ca_file: String,
+    pub timeout_ms: u64,
+    /// Schemas kept by id (and ids the registry does not know).
+    pub max_cached_schemas: usize,
 }
 
 /// Retry tiers.
@@ -326,6 +368,60 @@ impl Settings {
                 ),
             });
         }
+        let registry = &self.ingest.schema_registry;
+        if !registry.url.is_empty() && url::Url::parse(&registry.url).is_err() {
+            return Err(SettingsError::Invalid {
+                key: "ingest.schema_registry.url",
+                problem: format!("`{}` is not a URL", registry.url),
+            });
+        }
+        if !registry.ca_file.is_empty() && std::fs::metadata(&registry.ca_file).is_err() {
+            return Err(SettingsError::Invalid {
+                key: "ingest.schema_registry.ca_file",
+                problem: format!("`{}` cannot be read", registry.ca_file),
+            });
+        }
+        positive("ingest.schema_registry.timeout_ms", registry.timeout_ms)?;
+        for mapping in &self.ingest.topics {
+            let problem = |p: String| SettingsError::Invalid {
+                key: "ingest.topics",
+                problem: format!("topic `{}`: {p}", mapping.topic),
+            };
+            nonempty("ingest.topics", &mapping.topic)?;
+            let event_ok = mapping.event == "record"
+                || mapping
+                    .event
+                    .strip_prefix("const:")
+                    .is_some_and(|n| !n.is_empty())
+                || mapping
+                    .event
+                    .strip_prefix("field:")
+                    .is_some_and(|n| !n.is_empty());
+            if !event_ok {
+                return Err(problem(format!(
+                    "event `{}` is not `record`, `const:<name>` or `field:<path>`",
+                    mapping.event
+                )));
+            }
+            let workspace_ok = mapping.workspace == "key"
+                || mapping
+                    .workspace
+                    .strip_prefix("field:")
+                    .is_some_and(|n| !n.is_empty());
+            if !workspace_ok {
+                return Err(problem(format!(
+                    "workspace `{}` is not `key` or `field:<path>`",
+                    mapping.workspace
+                )));
+            }
+            if registry.url.is_empty() {
+                return Err(problem("needs ingest.schema_registry.url".into()));
+            }
+        }
+        positive(
+            "ingest.schema_registry.max_cached_schemas",
+            registry.max_cached_schemas as u64,
+        )?;
         for path in &self.ingest.avro_writer_schemas {
             let problem = |p: String| SettingsError::Invalid {
                 key: "ingest.avro_writer_schemas",
