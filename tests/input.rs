@@ -354,3 +354,61 @@ async fn confluent_records_are_read_with_the_registry_schema_and_mapped() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_confluent_kafkas_avro_serializer_is_delivered() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/confluent");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let topic = manifest["topic"].as_str().unwrap().to_owned();
+    let mut h = Harness::new().await;
+    h.mock.create_topic(&topic, 1, 1).unwrap();
+    // The simulator gives the schema the id the serializer got from a fresh one.
+    let id = h
+        .sandbox
+        .registry()
+        .register(
+            manifest["subject"].as_str().unwrap(),
+            manifest["schema"].as_str().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(Some(u64::from(id)), manifest["schema_id"].as_u64());
+    h.settings.ingest.schema_registry.url = format!("{}/registry", h.sandbox_url);
+    h.settings.ingest.topics = vec![herald::settings::TopicMapping {
+        topic: topic.clone(),
+        event: "const:lesson.completed".into(),
+        workspace: "field:tenant".into(),
+        event_id: Some("attempt_id".into()),
+        occurred_at: Some("completed_at".into()),
+        resource: None,
+        resource_id: None,
+    }];
+    h.apply_fixtures().await;
+    let running = h.start();
+    let bytes = std::fs::read(dir.join(manifest["file"].as_str().unwrap())).unwrap();
+    h.producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&bytes),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    let history = h
+        .wait_for_history("ws_academyflow", "the lesson delivered", |r| {
+            r.iter().any(|d| d.status == DeliveryStatus::Delivered)
+        })
+        .await;
+    assert_eq!(
+        history[0].event_id,
+        manifest["expect"]["event_id"].as_str().unwrap()
+    );
+    let slack = h.requests("slack");
+    assert!(
+        slack[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("nina@academyflow.io completed Customer Research Fundamentals (62%)")
+    );
+    assert!(h.dead_letters().await.is_empty());
+    running.stop().await;
+}

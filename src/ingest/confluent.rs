@@ -311,4 +311,30 @@ mod tests {
         assert_eq!(decimal_text(&[0x05], 3), "0.005");
         assert_eq!(decimal_text(&[0xff], 0), "-1");
     }
+
+    #[test]
+    fn a_record_written_by_confluent_kafka_reads_as_the_fixture_says() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/confluent");
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/manifest.json")).unwrap())
+                .unwrap();
+        let bytes = std::fs::read(format!("{dir}/{}", manifest["file"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            schema_id(&bytes).map(u64::from),
+            manifest["schema_id"].as_u64()
+        );
+        let schema = Schema::parse_str(manifest["schema"].as_str().unwrap()).unwrap();
+        let mut m = mapping();
+        m.workspace = "field:tenant".into();
+        m.event_id = Some("attempt_id".into());
+        m.occurred_at = Some("completed_at".into());
+        m.resource_id = None;
+        let e = decode(&bytes[5..], &schema, &m, None).unwrap();
+        let expect = &manifest["expect"];
+        assert_eq!(e.event_id, expect["event_id"].as_str().unwrap());
+        assert_eq!(e.event, "io.academy.LessonCompleted");
+        assert_eq!(e.payload["price"], expect["price"]);
+        assert_eq!(e.payload["completed_at"], expect["completed_at"]);
+        assert_eq!(e.payload["coupon"], Value::Null);
+    }
 }
