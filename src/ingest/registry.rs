@@ -241,4 +241,20 @@ mod tests {
             "{err}"
         );
     }
+
+    #[tokio::test]
+    async fn basic_auth_is_sent_and_the_password_stays_out_of_debug() {
+        let (sandbox, url) = sandbox().await;
+        let id = sandbox.registry().register("r-value", SCHEMA).unwrap();
+        sandbox.registry().require_basic_auth("KEY", "s3cret");
+        let anonymous = Registry::new(&settings(&url, 10)).unwrap().unwrap();
+        let err = anonymous.fetch(id).await.unwrap_err();
+        assert!(err.to_string().contains("401"), "{err}");
+        let mut s = settings(&url, 10);
+        s.username = "KEY".into();
+        s.password = crate::model::Secret::new("s3cret");
+        let registry = Registry::new(&s).unwrap().unwrap();
+        registry.fetch(id).await.unwrap();
+        assert!(!format!("{registry:?}").contains("s3cret"));
+    }
 }

@@ -588,6 +588,46 @@ mod tests {
     }
 
     #[test]
+    fn ingest_settings_are_validated_naming_the_key() {
+        let cases = [
+            (
+                "[ingest]\ncloudevents_workspace_attribute = \"Work_Space\"\n",
+                "ingest.cloudevents_workspace_attribute",
+            ),
+            (
+                "[ingest]\navro_writer_schemas = [\"/surely/not/here.avsc\"]\n",
+                "ingest.avro_writer_schemas",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"not a url\"\n",
+                "ingest.schema_registry.url",
+            ),
+            (
+                "[[ingest.topics]]\ntopic = \"t\"\nevent = \"record\"\nworkspace = \"key\"\n",
+                "needs ingest.schema_registry.url",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"typo:x\"\nworkspace = \"key\"\n",
+                "ingest.topics",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"record\"\nworkspace = \"value\"\n",
+                "workspace `value`",
+            ),
+        ];
+        for (text, expect) in cases {
+            let (_dir, file) = config_file(text);
+            let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+        }
+        let (_dir, file) = config_file(
+            "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"field:type\"\nworkspace = \"field:tenant.id\"\n",
+        );
+        let ok = Settings::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(ok.ingest.topics[0].workspace, "field:tenant.id");
+    }
+
+    #[test]
     fn client_properties_may_reference_the_environment() {
         let (_dir, file) = config_file(
             "[kafka.client]\n\"sasl.password\" = \"${env:HERALD_TEST_SURELY_UNSET_PW}\"\n",

@@ -1,13 +1,13 @@
 //! A Confluent Schema Registry simulator, under `/registry`: the subset producers and Herald
 //! use. Ids are global and start at 1; registering a schema already known (under any subject)
 //! answers its id. Errors carry the registry's `error_code` (40401 subject not found, 40403
-//! schema not found, 42201 invalid schema).
+//! schema not found, 42201 invalid schema, 40101 unauthorized once a test requires basic auth).
 
 use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{self, Path};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -22,6 +22,8 @@ pub struct State {
     schemas: Vec<String>,
     /// Per subject, the ids of its versions in order (version n is index n − 1).
     subjects: BTreeMap<String, Vec<u32>>,
+    /// The `Authorization` header every request must carry, when set.
+    basic_auth: Option<String>,
 }
 
 impl State {
@@ -45,6 +47,23 @@ impl State {
             versions.push(id);
         }
         Ok(id)
+    }
+
+    /// From now on, every request must authenticate with HTTP basic auth as `user`.
+    pub fn require_basic_auth(&mut self, user: &str, password: &str) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.basic_auth = Some(format!("Basic {token}"));
+    }
+
+    /// A 401 answer unless `headers` carry the required credentials.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
+        let expected = self.basic_auth.as_deref()?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        (given != Some(expected))
+            .then(|| error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized".into()))
     }
 
     /// The schema text with this id.
@@ -86,9 +105,13 @@ fn error(status: StatusCode, code: u32, message: String) -> Response {
 
 async fn schema_by_id(
     extract::State(sandbox): extract::State<Sandbox>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let state = sandbox.registry();
+    if let Some(refused) = state.refuse(&headers) {
+        return refused;
+    }
     match id.parse().ok().and_then(|id| state.schema(id)) {
         Some(schema) => answer(StatusCode::OK, json!({ "schema": schema })),
         None => error(
@@ -99,15 +122,25 @@ async fn schema_by_id(
     }
 }
 
-async fn subjects(extract::State(sandbox): extract::State<Sandbox>) -> Response {
+async fn subjects(
+    extract::State(sandbox): extract::State<Sandbox>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = sandbox.registry().refuse(&headers) {
+        return refused;
+    }
     let names: Vec<_> = sandbox.registry().subjects.keys().cloned().collect();
     answer(StatusCode::OK, json!(names))
 }
 
 async fn versions(
     extract::State(sandbox): extract::State<Sandbox>,
+    headers: HeaderMap,
     Path(subject): Path<String>,
 ) -> Response {
+    if let Some(refused) = sandbox.registry().refuse(&headers) {
+        return refused;
+    }
     match sandbox.registry().subjects.get(&subject) {
         Some(ids) => answer(StatusCode::OK, json!((1..=ids.len()).collect::<Vec<_>>())),
         None => error(
@@ -127,9 +160,13 @@ struct Registration {
 
 async fn register(
     extract::State(sandbox): extract::State<Sandbox>,
+    headers: HeaderMap,
     Path(subject): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(refused) = sandbox.registry().refuse(&headers) {
+        return refused;
+    }
     let registration: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, e.to_string()),
