@@ -1,15 +1,18 @@
-//! `herald emit`: produce one event in the seeds' emit shape.
+//! `herald emit`: produce one event in the seeds' emit shape, as JSON or in Avro single-object
+//! encoding (with the schema fingerprint the Avro specification and Java compute).
 
 use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use super::KafkaArgs;
 use crate::kafka;
+use crate::model::records::EventEnvelope;
+use crate::model::records::avro;
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -29,9 +32,21 @@ pub struct EmitArgs {
     /// Event id (default: a new unique id).
     #[arg(long)]
     event_id: Option<String>,
+    /// How the record is encoded (docs/input.md).
+    #[arg(long, value_enum, default_value_t = EmitFormat::Json)]
+    format: EmitFormat,
     /// The payload: inline JSON, `@file`, or `-` for standard input.
     #[arg(value_name = "PAYLOAD")]
     payload: String,
+}
+
+/// The encodings `herald emit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmitFormat {
+    /// The emit shape as JSON.
+    Json,
+    /// `EventEnvelope` in Avro single-object encoding.
+    Avro,
 }
 
 pub async fn emit(settings: &Settings, args: &EmitArgs) -> anyhow::Result<()> {
@@ -66,7 +81,13 @@ pub async fn emit(settings: &Settings, args: &EmitArgs) -> anyhow::Result<()> {
         "occurred_at": chrono::Utc::now(),
     });
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
-    let value = serde_json::to_vec(&event)?;
+    let value = match args.format {
+        EmitFormat::Json => serde_json::to_vec(&event)?,
+        EmitFormat::Avro => {
+            let envelope: EventEnvelope = serde_json::from_value(event)?;
+            avro::to_single_object(&envelope)?
+        }
+    };
     let record = FutureRecord::to(&settings.topics.events)
         .key(args.workspace.as_bytes())
         .payload(&value);

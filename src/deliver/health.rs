@@ -21,6 +21,8 @@ pub struct Health {
     pub dedupe: Option<Arc<Dedupe>>,
     /// The history query store, when there is one: ready once it caught up.
     pub history: Option<Arc<HistoryStore>>,
+    /// True while input records wait for a writer schema the registry cannot give now.
+    pub schema_registry_down: AtomicBool,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -43,6 +45,7 @@ impl Health {
             producer,
             dedupe: None,
             history: None,
+            schema_registry_down: AtomicBool::new(false),
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
@@ -109,6 +112,9 @@ impl Health {
         }
         if self.history.as_ref().is_some_and(|h| !h.is_ready()) {
             return Err("history store still catching up with the deliveries topic");
+        }
+        if self.schema_registry_down.load(Ordering::Relaxed) {
+            return Err("schema registry unavailable: input records wait for their writer schema");
         }
         Ok(())
     }

@@ -15,5 +15,6 @@ pub mod processor;
 pub mod retry;
 pub mod retry_worker;
 pub mod route;
+pub mod schemas;
 pub mod settle;
 pub mod supersede;

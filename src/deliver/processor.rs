@@ -42,9 +42,10 @@ use super::health::Health;
 use super::offsets::{Claim, OffsetTracker};
 use super::order::Lines;
 use super::route::{Lane, Plan, Planned, RouteOptions, Router};
+use super::schemas;
 use crate::history::skips::SkipReason;
 use crate::history::writer::DeadLetter;
-use crate::ingest::{RawRecord, decode};
+use crate::ingest::{Decoder, DecoderSetupError, RawRecord, headers_of};
 use crate::kafka;
 use crate::model::records::EventEnvelope;
 use crate::settings::Settings;
@@ -57,6 +58,8 @@ pub struct ProcessorContext {
     pub lag: Option<LagGauges>,
     /// Told about the events partitions this member gains and loses.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// The topic whose partitions dedupe follows.
+    pub events_topic: String,
     /// Told the consumer's total lag, for the liveness check (event consumer only).
     pub health: Option<Arc<Health>>,
 }
@@ -116,7 +119,7 @@ impl ConsumerContext for ProcessorContext {
                 self.tracker.revoke(e.topic(), e.partition());
             }
             if let Some(dedupe) = &self.dedupe {
-                dedupe.revoke(&partitions(tpl));
+                dedupe.revoke(&partitions(tpl, &self.events_topic));
             }
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
@@ -128,15 +131,21 @@ impl ConsumerContext for ProcessorContext {
                 self.tracker.assign(e.topic(), e.partition());
             }
             if let Some(dedupe) = &self.dedupe {
-                dedupe.assign(&partitions(tpl));
+                dedupe.assign(&partitions(tpl, &self.events_topic));
             }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
 }
 
-fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
-    tpl.elements().iter().map(|e| e.partition()).collect()
+/// The partitions of `topic` in `tpl` (dedupe follows `herald.events` only: other input topics
+/// are not co-partitioned with the history).
+fn partitions(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect()
 }
 
 type EventConsumer = StreamConsumer<ProcessorContext>;
@@ -148,6 +157,8 @@ pub enum ProcessorError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Write(#[from] crate::history::WriteFailure),
+    #[error(transparent)]
+    Input(#[from] DecoderSetupError),
 }
 
 struct Shared {
@@ -157,7 +168,8 @@ struct Shared {
     health: Arc<Health>,
     /// One line per workspace connection.
     lines: Lines,
-    max_event_bytes: usize,
+    decoder: Decoder,
+    events_topic: String,
 }
 
 /// An input record, decoded and planned, with each delivery's place in its connection's line.
@@ -198,6 +210,7 @@ pub async fn run(
                 waiting: router.metrics.retry_waiting.clone(),
             }),
             dedupe: router.dedupe.clone(),
+            events_topic: settings.topics.events.clone(),
             health: Some(health.clone()),
         })?,
     );
@@ -205,7 +218,11 @@ pub async fn run(
         _ = router.table.wait_ready() => {}
         _ = stopped(&mut shutdown) => return Ok(()),
     }
-    consumer.subscribe(&[&settings.topics.events])?;
+    let decoder = Decoder::new(settings)?;
+    // Topics of producers' own records (Confluent wire format, `ingest.topics`) are read too.
+    let mut topics = vec![settings.topics.events.as_str()];
+    topics.extend(decoder.mapped_topics());
+    consumer.subscribe(&topics)?;
     health.consuming.store(true, Ordering::Relaxed);
     tracing::info!(topic = %settings.topics.events, group = %settings.kafka.group_id, "consuming");
 
@@ -215,7 +232,8 @@ pub async fn run(
         router: router.clone(),
         health: health.clone(),
         lines: Lines::new(settings.processor.max_queued_per_connection),
-        max_event_bytes: settings.processor.max_event_bytes,
+        decoder,
+        events_topic: settings.topics.events.clone(),
     });
     let permits = Arc::new(Semaphore::new(settings.processor.max_in_flight_events));
     let mut tasks = JoinSet::new();
@@ -235,9 +253,28 @@ pub async fn run(
     loop {
         while tasks.try_join_next().is_some() {}
         // Records that arrived while fetching was paused are taken beyond the window.
-        for m in overflow.drain(..) {
+        let mut stopping = false;
+        for m in std::mem::take(&mut overflow) {
+            // A record that waited for its writer schema keeps its place: records that arrive
+            // meanwhile join `overflow` behind it.
+            if !schemas::fetch_before_begin(
+                &shared.decoder,
+                &consumer,
+                &m,
+                &mut overflow,
+                &health,
+                &mut shutdown,
+            )
+            .await
+            {
+                stopping = true;
+                break;
+            }
             let work = begin(&shared, m);
             tasks.spawn(process(shared.clone(), work.0, work.1, None));
+        }
+        if stopping {
+            break;
         }
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -259,6 +296,18 @@ pub async fn run(
                 continue;
             }
         };
+        if !schemas::fetch_before_begin(
+            &shared.decoder,
+            &consumer,
+            &m,
+            &mut overflow,
+            &health,
+            &mut shutdown,
+        )
+        .await
+        {
+            break;
+        }
         let (work, claim) = begin(&shared, m);
         tasks.spawn(process(shared.clone(), work, claim, Some(permit)));
     }
@@ -322,6 +371,7 @@ fn begin(shared: &Shared, m: OwnedMessage) -> (Work, Claim) {
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
+        headers: headers_of(m.headers()),
     };
     let work = match std::panic::catch_unwind(AssertUnwindSafe(|| prepare(shared, &raw))) {
         Ok(work) => work,
@@ -343,7 +393,7 @@ fn begin(shared: &Shared, m: OwnedMessage) -> (Work, Claim) {
 }
 
 fn prepare(shared: &Shared, raw: &RawRecord) -> Work {
-    let envelope = match decode(raw, shared.max_event_bytes, Utc::now()) {
+    let envelope = match shared.decoder.decode(raw, Utc::now()) {
         Ok(envelope) => envelope,
         Err(e) => {
             return Work::Dead {
@@ -431,9 +481,12 @@ async fn process(
             router.metrics.events.with_label_values(&["routed"]).inc();
             let span = tracing::info_span!("event", event_id = %envelope.event_id,
                 event = %envelope.event, partition = claim.partition, offset = claim.offset);
+            // The coordinates order a workspace's writes and place its history next to its
+            // events; only `herald.events` is co-partitioned with the history topic.
+            let events = *claim.topic == *shared.events_topic;
             let options = RouteOptions {
-                partition: Some(claim.partition),
-                offset: Some(claim.offset),
+                partition: events.then_some(claim.partition),
+                offset: events.then_some(claim.offset),
                 ..RouteOptions::default()
             };
             let deliveries = deliveries.into_iter().map(|(planned, lane)| {

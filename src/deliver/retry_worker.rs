@@ -111,6 +111,7 @@ pub async fn run(
                     waiting: router.metrics.retry_waiting.clone(),
                 }),
                 dedupe: None,
+                events_topic: String::new(),
                 health: None,
             },
         )?,

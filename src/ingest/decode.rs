@@ -1,13 +1,21 @@
 //! Decoding input records. Accepted: the seeds' emit shape as JSON (`event`, `resource`,
 //! `resource_id`, `payload`, plus `workspace_id` unless the record key carries it, optional
-//! `event_id` and `occurred_at`), and Avro single-object encoding of `EventEnvelope`.
+//! `event_id` and `occurred_at`), and Avro single-object encoding of `EventEnvelope`
+//! ([`avro`](super::avro)). `docs/input.md` documents each format.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::avro::{SingleObjectSchemas, WriterSchemaError};
+use super::cloudevents;
+use super::confluent::{self, TopicMapping};
+use super::registry::{Registry, RegistrySetupError};
 use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
-use crate::model::records::avro::{self, SINGLE_OBJECT_MAGIC};
+use crate::model::records::avro::{AvroError, SINGLE_OBJECT_MAGIC};
+use crate::settings::Settings;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The longest name or identifier an event may carry (`event`, `event_id`, `workspace_id`,
 /// `resource`, `resource_id`, the record key), in bytes. Each is copied into every history
@@ -23,6 +31,29 @@ pub struct RawRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's headers in order (a header without a value has an empty one).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RawRecord {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A Kafka message's headers, owned, for [`RawRecord::headers`].
+pub fn headers_of<H: rdkafka::message::Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+    headers
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why a record is not an event. The text names the field.
@@ -36,6 +67,10 @@ pub enum DecodeError {
     Json { path: String, message: String },
     #[error("invalid Avro single-object EventEnvelope: {0}")]
     Avro(String),
+    #[error("{0}")]
+    Registry(String),
+    #[error("invalid Avro record in Confluent wire format: {0}")]
+    Confluent(String),
     #[error("`{field}` {problem}")]
     Invalid {
         field: &'static str,
@@ -63,19 +98,128 @@ struct JsonEvent {
     received_at: Option<DateTime<Utc>>,
 }
 
-/// Decodes `raw` into an envelope; `received_at` is set to `now` unless the record carries one.
+/// Decodes input records as configured: the size limit and the known Avro writer schemas.
+#[derive(Debug)]
+pub struct Decoder {
+    max_bytes: usize,
+    avro: SingleObjectSchemas,
+    workspace_attribute: String,
+    registry: Option<Arc<Registry>>,
+    mappings: HashMap<String, TopicMapping>,
+}
+
+/// A decoder that cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum DecoderSetupError {
+    #[error(transparent)]
+    WriterSchema(#[from] WriterSchemaError),
+    #[error(transparent)]
+    Registry(#[from] RegistrySetupError),
+}
+
+impl Decoder {
+    /// The decoder `settings` describe; fails when a configured writer schema cannot be read.
+    pub fn new(settings: &Settings) -> Result<Self, DecoderSetupError> {
+        Ok(Self {
+            registry: Registry::new(&settings.ingest.schema_registry)?.map(Arc::new),
+            mappings: settings
+                .ingest
+                .topics
+                .iter()
+                .map(|m| (m.topic.clone(), m.clone()))
+                .collect(),
+            max_bytes: settings.processor.max_event_bytes,
+            avro: SingleObjectSchemas::load(&settings.ingest.avro_writer_schemas)?,
+            workspace_attribute: settings.ingest.cloudevents_workspace_attribute.clone(),
+        })
+    }
+
+    /// Decodes `raw` into an envelope; `received_at` is set to `now` unless the record has one.
+    pub fn decode(
+        &self,
+        raw: &RawRecord,
+        now: DateTime<Utc>,
+    ) -> Result<EventEnvelope, DecodeError> {
+        let formats = Formats {
+            avro: &self.avro,
+            workspace_attribute: &self.workspace_attribute,
+            registry: self.registry.as_deref(),
+            mappings: &self.mappings,
+        };
+        decode_with(raw, self.max_bytes, formats, now)
+    }
+
+    /// The schema registry, when one is configured.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_deref()
+    }
+
+    /// The schema id a record in Confluent wire format needs fetched before it can be decoded
+    /// (it is not cached yet); `None` for every other record.
+    pub fn schema_to_fetch(&self, payload: Option<&[u8]>) -> Option<u32> {
+        let id = confluent::schema_id(payload?)?;
+        let registry = self.registry.as_ref()?;
+        registry.cached(id).is_none().then_some(id)
+    }
+
+    /// The topics whose records are mapped (consumed besides the events topic).
+    pub fn mapped_topics(&self) -> impl Iterator<Item = &str> {
+        self.mappings.keys().map(String::as_str)
+    }
+}
+
+/// Decodes `raw` with Herald's own Avro schema only; `received_at` is set to `now` unless the
+/// record carries one.
 pub fn decode(
     raw: &RawRecord,
     max_bytes: usize,
     now: DateTime<Utc>,
 ) -> Result<EventEnvelope, DecodeError> {
-    let bytes = raw.payload.as_deref().ok_or(DecodeError::Empty)?;
-    if bytes.len() > max_bytes {
+    let formats = Formats {
+        avro: &SingleObjectSchemas::default(),
+        workspace_attribute: DEFAULT_WORKSPACE_ATTRIBUTE,
+        registry: None,
+        mappings: &HashMap::new(),
+    };
+    decode_with(raw, max_bytes, formats, now)
+}
+
+/// The CloudEvents extension attribute that names the workspace unless configured otherwise.
+pub const DEFAULT_WORKSPACE_ATTRIBUTE: &str = "workspaceid";
+
+/// What the formats need beyond the bytes.
+#[derive(Clone, Copy)]
+struct Formats<'a> {
+    avro: &'a SingleObjectSchemas,
+    workspace_attribute: &'a str,
+    registry: Option<&'a Registry>,
+    mappings: &'a HashMap<String, TopicMapping>,
+}
+
+fn decode_with(
+    raw: &RawRecord,
+    max_bytes: usize,
+    formats: Formats<'_>,
+    now: DateTime<Utc>,
+) -> Result<EventEnvelope, DecodeError> {
+    let header_bytes: usize = raw.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let size = raw.payload.as_ref().map_or(0, Vec::len) + header_bytes;
+    if size > max_bytes {
         return Err(DecodeError::TooLarge {
-            size: bytes.len(),
+            size,
             max: max_bytes,
         });
     }
+    let cloudevent = raw
+        .payload
+        .as_deref()
+        .map_or(cloudevents::mode(raw, b""), |v| cloudevents::mode(raw, v));
+    // A binary-mode CloudEvent may carry all it says in headers, with no value.
+    let bytes = match (raw.payload.as_deref(), cloudevent) {
+        (Some(b), _) => b,
+        (None, Some(cloudevents::Mode::Binary)) => b"",
+        (None, _) => return Err(DecodeError::Empty),
+    };
     check_length("key", raw.key.as_deref().map(<[u8]>::len))?;
     let key = match raw.key.as_deref().map(std::str::from_utf8) {
         None => None,
@@ -88,9 +232,20 @@ pub fn decode(
             });
         }
     };
-    let mut envelope = if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
-        avro::from_single_object::<EventEnvelope>(bytes)
-            .map_err(|e| DecodeError::Avro(excerpt(&e.to_string())))?
+    let mut envelope = if let Some(id) = confluent::schema_id(bytes) {
+        confluent_envelope(raw, bytes, id, formats, key)?
+    } else if let Some(mode) = cloudevent {
+        cloudevents::decode(raw, bytes, mode, formats.workspace_attribute)?
+    } else if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+        formats.avro.decode(bytes).map_err(|e| {
+            let hint = match e {
+                AvroError::UnknownFingerprint { .. } => {
+                    "; a producer's own version of the schema must be listed in ingest.avro_writer_schemas"
+                }
+                _ => "",
+            };
+            DecodeError::Avro(format!("{}{hint}", excerpt(&e.to_string())))
+        })?
     } else {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let json: JsonEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -156,6 +311,38 @@ pub fn decode(
     Ok(envelope)
 }
 
+/// A Confluent wire-format record, read with its writer schema (already fetched) and mapped.
+fn confluent_envelope(
+    raw: &RawRecord,
+    bytes: &[u8],
+    id: u32,
+    formats: Formats<'_>,
+    key: Option<&str>,
+) -> Result<EventEnvelope, DecodeError> {
+    let invalid = |problem: String| DecodeError::Invalid {
+        field: "schema id",
+        problem,
+    };
+    let mapping = formats.mappings.get(&raw.topic).ok_or_else(|| {
+        invalid(format!(
+            "{id}: a Confluent wire-format record on `{}`, a topic without an ingest.topics mapping",
+            raw.topic
+        ))
+    })?;
+    let registry = formats
+        .registry
+        .ok_or_else(|| invalid(format!("{id}: no ingest.schema_registry.url is set")))?;
+    match registry.cached(id) {
+        Some(Ok(schema)) => confluent::decode(&bytes[5..], &schema, mapping, key),
+        Some(Err(e)) => Err(DecodeError::Registry(e.to_string())),
+        // The processor fetches a record's schema before decoding it; a decoder used without
+        // that step (a workspace replay) cannot read the record.
+        None => Err(DecodeError::Registry(format!(
+            "schema id {id} has not been fetched from the schema registry"
+        ))),
+    }
+}
+
 /// Refuses a name longer than [`MAX_NAME_BYTES`]; the error names the field, not the value.
 fn check_length(field: &'static str, len: Option<usize>) -> Result<(), DecodeError> {
     match len {
@@ -178,6 +365,7 @@ mod tests {
             offset: 41,
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: Some(payload.to_vec()),
+            headers: Vec::new(),
         }
     }
 
@@ -325,7 +513,7 @@ mod tests {
             occurred_at: None,
             received_at: None,
         };
-        let bytes = avro::to_single_object(&sent).unwrap();
+        let bytes = crate::model::records::avro::to_single_object(&sent).unwrap();
         let got = decode(&raw(Some("ws"), &bytes), 1 << 20, Utc::now()).unwrap();
         assert_eq!(got.payload, sent.payload);
         assert_eq!(got.event_id, "evt_1");

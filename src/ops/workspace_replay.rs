@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::deliver::route::{RouteOptions, Routed, Router};
-use crate::ingest::{RawRecord, decode};
+use crate::ingest::{Decoder, DecoderSetupError, RawRecord, headers_of};
 use crate::kafka;
 use crate::kafka::by_time::offset_for_time;
 use crate::model::records::EventEnvelope;
@@ -52,6 +52,8 @@ pub enum TargetedError {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     },
+    #[error(transparent)]
+    Input(#[from] DecoderSetupError),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
@@ -131,6 +133,7 @@ fn read_window(
     let mut report = Report::default();
     let mut events = Vec::new();
     let now = Utc::now();
+    let decoder = Decoder::new(settings)?;
     for (p, start, end) in ranges {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
@@ -157,8 +160,9 @@ fn read_window(
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
+                        headers: headers_of(m.headers()),
                     };
-                    match decode(&raw, settings.processor.max_event_bytes, now) {
+                    match decoder.decode(&raw, now) {
                         Ok(e) if e.workspace_id == window.workspace_id => events.push((p, e)),
                         Ok(_) => {}
                         Err(_) => report.undecodable += 1,

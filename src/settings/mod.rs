@@ -23,6 +23,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub topics: TopicSettings,
     pub processor: ProcessorSettings,
+    pub ingest: IngestSettings,
     pub retry: RetrySettings,
     pub destinations: DestinationSettings,
     pub http: HttpSettings,
@@ -89,6 +90,59 @@ pub struct ProcessorSettings {
     pub dedupe_window_ms: u64,
     pub dedupe_max_entries: usize,
     pub liveness_timeout_ms: u64,
+}
+
+/// Input formats beyond Herald's own JSON and Avro.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Avro schema files (`.avsc`) of producers' versions of `EventEnvelope`, recognised by
+    /// their fingerprint in single-object encoding and read into Herald's own.
+    pub avro_writer_schemas: Vec<std::path::PathBuf>,
+    /// The CloudEvents extension attribute that names the workspace (else the record key).
+    pub cloudevents_workspace_attribute: String,
+    /// Where writer schemas of Confluent wire-format records are fetched.
+    pub schema_registry: SchemaRegistrySettings,
+    /// Per input topic, where its records keep the event's fields (Confluent wire format).
+    #[serde(default)]
+    pub topics: Vec<TopicMapping>,
+}
+
+/// Where a topic's records keep the envelope's fields. Paths are dotted field names into the
+/// record (`customer.workspace`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMapping {
+    pub topic: String,
+    /// `const:<name>`, `field:<path>`, or `record` (the record's full name).
+    pub event: String,
+    /// `key` (the record key) or `field:<path>`.
+    pub workspace: String,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub resource_id: Option<String>,
+}
+
+/// A Confluent-compatible schema registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySettings {
+    /// Base URL; empty means no registry (Confluent wire-format records are dead-lettered).
+    pub url: String,
+    /// Basic auth user (Confluent Cloud: the API key); empty for none.
+    pub username: String,
+    /// Basic auth password (the API secret).
+    pub password: crate::model::Secret,
+    /// A PEM file of CA certificates trusted for an `https` URL, besides the system's.
+    pub ca_file: String,
+    pub timeout_ms: u64,
+    /// Schemas kept by id (and ids the registry does not know).
+    pub max_cached_schemas: usize,
 }
 
 /// Retry tiers.
@@ -230,6 +284,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("retry.tiers")
+                .with_list_parse_key("ingest.avro_writer_schemas")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -369,6 +424,86 @@ impl Settings {
                 key: "destinations.timeout_ms",
                 problem: format!("must be at most {MAX_DESTINATION_TIMEOUT_MS}"),
             });
+        }
+        let attribute = &self.ingest.cloudevents_workspace_attribute;
+        if attribute.is_empty()
+            || attribute.len() > 20
+            || !attribute
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(SettingsError::Invalid {
+                key: "ingest.cloudevents_workspace_attribute",
+                problem: format!(
+                    "`{attribute}` is not a CloudEvents attribute name (1 to 20 of a-z, 0-9)"
+                ),
+            });
+        }
+        let registry = &self.ingest.schema_registry;
+        if !registry.url.is_empty() && url::Url::parse(&registry.url).is_err() {
+            return Err(SettingsError::Invalid {
+                key: "ingest.schema_registry.url",
+                problem: format!("`{}` is not a URL", registry.url),
+            });
+        }
+        if !registry.ca_file.is_empty() && std::fs::metadata(&registry.ca_file).is_err() {
+            return Err(SettingsError::Invalid {
+                key: "ingest.schema_registry.ca_file",
+                problem: format!("`{}` cannot be read", registry.ca_file),
+            });
+        }
+        positive("ingest.schema_registry.timeout_ms", registry.timeout_ms)?;
+        for mapping in &self.ingest.topics {
+            let problem = |p: String| SettingsError::Invalid {
+                key: "ingest.topics",
+                problem: format!("topic `{}`: {p}", mapping.topic),
+            };
+            nonempty("ingest.topics", &mapping.topic)?;
+            let event_ok = mapping.event == "record"
+                || mapping
+                    .event
+                    .strip_prefix("const:")
+                    .is_some_and(|n| !n.is_empty())
+                || mapping
+                    .event
+                    .strip_prefix("field:")
+                    .is_some_and(|n| !n.is_empty());
+            if !event_ok {
+                return Err(problem(format!(
+                    "event `{}` is not `record`, `const:<name>` or `field:<path>`",
+                    mapping.event
+                )));
+            }
+            let workspace_ok = mapping.workspace == "key"
+                || mapping
+                    .workspace
+                    .strip_prefix("field:")
+                    .is_some_and(|n| !n.is_empty());
+            if !workspace_ok {
+                return Err(problem(format!(
+                    "workspace `{}` is not `key` or `field:<path>`",
+                    mapping.workspace
+                )));
+            }
+            if registry.url.is_empty() {
+                return Err(problem("needs ingest.schema_registry.url".into()));
+            }
+        }
+        positive(
+            "ingest.schema_registry.max_cached_schemas",
+            registry.max_cached_schemas as u64,
+        )?;
+        for path in &self.ingest.avro_writer_schemas {
+            let problem = |p: String| SettingsError::Invalid {
+                key: "ingest.avro_writer_schemas",
+                problem: format!("{}: {p}", path.display()),
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+            let writer =
+                apache_avro::Schema::parse_str(&text).map_err(|e| problem(e.to_string()))?;
+            let reader = <crate::model::records::EventEnvelope as crate::model::records::avro::AvroRecord>::schema();
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&writer, reader)
+                .map_err(|e| problem(format!("cannot be read as EventEnvelope: {e}")))?;
         }
         nonempty("topics.retry_prefix", &self.topics.retry_prefix)?;
         nonempty("retry.group_id", &self.retry.group_id)?;
@@ -614,6 +749,46 @@ mod tests {
             text.contains("message.max.bytes") && text.contains("kafka.max_record_bytes"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ingest_settings_are_validated_naming_the_key() {
+        let cases = [
+            (
+                "[ingest]\ncloudevents_workspace_attribute = \"Work_Space\"\n",
+                "ingest.cloudevents_workspace_attribute",
+            ),
+            (
+                "[ingest]\navro_writer_schemas = [\"/surely/not/here.avsc\"]\n",
+                "ingest.avro_writer_schemas",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"not a url\"\n",
+                "ingest.schema_registry.url",
+            ),
+            (
+                "[[ingest.topics]]\ntopic = \"t\"\nevent = \"record\"\nworkspace = \"key\"\n",
+                "needs ingest.schema_registry.url",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"typo:x\"\nworkspace = \"key\"\n",
+                "ingest.topics",
+            ),
+            (
+                "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"record\"\nworkspace = \"value\"\n",
+                "workspace `value`",
+            ),
+        ];
+        for (text, expect) in cases {
+            let (_dir, file) = config_file(text);
+            let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+        }
+        let (_dir, file) = config_file(
+            "[ingest.schema_registry]\nurl = \"http://r\"\n[[ingest.topics]]\ntopic = \"t\"\nevent = \"field:type\"\nworkspace = \"field:tenant.id\"\n",
+        );
+        let ok = Settings::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(ok.ingest.topics[0].workspace, "field:tenant.id");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | `PUT`/`GET /mailchimp/3.0/lists/{list}/members/{hash}`, `POST …/{hash}/tags` | Mailchimp members and tags (Basic auth, 10 connections per key, problem+json errors) |
 //! | `/activecampaign/api/3/{contact/sync,tags,contactTags,contactLists}` | ActiveCampaign v3 (token `bad…` → 403, `html-login` → 200 HTML login page; 5 req/s per token) |
 //! | `/intercom/{contacts,contacts/search,contacts/{id},contacts/{id}/tags,tags}` | Intercom REST (search lag, 409 on duplicate create, `X-RateLimit-*` in 10 s windows) |
+//! | `GET /registry/schemas/ids/{id}`, `GET /registry/subjects`, `GET`/`POST /registry/subjects/{s}/versions` | a Confluent Schema Registry for producers' Avro schemas (the registry's error codes) |
 //!
 //! `GET /_sandbox/state` shows what the simulators hold, one key per destination type
 //! (`hubspot`: contacts by email; `mailchimp`: audiences → members by subscriber hash;
@@ -33,6 +34,7 @@ pub mod activecampaign;
 pub mod hubspot;
 pub mod intercom;
 pub mod mailchimp;
+pub mod registry;
 pub mod slack;
 pub mod webhook;
 
@@ -61,6 +63,7 @@ pub struct Sandbox {
     intercom: Arc<Mutex<intercom::State>>,
     /// Recent Slack messages per channel, for its rate limit.
     slack_posts: Arc<Mutex<slack::Posts>>,
+    registry: Arc<Mutex<registry::State>>,
 }
 
 impl Sandbox {
@@ -86,6 +89,7 @@ impl Sandbox {
             .merge(mailchimp::router())
             .merge(activecampaign::router())
             .merge(intercom::router())
+            .merge(registry::router())
             .route_layer(from_fn_with_state(
                 self.clone(),
                 traffic::faults_then_record,
@@ -117,6 +121,7 @@ impl Sandbox {
             "intercom": self.intercom().snapshot(),
             "slack": slack::snapshot(&self.requests()),
             "webhook": webhook::snapshot(&self.requests()),
+            "registry": self.registry().snapshot(),
         })
     }
 
@@ -141,6 +146,11 @@ impl Sandbox {
         self.activecampaign
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema registry simulator's state (to register a schema from a test).
+    pub fn registry(&self) -> MutexGuard<'_, registry::State> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn intercom(&self) -> MutexGuard<'_, intercom::State> {

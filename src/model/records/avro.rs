@@ -14,6 +14,7 @@ use chrono::serde::{ts_milliseconds, ts_milliseconds_option};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::fingerprint;
 use super::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope};
 use crate::model::{ConnectionSpec, RuleSpec, Secret, WorkspaceConfig};
 
@@ -47,6 +48,12 @@ pub enum AvroError {
     /// A field whose value the record cannot take, with its path (`attempts[0].at`).
     #[error("field `{path}`: {message}")]
     Field { path: String, message: String },
+    /// Single-object bytes whose writer schema is not one Herald knows.
+    #[error("unknown writer schema: fingerprint {found}, expected {expected}")]
+    UnknownFingerprint { found: String, expected: String },
+    /// Bytes without the single-object header (`C3 01` and an 8-byte fingerprint).
+    #[error("no single-object header (C3 01 and an 8-byte schema fingerprint)")]
+    NotSingleObject,
     /// Bytes or a value that do not fit the schema.
     #[error(transparent)]
     Avro(#[from] apache_avro::Error),
@@ -63,19 +70,60 @@ pub fn from_datum<T: AvroRecord>(mut bytes: &[u8]) -> Result<T, AvroError> {
     T::from_avro(&value)
 }
 
-/// Encodes `record` in Avro single-object encoding (`C3 01`, schema fingerprint, datum).
+/// Encodes `record` in Avro single-object encoding (`C3 01`, the schema's fingerprint as the
+/// specification and the Java implementation compute it, datum).
 pub fn to_single_object<T: AvroRecord>(record: &T) -> Result<Vec<u8>, AvroError> {
-    let mut writer = apache_avro::GenericSingleObjectWriter::new_with_capacity(T::schema(), 1024)?;
+    let header = SpecHeader(fingerprint::of(T::schema()));
+    let mut writer = apache_avro::GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+        T::schema(),
+        1024,
+        header,
+    )?;
     let mut out = Vec::new();
     writer.write_value(record.to_avro()?, &mut out)?;
     Ok(out)
 }
 
-/// Decodes Avro single-object encoding written with `T`'s schema.
-pub fn from_single_object<T: AvroRecord>(mut bytes: &[u8]) -> Result<T, AvroError> {
-    let reader = apache_avro::GenericSingleObjectReader::new(T::schema().clone())?;
-    let value = reader.read_value(&mut bytes)?;
+/// Decodes Avro single-object encoding written with `T`'s schema, whether its header carries
+/// the specification's fingerprint or the one earlier Herald versions wrote
+/// ([`fingerprint::legacy`]).
+pub fn from_single_object<T: AvroRecord>(bytes: &[u8]) -> Result<T, AvroError> {
+    let (found, mut datum) = split_single_object(bytes)?;
+    let schema = T::schema();
+    if found != fingerprint::of(schema) && found != fingerprint::legacy(schema) {
+        return Err(AvroError::UnknownFingerprint {
+            found: hex(&found),
+            expected: hex(&fingerprint::of(schema)),
+        });
+    }
+    let value = apache_avro::from_avro_datum(schema, &mut datum, None)?;
     T::from_avro(&value)
+}
+
+/// Splits single-object encoding into the writer schema's fingerprint and the datum.
+pub fn split_single_object(bytes: &[u8]) -> Result<([u8; 8], &[u8]), AvroError> {
+    match bytes {
+        [0xC3, 0x01, rest @ ..] if rest.len() >= 8 => {
+            let (fp, datum) = rest.split_at(8);
+            // `split_at(8)` on a slice of at least 8 bytes: the array conversion cannot fail.
+            Ok((fp.try_into().expect("8 bytes"), datum))
+        }
+        _ => Err(AvroError::NotSingleObject),
+    }
+}
+
+/// A fingerprint as the 16 hex digits of its bytes in header order.
+pub fn hex(fingerprint: &[u8; 8]) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The single-object header with a given fingerprint.
+struct SpecHeader([u8; 8]);
+
+impl apache_avro::headers::HeaderBuilder for SpecHeader {
+    fn build_header(&self) -> Vec<u8> {
+        [&SINGLE_OBJECT_MAGIC[..], &self.0].concat()
+    }
 }
 
 /// The two magic bytes that start Avro single-object encoding.

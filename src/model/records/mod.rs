@@ -3,6 +3,7 @@
 //! encoding is accepted on input.
 
 pub mod avro;
+pub mod fingerprint;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
