@@ -147,8 +147,9 @@ are valid TOML basic strings; lists as TOML arrays.
 {{- end }}
 
 {{/*
-herald.toml from `.Values.config`: one table per section; a map inside a section (`kafka.client`)
-becomes a sub-table with quoted keys and string values.
+herald.toml from `.Values.config`: one table per section; a map inside a section becomes a
+sub-table with quoted keys: `kafka.client` (librdkafka properties) with string values, others
+(`ingest.schema_registry`) with typed values.
 */}}
 {{- define "herald.configToml" -}}
 # Rendered by the Helm chart from `.Values.config`. Every key must exist in Herald's
@@ -168,8 +169,9 @@ becomes a sub-table with quoted keys and string values.
 {{- if kindIs "map" $value }}
 
 [{{ $section }}.{{ $key }}]
+{{- $strings := and (eq $section "kafka") (eq $key "client") }}
 {{- range $k, $v := $value }}
-{{ toJson $k }} = {{ toString $v | toJson }}
+{{ toJson $k }} = {{ if $strings }}{{ toString $v | toJson }}{{ else }}{{ include "herald.tomlValue" $v }}{{ end }}
 {{- end }}
 {{- end }}
 {{- end }}
