@@ -243,7 +243,9 @@ async fn real_binary_on_a_real_broker_delivers_the_seed_events() {
     let env = &stack.env;
     let created = String::from_utf8_lossy(&created.stdout).into_owned();
     assert!(
-        created.contains("herald.deliveries (3 partitions, cleanup.policy=compact)"),
+        created.contains(
+            "herald.deliveries (3 partitions, cleanup.policy=compact,delete, retention.ms=2592000000)"
+        ),
         "{created}"
     );
     assert!(
