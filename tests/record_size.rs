@@ -29,15 +29,15 @@ connections:
   - id: down
     type: webhook
     url: "http://127.0.0.1:7780/webhook/down?status=503"
-    credentials: { secret: "${env:WEBHOOK_SECRET}" }
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
   - id: refusing
     type: webhook
     url: "http://127.0.0.1:7780/webhook/refusing?status=422"
-    credentials: { secret: "${env:WEBHOOK_SECRET}" }
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
   - id: ok
     type: webhook
     url: "http://127.0.0.1:7780/webhook/ok"
-    credentials: { secret: "${env:WEBHOOK_SECRET}" }
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
 rules:
   - id: big-to-down
     event: big.retried
