@@ -84,6 +84,10 @@ impl Breakers {
     /// Whether a delivery to `connection` of `workspace` may call it now.
     pub fn admit(&self, workspace: &str, connection: &str, now: Instant) -> Admission {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        // Every delivery asks; while no connection failed, that costs no key to build.
+        if states.is_empty() {
+            return Admission::Call { probe: false };
+        }
         let Some(state) = states.get_mut(&(workspace.to_owned(), connection.to_owned())) else {
             return Admission::Call { probe: false };
         };
@@ -121,8 +125,11 @@ impl Breakers {
         if self.settings.failures == 0 {
             return;
         }
-        let key = (workspace.to_owned(), connection.to_owned());
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if states.is_empty() && !matches!(outcome, Outcome::Retry { .. }) {
+            return; // nothing to reset: the common case of a healthy fleet
+        }
+        let key = (workspace.to_owned(), connection.to_owned());
         let Outcome::Retry { reason, .. } = outcome else {
             // Answered (or broken, which is handled elsewhere): the endpoint is alive.
             if states
