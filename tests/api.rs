@@ -153,7 +153,7 @@ async fn posted_event_is_produced_keyed_by_the_keys_workspace_after_the_ack() {
     .await;
     assert_eq!(
         (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request")
+        (StatusCode::FORBIDDEN, "forbidden")
     );
     assert_eq!(body["error"]["fields"][0]["path"], "workspace_id");
     assert_eq!(s.events().await.len(), 1);

@@ -120,9 +120,18 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-/// 413 when an event is too large, else 400.
+/// Why an event naming another workspace than the key's is refused.
+const OTHER_WORKSPACE: &str = "names another workspace than the publishable key's; leave it out";
+
+/// 413 when an event is too large; 403 when it names a workspace the key may not post for
+/// (well-formed, but not this caller's to send); else 400.
 fn reject(problems: Vec<FieldError>) -> ApiError {
-    if problems
+    if problems.iter().any(|p| p.message == OTHER_WORKSPACE) {
+        ApiError {
+            fields: problems,
+            ..ApiError::forbidden("a publishable key posts only for its own workspace")
+        }
+    } else if problems
         .iter()
         .any(|p| p.message.contains("max_event_bytes"))
     {
@@ -198,8 +207,7 @@ fn check(
         .as_deref()
         .is_some_and(|w| w != workspace)
     {
-        let problem = "names another workspace than the publishable key's; leave it out";
-        problems.push(FieldError::new(path("workspace_id"), problem));
+        problems.push(FieldError::new(path("workspace_id"), OTHER_WORKSPACE));
     }
     if problems.is_empty() {
         Ok(event)

@@ -1,7 +1,8 @@
 //! The HTTP surface of `herald run` and `herald dev`:
 //!
 //! - `/healthz` (alive: 503 when the processor is wedged), `/readyz` (workspace table loaded
-//!   and consumer subscribed), `/metrics` (Prometheus);
+//!   and consumer subscribed), `/metrics` (Prometheus), `/openapi.json` (the API's description,
+//!   [`openapi`]);
 //! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
 //!   ([`events`], [`auth`]);
 //! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]).
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod openapi;
 pub mod workspaces;
 
 use std::ops::Deref;
@@ -101,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi::document))
         .route("/v1/events", post(events::post_one))
         .route("/v1/events/batch", post(events::post_batch))
         .route("/v1/workspaces", get(workspaces::list))
