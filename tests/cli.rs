@@ -915,3 +915,63 @@ fn healthcheck_passes_against_a_running_processor_and_fails_on_a_closed_port() {
     assert_eq!(healthz.status.code(), Some(0), "{}", stderr(&healthz));
     assert!(healthz.stdout.is_empty() && healthz.stderr.is_empty());
 }
+
+#[test]
+fn delete_asks_on_a_terminal_and_only_yes_deletes() {
+    use std::io::Write;
+    let broker = Broker::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "ws.yaml",
+        &slack_workspace("ws_ask", "#a", &format!("${{env:{TOKEN_VAR}}}")),
+    );
+    let out = broker.run_with(
+        &["workspace", "apply", "--sandbox-url", SANDBOX_URL, &file],
+        &[(TOKEN_VAR, CANARY)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // `script` gives the command a terminal and types the answer into it.
+    let on_a_terminal = |answer: &str| {
+        let command = format!(
+            "{} workspace delete ws_ask --brokers {}",
+            env!("CARGO_BIN_EXE_herald"),
+            broker.brokers
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        stdout(&out)
+    };
+    let screen = on_a_terminal("n\n");
+    assert!(
+        screen.contains(
+            "delete workspace ws_ask (1 connections, 1 rules) from herald.workspaces? [y/N]"
+        ),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("not confirmed; nothing was changed"),
+        "{screen:?}"
+    );
+    let out = broker.run(&["workspace", "get", "ws_ask"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let screen = on_a_terminal("y\n");
+    assert!(screen.contains("deleted workspace ws_ask"), "{screen:?}");
+    let out = broker.run(&["workspace", "get", "ws_ask"]);
+    assert_eq!(out.status.code(), Some(1));
+}

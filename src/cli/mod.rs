@@ -4,8 +4,9 @@
 //! 1 different, 2 trouble.
 //!
 //! Conventions every command follows: `--output json` prints one JSON document ([`output`]);
-//! a command that changes state accepts `--dry-run`, which prints what would change and changes
-//! nothing; progress shows on stderr only when it is a terminal.
+//! the commands that change what Herald delivers (`workspace apply`, `workspace delete`,
+//! `redrive`, `replay`) accept `--dry-run`, which prints what would change and changes nothing;
+//! progress shows on stderr only when it is a terminal.
 
 mod completions;
 mod credentials;
