@@ -591,7 +591,8 @@ fn output_json_is_one_document_for_each_command_that_prints() {
         (json(&out), out)
     };
 
-    // `topics create` and `topics check` are left out: MockCluster answers no admin request.
+    // `topics create` and `topics check` need admin requests, which MockCluster does not
+    // answer: tests/e2e_tansu.rs checks their JSON against a real broker.
     let (doc, _) = json_of(&[
         "workspace",
         "apply",
