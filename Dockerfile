@@ -58,5 +58,9 @@ WORKDIR /etc/herald
 USER 10001:10001
 # `http.listen` (`/healthz`, `/readyz`, `/metrics`).
 EXPOSE 8080
+# The image has no curl: `herald healthcheck` asks `/healthz` at `http.listen` and exits 0 or 1.
+# Containers of this image that run another command (`herald sandbox`, one-shot commands) set
+# their own health check or disable it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["herald", "healthcheck"]
 ENTRYPOINT ["herald"]
 CMD ["run"]

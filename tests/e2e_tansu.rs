@@ -980,3 +980,40 @@ async fn sigkill_at_random_moments_loses_no_delivery() {
          {repeats} deliveries received twice or more"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_commands_print_one_json_document_with_output_json() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (stack, _) = Stack::start("herald-topics-json", |_| Vec::new()).await;
+    let (brokers, _, _) = stack.addresses();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = stack
+            .env
+            .herald()
+            .args(args)
+            .args(["--brokers", &brokers, "--output", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "herald {args:?}: not JSON ({e}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    // The stack created them already: each exists now, with its partitions.
+    let created = json(&["topics", "create"]);
+    let topics = created["topics"].as_array().unwrap();
+    assert!(
+        topics.iter().any(|t| t["name"] == "herald.workspaces"),
+        "{created}"
+    );
+    assert!(topics.iter().all(|t| t["created"] == false), "{created}");
+    let checked = json(&["topics", "check"]);
+    assert_eq!(
+        checked["topics"].as_array().unwrap().len(),
+        topics.len(),
+        "{checked}"
+    );
+}

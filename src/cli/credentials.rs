@@ -12,6 +12,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
 
 use super::KafkaArgs;
+use super::output::Output;
 use crate::credentials::{Fields, Keyring, RecordKey, write};
 use crate::destinations;
 use crate::kafka;
@@ -65,7 +66,11 @@ impl CredentialsCommand {
     }
 }
 
-pub async fn run(settings: &Settings, command: &CredentialsCommand) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &Settings,
+    command: &CredentialsCommand,
+    output: Output,
+) -> anyhow::Result<()> {
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
     match command {
         CredentialsCommand::Set(args) => {
@@ -90,16 +95,28 @@ pub async fn run(settings: &Settings, command: &CredentialsCommand) -> anyhow::R
             let keys = Keyring::load(&settings.credentials)?;
             write::put(settings, &producer, &keys, &record, &fields).await?;
             let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+            let key = keys.write_key().map(|k| k.id.as_str()).unwrap_or_default();
+            if output.is_json() {
+                return Output::print_json(&serde_json::json!({
+                    "stored": record.to_string(),
+                    "type": kind,
+                    "fields": names,
+                    "key": key,
+                }));
+            }
             println!(
                 "stored credentials of {record} ({kind}: {}) in {} under key {}",
                 names.join(", "),
                 settings.topics.credentials,
-                keys.write_key().map(|k| k.id.as_str()).unwrap_or_default()
+                key
             );
         }
         CredentialsCommand::Delete(args) => {
             let record = record_key(args)?;
             write::delete(settings, &producer, &record).await?;
+            if output.is_json() {
+                return Output::print_json(&serde_json::json!({ "deleted": record.to_string() }));
+            }
             println!(
                 "deleted the credentials of {record} from {}",
                 settings.topics.credentials
@@ -113,15 +130,29 @@ pub async fn run(settings: &Settings, command: &CredentialsCommand) -> anyhow::R
                 .with_context(|| format!("cannot read {}", settings.topics.credentials))?;
             let rotation = write::rotate(settings, &producer, &keys, latest).await?;
             let write_key = keys.write_key().map(|k| k.id.as_str()).unwrap_or_default();
-            for record in &rotation.rotated {
-                println!("re-encrypted {record} with key {write_key}");
+            if output.is_json() {
+                let unreadable: Vec<serde_json::Value> = rotation
+                    .unreadable
+                    .iter()
+                    .map(|(record, why)| serde_json::json!({ "record": record, "reason": why }))
+                    .collect();
+                Output::print_json(&serde_json::json!({
+                    "key": write_key,
+                    "rotated": rotation.rotated,
+                    "current": rotation.current,
+                    "unreadable": unreadable,
+                }))?;
+            } else {
+                for record in &rotation.rotated {
+                    println!("re-encrypted {record} with key {write_key}");
+                }
+                println!(
+                    "{} re-encrypted, {} already under key {write_key}, {} unreadable",
+                    rotation.rotated.len(),
+                    rotation.current,
+                    rotation.unreadable.len()
+                );
             }
-            println!(
-                "{} re-encrypted, {} already under key {write_key}, {} unreadable",
-                rotation.rotated.len(),
-                rotation.current,
-                rotation.unreadable.len()
-            );
             if !rotation.unreadable.is_empty() {
                 for (record, why) in &rotation.unreadable {
                     eprintln!("{record}: {why}");

@@ -10,6 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use super::KafkaArgs;
+use super::output::Output;
 use crate::kafka;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro;
@@ -49,7 +50,7 @@ pub enum EmitFormat {
     Avro,
 }
 
-pub async fn emit(settings: &Settings, args: &EmitArgs) -> anyhow::Result<()> {
+pub async fn emit(settings: &Settings, args: &EmitArgs, output: Output) -> anyhow::Result<()> {
     let text = match args.payload.as_str() {
         "-" => {
             let mut s = String::new();
@@ -101,6 +102,14 @@ pub async fn emit(settings: &Settings, args: &EmitArgs) -> anyhow::Result<()> {
                 settings.topics.events, settings.kafka.brokers
             )
         })?;
+    if output.is_json() {
+        return Output::print_json(&json!({
+            "event_id": event_id,
+            "topic": settings.topics.events,
+            "partition": delivered.partition,
+            "offset": delivered.offset,
+        }));
+    }
     println!(
         "emitted {event_id} to {} (partition {}, offset {})",
         settings.topics.events, delivered.partition, delivered.offset

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::KafkaArgs;
+use super::output::{Output, Progress};
 use crate::history::reader::{self, HistoryQuery};
 use crate::settings::Settings;
 
@@ -16,26 +17,28 @@ pub struct HistoryArgs {
     /// Only this event's deliveries.
     #[arg(long)]
     event_id: Option<String>,
-    /// One JSON object per delivery, one per line.
+    /// One JSON object per delivery, one per line (the same as `--output json`).
     #[arg(long)]
     json: bool,
 }
 
-pub fn show(settings: &Settings, args: &HistoryArgs) -> anyhow::Result<()> {
+pub fn show(settings: &Settings, args: &HistoryArgs, output: Output) -> anyhow::Result<()> {
     let query = HistoryQuery {
         workspace_id: args.workspace.clone(),
         event_id: args.event_id.clone(),
     };
+    let progress = Progress::start(format!("reading {}", settings.topics.deliveries));
     let (records, unreadable) = reader::read(settings, &query).with_context(|| {
         format!(
             "cannot read {} on {}",
             settings.topics.deliveries, settings.kafka.brokers
         )
     })?;
+    drop(progress);
     if unreadable > 0 {
         eprintln!("warning: {unreadable} history records could not be read and are not shown");
     }
-    if args.json {
+    if args.json || output.is_json() {
         for r in &records {
             println!("{}", serde_json::to_string(r)?);
         }

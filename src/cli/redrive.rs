@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
 use super::KafkaArgs;
+use super::output::{Output, Progress};
 use crate::model::records::DeliveryStatus;
 use crate::ops::redrive::{RedriveFilter, redrive};
 use crate::settings::Settings;
@@ -44,7 +45,7 @@ pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("`{text}` is not an RFC 3339 time like 2026-03-21T14:00:00Z: {e}"))
 }
 
-pub async fn run(settings: &Settings, args: &RedriveArgs) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, args: &RedriveArgs, output: Output) -> anyhow::Result<()> {
     let filter = RedriveFilter {
         workspace_id: args.workspace.clone(),
         connection_id: args.connection.clone(),
@@ -59,9 +60,34 @@ pub async fn run(settings: &Settings, args: &RedriveArgs) -> anyhow::Result<()> 
             })
             .collect(),
     };
+    let progress = Progress::start(format!(
+        "finding the failed and dead deliveries of {}",
+        args.workspace
+    ));
     let records = redrive(settings, &filter, args.dry_run)
         .await
         .with_context(|| format!("cannot redrive on {}", settings.kafka.brokers))?;
+    drop(progress);
+    if output.is_json() {
+        let deliveries: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "delivery_id": r.delivery_id,
+                    "rule_id": r.rule_id,
+                    "connection_id": r.connection_id,
+                    "was": r.status,
+                    "reason": r.reason,
+                })
+            })
+            .collect();
+        return Output::print_json(&serde_json::json!({
+            "workspace": args.workspace,
+            "dry_run": args.dry_run,
+            "count": records.len(),
+            "deliveries": deliveries,
+        }));
+    }
     let verb = if args.dry_run {
         "would redrive"
     } else {

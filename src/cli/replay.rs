@@ -1,8 +1,9 @@
 //! `herald replay --group G --to-datetime T [--topic T] [--execute]`: replay by consumer-group
-//! offset reset. Without `--execute` it only prints the plan.
+//! offset reset. Without `--execute` it only prints the plan (`--dry-run` says so explicitly).
 //!
-//! `herald replay --workspace W --since T [--until T] [--rule R] [--force]`: targeted replay of
-//! one workspace's events, with no group offsets moved (see [`crate::ops::workspace_replay`]).
+//! `herald replay --workspace W --since T [--until T] [--rule R] [--force] [--dry-run]`: targeted
+//! replay of one workspace's events, with no group offsets moved (see
+//! [`crate::ops::workspace_replay`]); `--dry-run` counts the events it would replay.
 
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use clap::{ArgGroup, Args};
 use rdkafka::consumer::BaseConsumer;
 
 use super::KafkaArgs;
+use super::output::{Output, Progress};
+use super::workspace::applied::AppliedTable;
 use crate::app::App;
 use crate::kafka;
 use crate::kafka::by_time::Resolved;
@@ -52,6 +55,10 @@ pub struct ReplayArgs {
     /// Targeted: deliver again what history says was delivered.
     #[arg(long, requires = "workspace")]
     force: bool,
+    /// Say what would be replayed; change nothing. Offset reset: the default without --execute.
+    /// Targeted: count the workspace's events in the window and send none.
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
 }
 
 /// Exit code 2 for a replay refused because the group is live (nothing was changed).
@@ -61,9 +68,10 @@ pub fn run(
     settings: &Settings,
     args: &ReplayArgs,
     runtime: &tokio::runtime::Runtime,
+    output: Output,
 ) -> anyhow::Result<Result<(), Refused>> {
     match (&args.group, &args.to_datetime, &args.workspace, &args.since) {
-        (Some(group), Some(time), _, _) => reset_offsets(settings, args, group, *time),
+        (Some(group), Some(time), _, _) => reset_offsets(settings, args, group, *time, output),
         (_, _, Some(workspace), Some(since)) => {
             let window = Window {
                 workspace_id: workspace.clone(),
@@ -72,7 +80,12 @@ pub fn run(
                 rule: args.rule.clone(),
                 force: args.force,
             };
-            runtime.block_on(replay_workspace(settings.clone(), window))
+            runtime.block_on(replay_workspace(
+                settings.clone(),
+                window,
+                args.dry_run,
+                output,
+            ))
         }
         // clap's `requires` rules make these unreachable.
         _ => Ok(Err(Refused(
@@ -84,10 +97,61 @@ pub fn run(
 async fn replay_workspace(
     settings: Settings,
     window: Window,
+    dry_run: bool,
+    output: Output,
 ) -> anyhow::Result<Result<(), Refused>> {
     if let Err(e) = workspace_replay::check(&window) {
         return Ok(Err(Refused(e.to_string())));
     }
+    let until = window
+        .until
+        .map_or_else(|| "now".to_owned(), |u| u.to_rfc3339());
+    if dry_run {
+        if !AppliedTable::read(&settings)
+            .await?
+            .workspaces
+            .contains_key(&window.workspace_id)
+        {
+            anyhow::bail!(
+                "workspace `{}` is not configured (apply it first)",
+                window.workspace_id
+            );
+        }
+        let progress = Progress::start(format!(
+            "reading the events of {} in the window",
+            window.workspace_id
+        ));
+        let report = workspace_replay::plan(&settings, &window).await?;
+        drop(progress);
+        if output.is_json() {
+            Output::print_json(&serde_json::json!({
+                "mode": "workspace",
+                "workspace": window.workspace_id,
+                "since": window.since,
+                "until": window.until,
+                "dry_run": true,
+                "scanned": report.scanned,
+                "events": report.events,
+                "undecodable": report.undecodable,
+            }))?;
+        } else {
+            println!(
+                "dry run: {} event(s) of workspace {} from {} to {until} would be replayed ({} \
+                 record(s) scanned); {}",
+                report.events,
+                window.workspace_id,
+                window.since.to_rfc3339(),
+                report.scanned,
+                if window.force {
+                    "--force sends again what history says was delivered"
+                } else {
+                    "what history says was delivered is skipped"
+                },
+            );
+        }
+        return Ok(Ok(()));
+    }
+    let progress = Progress::start(format!("replaying workspace {}", window.workspace_id));
     let app =
         App::start(settings.clone(), Vars::from_env()).context("cannot start the processor")?;
     tokio::time::timeout(Duration::from_secs(120), app.router.table.wait_ready())
@@ -100,9 +164,22 @@ async fn replay_workspace(
         );
     }
     let report = workspace_replay::replay(&settings, &app.router, &window).await?;
-    let until = window
-        .until
-        .map_or_else(|| "now".to_owned(), |u| u.to_rfc3339());
+    drop(progress);
+    if output.is_json() {
+        Output::print_json(&serde_json::json!({
+            "mode": "workspace",
+            "workspace": window.workspace_id,
+            "since": window.since,
+            "until": window.until,
+            "dry_run": false,
+            "scanned": report.scanned,
+            "events": report.events,
+            "undecodable": report.undecodable,
+            "settled": report.routed.settled,
+            "already_delivered": report.routed.already_delivered,
+        }))?;
+        return Ok(Ok(()));
+    }
     println!(
         "replayed {} event(s) of workspace {} from {} to {until} ({} record(s) scanned{})",
         report.events,
@@ -134,6 +211,7 @@ fn reset_offsets(
     args: &ReplayArgs,
     group_id: &str,
     to_datetime: DateTime<Utc>,
+    output: Output,
 ) -> anyhow::Result<Result<(), Refused>> {
     let topic = args
         .topic
@@ -156,34 +234,71 @@ fn reset_offsets(
         }
         Err(e) => return Err(e).context("refusing to replay"),
     }
+    let progress = Progress::start(format!("planning the replay of {topic}"));
     let plans = group_replay::plan(&reader, &group, &topic, to_datetime)
         .with_context(|| format!("cannot plan the replay of {topic}"))?;
-    println!(
-        "{:>9}  {:>10}  {:>10}  {:>9}  resolved by",
-        "partition", "current", "target", "re-read"
-    );
-    for p in &plans {
-        let current = p.current.map_or("-".to_owned(), |c| c.to_string());
-        let how = match p.resolved {
-            Resolved::Broker => "broker",
-            Resolved::Search => "timestamp search",
-        };
+    drop(progress);
+    let how = |resolved: &Resolved| match resolved {
+        Resolved::Broker => "broker",
+        Resolved::Search => "timestamp search",
+    };
+    if !output.is_json() {
         println!(
-            "{:>9}  {:>10}  {:>10}  {:>9}  {how}",
-            p.partition, current, p.target, p.reread
+            "{:>9}  {:>10}  {:>10}  {:>9}  resolved by",
+            "partition", "current", "target", "re-read"
         );
+        for p in &plans {
+            let current = p.current.map_or("-".to_owned(), |c| c.to_string());
+            println!(
+                "{:>9}  {:>10}  {:>10}  {:>9}  {}",
+                p.partition,
+                current,
+                p.target,
+                p.reread,
+                how(&p.resolved)
+            );
+        }
     }
     let total: i64 = plans.iter().map(|p| p.reread.max(0)).sum();
+    let json = |executed: bool| {
+        let partitions: Vec<serde_json::Value> = plans
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "partition": p.partition,
+                    "current": p.current,
+                    "target": p.target,
+                    "reread": p.reread,
+                    "resolved_by": how(&p.resolved),
+                })
+            })
+            .collect();
+        Output::print_json(&serde_json::json!({
+            "mode": "group",
+            "group": group_id,
+            "topic": topic,
+            "to_datetime": to_datetime,
+            "dry_run": !executed,
+            "reread": total,
+            "partitions": partitions,
+        }))
+    };
     if args.execute {
         match group_replay::execute(&group, group_id, &topic, &plans) {
             Ok(()) => {}
             Err(e @ ReplayError::GroupLive { .. }) => return Ok(Err(Refused(e.to_string()))),
             Err(e) => return Err(e).context("cannot commit the new offsets"),
         }
+        if output.is_json() {
+            json(true)?;
+            return Ok(Ok(()));
+        }
         println!(
             "group {} now starts {topic} at {}: {total} events will be read again",
             group_id, to_datetime
         );
+    } else if output.is_json() {
+        json(false)?;
     } else {
         println!(
             "dry run: {total} events would be read again; add --execute to commit the new offsets"

@@ -1,4 +1,11 @@
-//! `herald workspace apply FILE…`: validate, then publish to `herald.workspaces`.
+//! `herald workspace apply FILE…`: validate, then publish to `herald.workspaces`. The other
+//! `herald workspace` commands read what is applied ([`applied`]): `list` and `get` ([`show`]),
+//! `diff` ([`diff`]), and `delete` ([`delete`]).
+
+pub mod applied;
+pub mod delete;
+pub mod diff;
+pub mod show;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,6 +16,7 @@ use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::KafkaArgs;
+use super::output::Output;
 use crate::app::destination_context;
 use crate::credentials::{Keyring, RecordKey, write};
 use crate::kafka;
@@ -21,7 +29,7 @@ use crate::workspace::compile::CompiledWorkspace;
 pub struct ApplyArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Validate only; publish nothing.
+    /// Validate and say what would be published; publish nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Move literal credentials of the files into the encrypted credential store and publish
@@ -158,7 +166,7 @@ async fn store_literal_credentials(
     Ok(moved)
 }
 
-pub async fn apply(settings: &Settings, args: &ApplyArgs) -> anyhow::Result<()> {
+pub async fn apply(settings: &Settings, args: &ApplyArgs, output: Output) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for path in &args.files {
         let text = std::fs::read_to_string(path)
@@ -194,7 +202,26 @@ pub async fn apply(settings: &Settings, args: &ApplyArgs) -> anyhow::Result<()> 
             bail!("refused:\n  {}", problems.join("\n  "));
         }
     }
+    let summary = |configs: &[WorkspaceConfig], state: &str| -> Vec<serde_json::Value> {
+        configs
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "workspace": c.workspace,
+                    "connections": c.connections.len(),
+                    "rules": c.rules.len(),
+                    "state": state,
+                })
+            })
+            .collect()
+    };
     if args.dry_run {
+        if output.is_json() {
+            return Output::print_json(&serde_json::json!({
+                "dry_run": true,
+                "workspaces": summary(&configs, "valid"),
+            }));
+        }
         for c in &configs {
             println!(
                 "valid {} ({} connections, {} rules)",
@@ -203,17 +230,30 @@ pub async fn apply(settings: &Settings, args: &ApplyArgs) -> anyhow::Result<()> 
                 c.rules.len()
             );
         }
+        println!("dry run: nothing was published; `herald workspace diff` shows what would change");
         return Ok(());
     }
+    let mut stored = Vec::new();
     if args.store_credentials {
-        for moved in store_literal_credentials(settings, &mut configs).await? {
-            println!(
-                "stored the credentials of {moved} in {}",
-                settings.topics.credentials
-            );
+        stored = store_literal_credentials(settings, &mut configs).await?;
+        // Said before publishing: should publishing fail, the store has changed all the same.
+        if !output.is_json() {
+            for moved in &stored {
+                println!(
+                    "stored the credentials of {moved} in {}",
+                    settings.topics.credentials
+                );
+            }
         }
     }
     publish(settings, &configs).await?;
+    if output.is_json() {
+        return Output::print_json(&serde_json::json!({
+            "dry_run": false,
+            "workspaces": summary(&configs, "applied"),
+            "stored_credentials": stored,
+        }));
+    }
     for c in &configs {
         println!("applied {} to {}", c.workspace, settings.topics.workspaces);
     }

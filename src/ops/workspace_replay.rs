@@ -71,6 +71,18 @@ pub fn check(window: &Window) -> Result<(), TargetedError> {
     }
 }
 
+/// What [`replay`] would do, without routing anything: the window read and the workspace's
+/// events counted (`report.events`); nothing is sent or recorded.
+pub async fn plan(settings: &Settings, window: &Window) -> Result<Report, TargetedError> {
+    check(window)?;
+    let settings = settings.clone();
+    let window = window.clone();
+    let (events, mut report) =
+        tokio::task::spawn_blocking(move || read_window(&settings, &window)).await??;
+    report.events = events.len();
+    Ok(report)
+}
+
 /// Replays `window` through `router` (whose workspace table is loaded).
 pub async fn replay(
     settings: &Settings,
