@@ -490,6 +490,10 @@ async fn bad_starts_and_callbacks_are_refused_and_change_nothing() {
             .unwrap(),
     );
     assert!(authorize.contains("client_id=test-app"), "{authorize}");
+    assert!(
+        authorize.contains("scope=oauth+crm.objects.contacts.read+crm.objects.contacts.write"),
+        "{authorize}"
+    );
     assert!(!authorize.contains(CLIENT_SECRET));
     let callback = location(manual.get(&authorize).send().await.unwrap());
     let mut bad_code = url::Url::parse(&callback).unwrap();

@@ -109,7 +109,7 @@ async fn start(
         .query_pairs_mut()
         .append_pair("client_id", &app.client_id)
         .append_pair("redirect_uri", &app.redirect_url)
-        .append_pair("scope", &settings.scopes.join(" "))
+        .append_pair("scope", &settings.scope())
         .append_pair("state", &state::sign(&claims, key));
     tracing::info!(workspace = %workspace, connection = %connection, token = %admin.name,
         "HubSpot connection started");

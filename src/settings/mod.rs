@@ -287,7 +287,6 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("retry.tiers")
                 .with_list_parse_key("ingest.avro_writer_schemas")
-                .with_list_parse_key("oauth.hubspot.scopes")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;

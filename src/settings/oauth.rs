@@ -29,7 +29,8 @@ pub struct HubSpotOAuthSettings {
     /// The public base URL of this service; HubSpot sends the account owner back to
     /// `<redirect_url>/oauth/hubspot/callback`.
     pub redirect_url: String,
-    pub scopes: Vec<String>,
+    /// Separated by spaces, as the authorize URL takes them.
+    pub scopes: String,
     /// How long a `state` handed out by `/oauth/hubspot/start` stays valid.
     pub state_ttl_ms: u64,
     /// How long before its expiry an access token is refreshed.
@@ -55,6 +56,11 @@ impl HubSpotOAuthSettings {
     /// The full callback URL registered with the app.
     pub fn callback_url(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.redirect_url.trim_end_matches('/'))
+    }
+
+    /// The scopes as the authorize URL takes them: separated by one space.
+    pub fn scope(&self) -> String {
+        self.scopes.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
     pub fn state_ttl(&self) -> Duration {
@@ -111,16 +117,10 @@ impl HubSpotOAuthSettings {
                 }
             }
         }
-        if self.scopes.iter().all(|s| s.trim().is_empty()) {
+        if self.scopes.trim().is_empty() {
             return Err(invalid(
                 "oauth.hubspot.scopes",
                 "needs at least one scope (e.g. crm.objects.contacts.write)".into(),
-            ));
-        }
-        if let Some(bad) = self.scopes.iter().find(|s| s.contains(char::is_whitespace)) {
-            return Err(invalid(
-                "oauth.hubspot.scopes",
-                format!("`{bad}` holds a space; list each scope on its own"),
             ));
         }
         Ok(())
@@ -167,7 +167,7 @@ mod tests {
             "canary-client-secret"
         );
         assert!(!format!("{:?}", s.oauth).contains("canary-client-secret"));
-        let scopes = ("HERALD__OAUTH__HUBSPOT__SCOPES", "oauth,crm objects");
+        let scopes = ("HERALD__OAUTH__HUBSPOT__SCOPES", " ");
         let err = load(&[id, secret, redirect, scopes]).unwrap_err();
         assert!(err.contains("oauth.hubspot.scopes"), "{err}");
         let margin = ("HERALD__OAUTH__HUBSPOT__REFRESH_MARGIN_MS", "0");
