@@ -103,8 +103,11 @@ const DEV_HUBSPOT_CLIENT_SECRET: &str = "herald-dev-app-secret-not-for-productio
 
 /// Points "Connect HubSpot" at the sandbox served at `http` (unless the operator configured an
 /// app), and gives the credential store a dev key when none is set, so the callback can store
-/// tokens.
-fn connect_hubspot_at_sandbox(settings: &mut Settings, http: &str) -> anyhow::Result<()> {
+/// tokens; returns the directory of that key, to remove when dev stops.
+fn connect_hubspot_at_sandbox(
+    settings: &mut Settings,
+    http: &str,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
     let app = &mut settings.oauth.hubspot;
     if !app.enabled() {
         app.client_id = DEV_HUBSPOT_CLIENT_ID.into();
@@ -128,8 +131,9 @@ fn connect_hubspot_at_sandbox(settings: &mut Settings, http: &str) -> anyhow::Re
         )
         .with_context(|| format!("cannot write a dev key to {}", dir.display()))?;
         settings.credentials.keys_dir = dir.display().to_string();
+        return Ok(Some(dir));
     }
-    Ok(())
+    Ok(None)
 }
 
 pub fn dev(
@@ -195,7 +199,7 @@ pub fn dev(
         super::workspace::publish(&settings, &configs).await?;
 
         let mut settings = settings;
-        connect_hubspot_at_sandbox(&mut settings, &http)?;
+        let dev_keys = connect_hubspot_at_sandbox(&mut settings, &http)?;
         let app = App::start(settings, vars)?;
         let sandbox = Sandbox::new(example_webhook_secret())
             .context("the webhook secret of examples/sandbox.env")?;
@@ -260,8 +264,12 @@ pub fn dev(
             "curl -sL '{http}/oauth/hubspot/start?workspace=ws_academyflow&connection=crm' \
              -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'"
         );
-        app.run_processor(shutdown).await?;
+        let ran = app.run_processor(shutdown).await;
         let _ = server.await;
+        if let Some(dir) = dev_keys {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        ran?;
         anyhow::Ok(())
     });
     let _ = stop_tx.send(());
