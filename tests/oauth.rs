@@ -366,6 +366,26 @@ async fn a_401_refreshes_once_and_the_call_is_made_again() {
         1,
         "the expired token was sent once: {unauthorized:?}"
     );
+
+    // A 401 that outlives the refresh breaks the connection: one refresh, one more try, no loop.
+    let expired = r#"{"status":"error","message":"The OAuth token used to make this call expired 1 second(s) ago.","category":"EXPIRED_AUTHENTICATION"}"#;
+    env.h
+        .sandbox
+        .inject(common::destinations::fault("/hubspot/crm", 2, 401, expired));
+    env.emit("evt_3", "cy@example.com").await;
+    let record = env.settled("evt_3").await;
+    assert_eq!(record.status, DeliveryStatus::Dead, "{record:?}");
+    assert!(
+        record.reason.as_deref().is_some_and(
+            |r| r.contains("HubSpot rejected the token (HTTP 401 EXPIRED_AUTHENTICATION)")
+        ),
+        "{record:?}"
+    );
+    assert_eq!(
+        env.token_requests("refresh_token").await,
+        2,
+        "one more refresh, not a loop"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
