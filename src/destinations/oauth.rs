@@ -271,3 +271,51 @@ impl Refreshing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(expires_in_s: i64) -> OAuthTokens {
+        OAuthTokens {
+            access_token: SecretString::from("canary-access"),
+            refresh_token: SecretString::from("canary-refresh"),
+            expires_at: Utc::now() + chrono::Duration::seconds(expires_in_s),
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_through_their_fields_and_never_print() {
+        let t = tokens(60);
+        let fields = t.to_fields();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let back = OAuthTokens::from_fields(
+            get("access_token").map(SecretString::from),
+            get("refresh_token").map(SecretString::from),
+            get("expires_at").as_deref(),
+        )
+        .unwrap();
+        assert_eq!(back.access_token.expose_secret(), "canary-access");
+        assert_eq!(back.expires_at.timestamp(), t.expires_at.timestamp());
+        let shown = format!("{back:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn without_a_token_source_a_valid_token_is_used_and_an_expired_one_breaks() {
+        let fresh = Refreshing::new("HubSpot", tokens(60), None);
+        let bearer = fresh.bearer().await.unwrap();
+        assert_eq!(bearer.token.expose_secret(), "canary-access");
+        let expired = Refreshing::new("HubSpot", tokens(-1), None);
+        let Err(Outcome::ConnectionBroken { reason }) = expired.bearer().await else {
+            panic!("an expired token without a source breaks the connection");
+        };
+        assert!(reason.contains("oauth.hubspot.client_id"), "{reason}");
+        assert!(!reason.contains("canary"), "{reason}");
+    }
+}
