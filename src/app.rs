@@ -22,6 +22,7 @@ use crate::deliver::retry::RetryPolicy;
 use crate::deliver::retry_worker;
 use crate::deliver::route::Router;
 use crate::deliver::supersede::LastWrites;
+use crate::deliver::tokens::StoredTokens;
 use crate::destinations::{DestinationContext, http};
 use crate::history::OutcomeWriter;
 use crate::history::skips::SkipSummaries;
@@ -39,6 +40,8 @@ pub fn destination_context(settings: &Settings) -> DestinationContext {
         default_timeout: settings.destination_timeout(),
         allow_private_networks: settings.destinations.allow_private_networks,
         max_rate_wait: Duration::from_millis(settings.destinations.max_rate_wait_ms),
+        oauth: None,
+        tokens: None,
     }
 }
 
@@ -71,7 +74,7 @@ pub struct App {
 impl App {
     /// Starts following `herald.workspaces` and prepares the processor.
     pub fn start(settings: Settings, vars: Vars) -> Result<Self, StartError> {
-        let ctx = destination_context(&settings);
+        let mut ctx = destination_context(&settings);
         let keys = Keyring::load(&settings.credentials)?;
         if keys.is_empty() {
             tracing::warn!(
@@ -83,10 +86,16 @@ impl App {
             &settings.credentials.env_prefix,
             &settings.credentials.files_dir,
         );
-        let table = Arc::new(WorkspaceTable::new(Arc::new(CredentialTable::new(keys))));
+        let credentials = Arc::new(CredentialTable::new(keys));
+        let producer: FutureProducer = kafka::producer_config(&settings).create()?;
+        ctx.oauth = Some(Arc::new(StoredTokens::new(
+            &settings,
+            producer.clone(),
+            credentials.clone(),
+        )));
+        let table = Arc::new(WorkspaceTable::new(credentials));
         let loader_stop = Arc::new(AtomicBool::new(false));
         let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
-        let producer: FutureProducer = kafka::producer_config(&settings).create()?;
         let metrics = Metrics::new();
         let mut writer = OutcomeWriter::new(producer, &settings, &metrics);
         let dedupe = Dedupe::start(&settings)?;

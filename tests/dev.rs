@@ -1,6 +1,7 @@
 //! `herald dev` does what the README's tour says: it prints where everything is and a
 //! ready-to-paste `herald emit` line; pasting it shows the Slack alert in the sandbox and a
-//! `delivered` record in `herald history --json`; Ctrl-C stops it cleanly.
+//! `delivered` record in `herald history --json`; its "Connect HubSpot" line connects the example
+//! HubSpot connection through the sandbox; Ctrl-C stops it cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -183,6 +184,34 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
         .await
         .unwrap();
     assert_eq!(workspaces["workspaces"].as_array().unwrap().len(), 2);
+
+    // The printed "Connect HubSpot" line runs the OAuth flow: start, the sandbox's authorize
+    // page (which approves at once), the callback, which stores the tokens.
+    let connect_line = loop {
+        let line = lines.next().expect("the Connect HubSpot line").unwrap();
+        if line.starts_with("curl ") && line.contains("/oauth/hubspot/start") {
+            break line;
+        }
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&connect_line)
+        .output()
+        .unwrap();
+    let connected: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{connect_line}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(connected["connected"], true, "{connected}");
+    assert_eq!(connected["connection"], "crm", "{connected}");
+    let state: serde_json::Value = reqwest::get(format!("{http}/_sandbox/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        state["hubspot"]["oauth"]["token_requests"]["authorization_code"], 1,
+        "{state}"
+    );
 
     // Ctrl-C.
     assert!(

@@ -5,7 +5,8 @@
 //!   [`openapi`]);
 //! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
 //!   ([`events`], [`auth`]);
-//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]).
+//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]);
+//! - `/oauth/hubspot/start`, `/oauth/hubspot/callback`: "Connect HubSpot" ([`oauth`]).
 //!
 //! Every answer carries an `x-request-id` (the caller's, or a new one), which is also a field
 //! of the request's tracing span; every error has the one shape of [`error`].
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod oauth;
 pub mod openapi;
 pub mod workspaces;
 
@@ -111,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/workspaces/{id}",
             get(workspaces::get).delete(workspaces::delete),
         )
+        .merge(oauth::routes(&state))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -97,6 +97,45 @@ pub fn dev_vars(sandbox_url: &str) -> Vars {
         })
 }
 
+/// The dev-only HubSpot public app of the sandbox.
+pub const DEV_HUBSPOT_CLIENT_ID: &str = "herald-dev-app";
+const DEV_HUBSPOT_CLIENT_SECRET: &str = "herald-dev-app-secret-not-for-production";
+
+/// Points "Connect HubSpot" at the sandbox served at `http` (unless the operator configured an
+/// app), and gives the credential store a dev key when none is set, so the callback can store
+/// tokens; returns the directory of that key, to remove when dev stops.
+fn connect_hubspot_at_sandbox(
+    settings: &mut Settings,
+    http: &str,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let app = &mut settings.oauth.hubspot;
+    if !app.enabled() {
+        app.client_id = DEV_HUBSPOT_CLIENT_ID.into();
+        app.client_secret = Secret::new(DEV_HUBSPOT_CLIENT_SECRET);
+        app.authorize_url = format!("{http}/hubspot/oauth/authorize");
+        app.token_url = format!("{http}/hubspot/oauth/v1/token");
+        app.redirect_url = http.to_owned();
+    }
+    let keys = crate::credentials::Keyring::load(&settings.credentials)?;
+    if keys.is_empty() {
+        // The embedded broker forgets everything when dev stops, so a per-run key loses nothing.
+        let dir = std::env::temp_dir().join(format!("herald-dev-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut key = [0u8; 32];
+        aes_gcm::aead::rand_core::RngCore::fill_bytes(&mut aes_gcm::aead::OsRng, &mut key);
+        use base64::Engine;
+        std::fs::write(
+            dir.join("dev"),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )
+        .with_context(|| format!("cannot write a dev key to {}", dir.display()))?;
+        settings.credentials.keys_dir = dir.display().to_string();
+        return Ok(Some(dir));
+    }
+    Ok(None)
+}
+
 pub fn dev(
     mut settings: Settings,
     args: DevArgs,
@@ -159,6 +198,8 @@ pub fn dev(
         let configs = super::workspace::validate_files(&settings, &files, &vars)?;
         super::workspace::publish(&settings, &configs).await?;
 
+        let mut settings = settings;
+        let dev_keys = connect_hubspot_at_sandbox(&mut settings, &http)?;
         let app = App::start(settings, vars)?;
         let sandbox = Sandbox::new(example_webhook_secret())
             .context("the webhook secret of examples/sandbox.env")?;
@@ -214,8 +255,21 @@ pub fn dev(
         println!("# what the workspaces hold, with the admin token:");
         println!("curl -s {http}/v1/workspaces -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'");
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
-        app.run_processor(shutdown).await?;
+        println!(
+            "# \"Connect HubSpot\" for ws_academyflow's connection crm, through the sandbox's \
+             authorize page (it approves at once) to the callback, which stores the tokens \
+             (a connection uses them once its file has no credentials block; docs/credentials.md):"
+        );
+        println!(
+            "curl -sL '{http}/oauth/hubspot/start?workspace=ws_academyflow&connection=crm' \
+             -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'"
+        );
+        let ran = app.run_processor(shutdown).await;
         let _ = server.await;
+        if let Some(dir) = dev_keys {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        ran?;
         anyhow::Ok(())
     });
     let _ = stop_tx.send(());

@@ -20,6 +20,9 @@ pub const KEY_VAR: &str = "HERALD_SECRETS_KEY";
 pub struct Key {
     pub id: String,
     pub(super) cipher: Aes256Gcm,
+    /// A one-way digest of the key that other keys are derived from (see
+    /// [`Keyring::derived_keys`]), so the AES key itself serves only the store.
+    seed: [u8; 32],
 }
 
 impl fmt::Debug for Key {
@@ -163,6 +166,24 @@ impl Keyring {
         self.keys.iter().find(|k| k.id == id)
     }
 
+    /// A 32-byte key for `purpose` (e.g. signing OAuth `state`) derived from each loaded key,
+    /// the write key's first: sign with the first, accept any, so that a signature made before
+    /// a key rotation still verifies.
+    pub fn derived_keys(&self, purpose: &str) -> Vec<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let derive = |key: &Key| {
+            // HMAC takes keys of any length.
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.seed).expect("any key length");
+            mac.update(purpose.as_bytes());
+            <[u8; 32]>::from(mac.finalize().into_bytes())
+        };
+        self.ids()
+            .into_iter()
+            .filter_map(|id| self.get(id))
+            .map(derive)
+            .collect()
+    }
+
     /// Every key id, the write key first.
     pub fn ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
@@ -219,7 +240,12 @@ fn parse(source_name: &str, id: Option<&str>, b64: &str) -> Result<Key, KeyError
     }
     let cipher = Aes256Gcm::new_from_slice(&bytes)
         .map_err(|_| malformed(source_name.to_owned(), "is not an AES-256 key"))?;
-    Ok(Key { id, cipher })
+    let seed = Sha256::new()
+        .chain_update(b"herald derived keys v1\0")
+        .chain_update(&bytes)
+        .finalize()
+        .into();
+    Ok(Key { id, cipher, seed })
 }
 
 #[cfg(test)]
@@ -271,6 +297,20 @@ mod tests {
         }
         let err = Keyring::from_sources(None, Some(&b64(1)), None, "k9").unwrap_err();
         assert_eq!(err, KeyError::UnknownWriteKey("k9".into()));
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_key_and_the_write_key_comes_first() {
+        let ring = |keys: &str| Keyring::from_sources(Some(keys), None, None, "").unwrap();
+        let k1 = ring(&format!("k1:{}", b64(1)));
+        let both = ring(&format!("k2:{},k1:{}", b64(2), b64(1)));
+        let [a] = k1.derived_keys("oauth state")[..] else {
+            panic!("one key, one derived key")
+        };
+        assert_ne!(a, k1.derived_keys("other")[0]);
+        assert_eq!(both.derived_keys("oauth state")[1], a);
+        assert_ne!(both.derived_keys("oauth state")[0], a);
+        assert_ne!(&a[..], &[1u8; 32][..]);
     }
 
     #[test]

@@ -49,6 +49,11 @@ impl CredentialTable {
         }
     }
 
+    /// The keys records are decrypted with, and new ones encrypted with.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
     /// The stored credentials of `connection` of `workspace`, if any were stored. Only the
     /// workspace's own connection is ever looked up by this pair.
     pub fn get(&self, workspace: &str, connection: &str) -> Option<Stored> {

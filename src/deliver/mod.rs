@@ -3,7 +3,8 @@
 //! breakers ([`breaker`]), routing one event to its deliveries ([`route`]), settling an attempt's outcome ([`settle`]), the retry schedule
 //! ([`retry`]) and the consumer of the retry tiers ([`retry_worker`]), skipping what was
 //! delivered already ([`dedupe`]) and retried writes a later event superseded ([`supersede`]),
-//! and what `/readyz` and `/healthz` report ([`health`]). Operator commands
+//! what `/readyz` and `/healthz` report ([`health`]), and refreshing OAuth connections' tokens
+//! into the credential store ([`tokens`]). Operator commands
 //! that act on the topics from outside the pipeline are in `ops`, above this module.
 
 pub mod breaker;
@@ -18,3 +19,4 @@ pub mod route;
 pub mod schemas;
 pub mod settle;
 pub mod supersede;
+pub mod tokens;

@@ -15,6 +15,7 @@ pub mod hubspot;
 pub mod intercom;
 pub mod limit;
 pub mod mailchimp;
+pub mod oauth;
 pub mod slack;
 pub mod steps;
 pub mod tags;
@@ -119,9 +120,26 @@ pub struct DestinationContext {
     /// The longest a call waits for its connection's rate limit before it is handed to a retry
     /// tier instead (see [`limit::Limiter`]).
     pub max_rate_wait: Duration,
+    /// Builds each OAuth connection's token source; `None` where tokens are not refreshed
+    /// (`herald workspace apply` only checks configs).
+    pub oauth: Option<Arc<dyn oauth::TokenSources>>,
+    /// The token source of the connection being built, set by [`DestinationContext::for_connection`].
+    pub tokens: Option<Arc<dyn oauth::TokenSource>>,
 }
 
 impl DestinationContext {
+    /// The context to build `connection` (of type `kind`) of `workspace` with: the same, plus
+    /// the connection's own token source.
+    pub fn for_connection(&self, kind: &str, workspace: &str, connection: &str) -> Self {
+        Self {
+            tokens: self
+                .oauth
+                .as_ref()
+                .and_then(|o| o.for_connection(kind, workspace, connection)),
+            ..self.clone()
+        }
+    }
+
     /// A connection's request timeout: its `timeout_ms` (above 0, at most
     /// [`MAX_DESTINATION_TIMEOUT_MS`]) or the default.
     pub fn timeout(&self, timeout_ms: Option<u64>) -> Result<Duration, FieldError> {
@@ -156,6 +174,8 @@ impl DestinationContext {
             default_timeout: Duration::from_secs(10),
             allow_private_networks,
             max_rate_wait: Duration::from_secs(5),
+            oauth: None,
+            tokens: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod interpolate;
+pub mod oauth;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +31,7 @@ pub struct Settings {
     pub api: api::ApiSettings,
     pub log: LogSettings,
     pub credentials: CredentialSettings,
+    pub oauth: oauth::OAuthSettings,
     pub history: HistorySettings,
 }
 
@@ -564,6 +566,7 @@ impl Settings {
             });
         }
         self.api.validate()?;
+        self.oauth.hubspot.validate()?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError::Invalid {
                 key: "http.listen",

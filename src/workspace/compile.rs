@@ -279,7 +279,9 @@ fn stored_connection(
         Some(Some(Stored::Ready(fields))) => {
             let mut with_fields = spec.clone();
             with_fields.credentials = (*fields).clone();
-            match destination.connect(&with_fields, ctx) {
+            // Only stored credentials get a token source: rotated tokens are written back there.
+            let ctx = ctx.for_connection(&spec.kind, workspace, &spec.id);
+            match destination.connect(&with_fields, &ctx) {
                 Ok(connection) => return Ok((connection, None)),
                 // Settings are the file's problem; credentials the store's.
                 Err(e) if !e.path.starts_with("credentials") => return Err(e),

@@ -85,6 +85,11 @@ impl WorkspaceTable {
         }
     }
 
+    /// The credential table connections take stored credentials from.
+    pub fn credentials(&self) -> &Arc<CredentialTable> {
+        &self.credentials
+    }
+
     /// The entry for `workspace_id`, if the table has one.
     pub fn get(&self, workspace_id: &str) -> Option<WorkspaceEntry> {
         // A poisoned lock means a panic while swapping an entry; the map is still whole.

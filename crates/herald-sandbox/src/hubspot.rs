@@ -1,7 +1,9 @@
 //! HubSpot: `POST /hubspot/crm/v3/objects/contacts/batch/upsert` (also under
 //! `/hubspot/crm/objects/2026-03/…`) with `idProperty: "email"`.
 //!
-//! - Auth: `Authorization: Bearer pat-…`; anything else answers 401 `INVALID_AUTHENTICATION`.
+//! - Auth: `Authorization: Bearer pat-…`, or an access token of the OAuth endpoints ([`oauth`];
+//!   an expired one answers 401 `EXPIRED_AUTHENTICATION`); anything else answers 401
+//!   `INVALID_AUTHENTICATION`.
 //!   Tokens starting `pat-noscopes` answer 403 `MISSING_SCOPES`, `pat-daily-limit` 429 with
 //!   `policyName: DAILY`, and `pat-unlimited` skip the burst limit (for load measurements).
 //! - Limits: 100 requests per rolling 10 s per token (429 `TEN_SECONDLY_ROLLING`) and 250,000
@@ -20,11 +22,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::Sandbox;
+
+pub mod oauth;
 
 /// Properties the simulated portal has: HubSpot's common defaults plus the ones the example
 /// workspaces use.
@@ -66,6 +70,7 @@ pub struct HubSpotState {
     daily: HashMap<String, u64>,
     /// Authenticated requests answered.
     requests: u64,
+    oauth: oauth::OAuthState,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +101,7 @@ impl HubSpotState {
             .iter()
             .map(|(email, c)| (email.clone(), c.to_json()))
             .collect();
-        json!({"contacts": contacts, "requests": self.requests})
+        json!({"contacts": contacts, "requests": self.requests, "oauth": self.oauth.snapshot()})
     }
 }
 
@@ -110,6 +115,8 @@ pub(super) fn router() -> Router<Sandbox> {
             "/hubspot/crm/objects/2026-03/contacts/batch/upsert",
             post(batch_upsert),
         )
+        .route("/hubspot/oauth/authorize", get(oauth::authorize))
+        .route("/hubspot/oauth/v1/token", post(oauth::token))
 }
 
 fn error(status: StatusCode, body: Value) -> Response {
@@ -125,11 +132,27 @@ async fn batch_upsert(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
 }
 
 fn answer(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Response {
-    let token = headers
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| t.starts_with("pat-"));
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let mut token = bearer.filter(|t| t.starts_with("pat-"));
+    if let Some(access) = bearer.filter(|t| t.starts_with(oauth::ACCESS_PREFIX)) {
+        let state = sandbox.hubspot.lock().unwrap_or_else(|p| p.into_inner());
+        match state.oauth.check(access) {
+            oauth::Access::Valid => token = Some(access),
+            oauth::Access::Expired { ago } => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"status": "error",
+                        "message": format!("The OAuth token used to make this call expired {} second(s) ago.", ago.as_secs()),
+                        "correlationId": correlation_id(), "category": "EXPIRED_AUTHENTICATION",
+                        "context": {"expired at": [Utc::now().to_rfc3339()]}}),
+                );
+            }
+            oauth::Access::Unknown => {}
+        }
+    }
     let Some(token) = token else {
         return error(
             StatusCode::UNAUTHORIZED,

@@ -11,7 +11,8 @@
 //! | `POST /webhook/{anything}[?delay_ms=N&status=N]` | a Standard Webhooks receiver (checks the signature when it knows the secret) |
 //! | `POST /slack/services/{T}/{B}/{X}` | a Slack incoming webhook |
 //! | `POST /slack/api/chat.postMessage` | Slack's Web API with a bot token |
-//! | `POST /hubspot/crm/v3/objects/contacts/batch/upsert` | HubSpot contact batch upsert by email (private-app token, 100 req / 10 s, 207 per-input errors) |
+//! | `POST /hubspot/crm/v3/objects/contacts/batch/upsert` | HubSpot contact batch upsert by email (private-app or OAuth token, 100 req / 10 s, 207 per-input errors) |
+//! | `GET /hubspot/oauth/authorize`, `POST /hubspot/oauth/v1/token` | HubSpot's OAuth for a public app: approves at once, short-lived access tokens, refresh grants |
 //! | `PUT`/`GET /mailchimp/3.0/lists/{list}/members/{hash}`, `POST …/{hash}/tags` | Mailchimp members and tags (Basic auth, 10 connections per key, problem+json errors) |
 //! | `/activecampaign/api/3/{contact/sync,tags,contactTags,contactLists}` | ActiveCampaign v3 (token `bad…` → 403, `html-login` → 200 HTML login page; 5 req/s per token) |
 //! | `/intercom/{contacts,contacts/search,contacts/{id},contacts/{id}/tags,tags}` | Intercom REST (search lag, 409 on duplicate create, `X-RateLimit-*` in 10 s windows) |
@@ -22,7 +23,8 @@
 //! `activecampaign`, `intercom`: contacts, tags, lists; `slack`: messages by channel;
 //! `webhook`: received events by path); `DELETE /_sandbox/state` empties them.
 //! `PUT /_sandbox/intercom` with `{"search_lag_ms": N, "limit_per_minute": N}` tunes the
-//! Intercom simulator.
+//! Intercom simulator; `PUT /_sandbox/hubspot/oauth` the HubSpot OAuth endpoints (token lifetime,
+//! expiring access tokens, revoking refresh tokens, denying approval; see `hubspot::oauth`).
 //!
 //! Faults: `POST /_sandbox/faults` with `{"path": "/webhook/a", "count": 2, "status": 503,
 //! "body": "down", "retry_after": "1", "delay_ms": 0}` makes the next `count` requests whose
@@ -108,6 +110,7 @@ impl Sandbox {
                 get(inspect::state).delete(inspect::reset_state),
             )
             .route("/_sandbox/intercom", put(intercom::tune))
+            .route("/_sandbox/hubspot/oauth", put(hubspot::oauth::control))
             .merge(simulators)
             .with_state(self.clone())
     }

@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::config::{HubSpotConfig, MAX_BATCH_INPUTS};
+use super::config::{Auth, HubSpotConfig, MAX_BATCH_INPUTS};
 use super::request::{self, Input, Upsert};
 use super::response::{self, Sent, Verdict};
 use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::oauth::{Refreshing, TokenSource};
 use crate::destinations::{Attempted, Outcome};
 
 /// Requests waiting for the batcher; `send` waits for room beyond this.
@@ -30,15 +31,36 @@ const QUEUE: usize = 1024;
 pub struct Client {
     pub config: HubSpotConfig,
     pub http: HttpConnection,
+    auth: Authorizer,
     /// Set by a daily-limit 429: until then every call is answered without calling HubSpot.
     paused_until: Mutex<Option<Instant>>,
 }
 
+/// Where the bearer token of each request comes from.
+#[derive(Debug)]
+enum Authorizer {
+    Token(SecretString),
+    OAuth(Refreshing),
+}
+
 impl Client {
-    pub fn new(config: HubSpotConfig, http: HttpConnection) -> Self {
+    /// The client of a connection; `tokens` refreshes OAuth tokens (unused with a private-app
+    /// token).
+    pub fn new(
+        config: HubSpotConfig,
+        http: HttpConnection,
+        tokens: Option<Arc<dyn TokenSource>>,
+    ) -> Self {
+        let auth = match &config.auth {
+            Auth::Token(token) => Authorizer::Token(token.clone()),
+            Auth::OAuth(stored) => {
+                Authorizer::OAuth(Refreshing::new("HubSpot", stored.clone(), tokens))
+            }
+        };
         Self {
             config,
             http,
+            auth,
             paused_until: Mutex::new(None),
         }
     }
@@ -116,16 +138,34 @@ impl Client {
             .api_base
             .join("crm/v3/objects/contacts/batch/upsert")
             .expect("valid path");
-        let request = self
-            .http
-            .request(reqwest::Method::POST, url)
-            .bearer_auth(self.config.token.expose_secret())
-            .json(&request::batch_body(inputs));
+        let body = request::batch_body(inputs);
+        let post = |token: &SecretString| {
+            self.http.send(
+                self.http
+                    .request(reqwest::Method::POST, url.clone())
+                    .bearer_auth(token.expose_secret())
+                    .json(&body),
+            )
+        };
         let http::Received {
             status,
             headers,
             body,
-        } = self.http.send(request).await?;
+        } = match &self.auth {
+            Authorizer::Token(token) => post(token).await?,
+            Authorizer::OAuth(tokens) => {
+                let bearer = tokens.bearer().await?;
+                let received = post(&bearer.token).await?;
+                if received.status == 401 {
+                    // Expired early or revoked: one refresh (shared with every call that got
+                    // the same 401) and one more try.
+                    let fresh = tokens.after_unauthorized(&bearer).await?;
+                    post(&fresh.token).await?
+                } else {
+                    received
+                }
+            }
+        };
         let after = http::retry_after(&headers);
         let sent: Vec<Sent<'_>> = inputs
             .iter()

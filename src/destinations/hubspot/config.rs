@@ -1,4 +1,5 @@
-//! HubSpot connection settings: a private-app token, the batch window and the rate limit.
+//! HubSpot connection settings: a private-app token or OAuth tokens, the batch window and the
+//! rate limit.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::destinations::limit::RateSpec;
+use crate::destinations::oauth::OAuthTokens;
 use crate::destinations::{DestinationContext, http};
 use crate::model::FieldError;
 
@@ -40,12 +42,26 @@ pub struct Settings {
     account_utc_offset: Option<String>,
 }
 
-/// `credentials` of a HubSpot connection.
+/// `credentials` of a HubSpot connection: a private-app `token`, or the OAuth tokens
+/// "Connect HubSpot" stores (`access_token`, `refresh_token`, `expires_at`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// A private-app access token (`pat-…`).
     token: Option<SecretString>,
+    access_token: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    /// When `access_token` expires (RFC 3339).
+    expires_at: Option<String>,
+}
+
+/// How a connection authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A private-app token, which does not expire.
+    Token(SecretString),
+    /// A public app's tokens, refreshed before they expire.
+    OAuth(OAuthTokens),
 }
 
 /// A validated HubSpot connection.
@@ -53,7 +69,7 @@ pub struct Credentials {
 pub struct HubSpotConfig {
     /// Ends with `/`, so relative paths join under it.
     pub api_base: url::Url,
-    pub token: SecretString,
+    pub auth: Auth,
     pub timeout: Duration,
     pub batch_window: Duration,
     pub rate: RateSpec,
@@ -70,17 +86,7 @@ impl HubSpotConfig {
     ) -> Result<Self, FieldError> {
         let timeout = ctx.timeout(settings.timeout_ms)?;
         let rate = RateSpec::given_or(settings.rate_limit, DEFAULT_RATE)?;
-        let token = credentials
-            .token
-            .map(|t| t.expose_secret().trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from)
-            .ok_or_else(|| {
-                FieldError::new(
-                    "credentials.token",
-                    "is required: a HubSpot private-app access token (pat-…)",
-                )
-            })?;
+        let auth = auth(credentials)?;
         let base = settings.base_url.as_deref().unwrap_or(DEFAULT_API_BASE);
         let mut api_base = http::check_url("base_url", base, ctx.allow_private_networks)?;
         if !api_base.path().ends_with('/') {
@@ -100,7 +106,7 @@ impl HubSpotConfig {
             .transpose()?;
         Ok(Self {
             api_base,
-            token,
+            auth,
             timeout,
             batch_window: Duration::from_millis(
                 settings.batch_window_ms.unwrap_or(DEFAULT_BATCH_WINDOW_MS),
@@ -108,6 +114,36 @@ impl HubSpotConfig {
             rate,
             account_utc_offset,
         })
+    }
+}
+
+/// The private-app token, else the OAuth tokens; a connection has one or the other.
+fn auth(credentials: Credentials) -> Result<Auth, FieldError> {
+    let token = credentials
+        .token
+        .map(|t| t.expose_secret().trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    let oauth = credentials.access_token.is_some()
+        || credentials.refresh_token.is_some()
+        || credentials.expires_at.is_some();
+    match (token, oauth) {
+        (Some(_), true) => Err(FieldError::new(
+            "credentials.token",
+            "is a private-app token; a connection has either it or OAuth tokens, not both",
+        )),
+        (Some(token), false) => Ok(Auth::Token(token)),
+        (None, true) => OAuthTokens::from_fields(
+            credentials.access_token,
+            credentials.refresh_token,
+            credentials.expires_at.as_deref(),
+        )
+        .map(Auth::OAuth),
+        (None, false) => Err(FieldError::new(
+            "credentials.token",
+            "is required: a HubSpot private-app access token (pat-…), or connect the account \
+             with OAuth (GET /oauth/hubspot/start)",
+        )),
     }
 }
 
@@ -202,6 +238,43 @@ mod tests {
             let err = config(&spec(settings.clone(), token)).unwrap_err();
             assert_eq!(err.path, path, "{settings}: {err}");
         }
+    }
+
+    #[test]
+    fn oauth_tokens_are_the_other_way_to_authenticate() {
+        let oauth = |fields: &[(&str, &str)]| {
+            let mut spec = spec(serde_json::json!({}), None);
+            spec.credentials = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect();
+            config(&spec)
+        };
+        let all = [
+            ("access_token", "canary-at"),
+            ("refresh_token", "canary-rt"),
+            ("expires_at", "2026-11-30T02:30:00Z"),
+        ];
+        let c = oauth(&all).unwrap();
+        assert!(
+            matches!(&c.auth, Auth::OAuth(t) if t.expires_at.to_rfc3339() == "2026-11-30T02:30:00+00:00")
+        );
+        assert!(!format!("{c:?}").contains("canary"), "{c:?}");
+        let cases: [(&[(&str, &str)], &str); 3] = [
+            (&all[..2], "credentials.expires_at"),
+            (&all[1..], "credentials.access_token"),
+            (
+                &[("token", "pat-1"), ("access_token", "a")],
+                "credentials.token",
+            ),
+        ];
+        for (fields, path) in cases {
+            let err = oauth(fields).unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+            assert!(!err.message.contains("canary"), "{err}");
+        }
+        let bad_time = [all[0], all[1], ("expires_at", "soon")];
+        assert_eq!(oauth(&bad_time).unwrap_err().path, "credentials.expires_at");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! needed, through `POST /crm/v3/objects/contacts/batch/upsert`. Upserts are idempotent, so a
 //! retry never duplicates a contact. Deliveries that arrive within `batch_window_ms` share one
 //! batch request (see [`batch`]); responses are classified per input in [`response`].
+//! A connection authenticates with a private-app token or with the OAuth tokens of
+//! "Connect HubSpot" ([`oauth`] speaks to the token endpoint), refreshed before they expire.
 
 pub mod batch;
 pub mod config;
+pub mod oauth;
 pub mod request;
 pub mod response;
 
@@ -50,7 +53,7 @@ impl Connector for HubSpot {
         let config = HubSpotConfig::new(settings, credentials, ctx)?;
         let http = HttpConnection::new(ctx, config.timeout, config.rate);
         Ok(Self {
-            client: Arc::new(Client::new(config, http)),
+            client: Arc::new(Client::new(config, http, ctx.tokens.clone())),
             batcher: OnceLock::new(),
         })
     }

@@ -90,7 +90,8 @@ pub fn classify(
         },
         401 => Outcome::ConnectionBroken {
             reason: format!(
-                "HubSpot rejected the token ({http} {}): {}; check credentials.token",
+                "HubSpot rejected the token ({http} {}): {}; check credentials.token, or connect \
+                 the HubSpot account again",
                 or(&error.category, "INVALID_AUTHENTICATION"),
                 excerpt(&error.message)
             ),
