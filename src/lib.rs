@@ -26,7 +26,8 @@
 //! ```text
 //! cli                      the `herald` commands
 //! app                      wires a processor: consumers, producer, HTTP server
-//! ops, api                 operator commands (group replay, workspace replay, redrive); HTTP
+//! ops, api                 operator commands (group and workspace replay, redrive, replay of
+//!                          one delivery); HTTP
 //! deliver                  the running pipeline: consumer loop, offsets, order, routing,
 //!                          settling outcomes, retry tiers, dedupe, health
 //! workspace                compiled workspaces, rule templates, the live table

@@ -134,7 +134,7 @@ pub fn main() -> ExitCode {
         }
         Command::History(args) => {
             args.kafka.apply(&mut settings);
-            history::show(&settings, &args)
+            runtime.block_on(history::show(&settings, &args))
         }
         Command::Replay(args) => {
             args.kafka.apply(&mut settings);
