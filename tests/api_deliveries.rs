@@ -271,13 +271,18 @@ async fn deliveries_are_listed_newest_first_filtered_and_paged() {
         .map(|d| d["delivery_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, expected, "the pages, in order, are the whole list");
-    let times: Vec<chrono::DateTime<chrono::Utc>> = seen
+    // The store keeps update times to the millisecond; ties go by delivery id.
+    let order: Vec<(i64, &str)> = seen
         .iter()
-        .map(|d| d["updated_at"].as_str().unwrap().parse().unwrap())
+        .map(|d| {
+            let at: chrono::DateTime<chrono::Utc> =
+                d["updated_at"].as_str().unwrap().parse().unwrap();
+            (at.timestamp_millis(), d["delivery_id"].as_str().unwrap())
+        })
         .collect();
     assert!(
-        times.windows(2).all(|w| w[0] >= w[1]),
-        "newest first: {times:?}"
+        order.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {order:?}"
     );
 
     // Filters.
