@@ -26,7 +26,7 @@ use herald::model::Secret;
 use herald::settings::Settings;
 use herald::settings::api::{AdminScope, AdminToken};
 use herald::telemetry::Metrics;
-use herald::workspace::table::WorkspaceTable;
+use herald::workspace::table::{WorkspaceEntry, WorkspaceTable};
 use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -537,6 +537,30 @@ async fn a_replayed_delivery_is_sent_again_and_history_shows_the_new_attempt() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(error(&answer), ("invalid_request", vec![field]));
     }
+
+    // With its rule gone from the workspace, the delivery cannot be replayed, and says why.
+    let renamed = include_str!("../examples/academy.yaml")
+        .replace("id: lesson-alert-to-slack", "id: lesson-alert-renamed");
+    s.harness.apply(&[("academy.yaml", &renamed)]).await;
+    let deadline = Instant::now() + PATIENCE;
+    while matches!(
+        s.running.app.router.table.get("ws_academyflow"),
+        Some(WorkspaceEntry::Ready(ws)) if ws.rule("lesson-alert-to-slack").is_some()
+    ) {
+        assert!(Instant::now() < deadline, "the new config never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, refused) = s
+        .post(
+            &format!("{ACADEMY}/deliveries/{id}/replay"),
+            Some(WRITE_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(error(&refused).0, "conflict");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("lesson-alert-to-slack"), "{message}");
     s.running.stop().await;
 }
 

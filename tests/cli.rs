@@ -331,3 +331,27 @@ fn replay_refuses_bad_windows_and_mixed_modes_with_exit_code_2() {
         assert!(!out.stderr.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn history_with_a_url_asks_for_an_admin_token_before_calling() {
+    let out = herald()
+        .args([
+            "history",
+            "--url",
+            "http://127.0.0.1:1",
+            "--workspace",
+            "ws_a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HERALD_ADMIN_TOKEN"), "{stderr}");
+    let out = herald()
+        .args(["history", "--url", "not a url", "--workspace", "ws_a"])
+        .args(["--token", "adm_0123456789abcdefghijklmn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a URL"));
+}
