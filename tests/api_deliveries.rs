@@ -1,7 +1,8 @@
 //! The deliveries part of the management API, against a MockCluster broker, a running processor
 //! with its history query store and the sandbox, over real HTTP on 127.0.0.1:0: a workspace's
 //! deliveries are listed with filters and cursor pages, one is shown with its attempts, one is
-//! replayed (a second call to the destination, a second attempt in history), a workspace's
+//! replayed (a second call to the destination, a second attempt in history; from its dead
+//! letter when its event is out of reach; 409 when it cannot be), a workspace's
 //! failed deliveries are redriven (a dry run enqueues nothing) and its window replayed; bad
 //! parameters name themselves, tokens are checked, and without a ready store the answer is 503.
 
@@ -659,6 +660,96 @@ async fn a_redrive_dry_run_counts_failed_deliveries_and_enqueues_nothing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(error(&answer), ("invalid_request", vec![field]));
     }
+    s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_whose_event_is_out_of_reach_is_replayed_from_its_dead_letter() {
+    let s = serve(true).await;
+    let webhook = "/webhook/academyflow";
+    let fault = json!({"path": webhook, "count": 1, "status": 400, "body": "bad"});
+    let injected = s
+        .http
+        .post(format!("{}/_sandbox/faults", s.harness.sandbox_url))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert!(injected.status().is_success());
+    // Written two days before it is delivered: past the window a replay searches for it.
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2)).timestamp_millis();
+    let event = json!({"event_id": "evt_old", "event": "lesson.completed", "resource": "course",
+        "payload": {"student_id": "stu_1", "email": "nina@academyflow.io",
+            "lesson_id": "lesson_research", "lesson_title": "Customer Research",
+            "module_title": "Growth", "course_id": "course_creator",
+            "completion_percentage": 62, "completed_at": "2026-03-21T14:18:00Z"}})
+    .to_string();
+    s.harness
+        .producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&s.harness.settings.topics.events)
+                .key("ws_academyflow")
+                .payload(&event)
+                .timestamp(two_days_ago),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    let page = s
+        .wait_for(
+            &format!("{ACADEMY}/deliveries?event_id=evt_old"),
+            "all settled",
+            |p| {
+                let d = deliveries(p);
+                d.len() == RULES_PER_LESSON && d.iter().any(|d| d["status"] == "failed")
+            },
+        )
+        .await;
+    let failed = deliveries(&page)
+        .iter()
+        .find(|d| d["status"] == "failed")
+        .unwrap();
+    let failed_id = failed["delivery_id"].as_str().unwrap().to_owned();
+
+    let (status, replayed) = s
+        .post(
+            &format!("{ACADEMY}/deliveries/{failed_id}/replay"),
+            Some(WRITE_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replayed}");
+    assert_eq!(replayed["enqueued"]["source"], "dead_letter", "{replayed}");
+    s.wait_for(
+        &format!("{ACADEMY}/deliveries/{failed_id}"),
+        "delivered",
+        |d| d["status"] == "delivered",
+    )
+    .await;
+    assert_eq!(
+        s.calls("webhook", webhook),
+        2,
+        "the refused post and the replayed one"
+    );
+
+    // A delivered one has no dead letter to fall back on.
+    let delivered = deliveries(&page)
+        .iter()
+        .find(|d| d["status"] == "delivered")
+        .unwrap();
+    let (status, refused) = s
+        .post(
+            &format!(
+                "{ACADEMY}/deliveries/{}/replay",
+                delivered["delivery_id"].as_str().unwrap()
+            ),
+            Some(WRITE_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("evt_old"), "{message}");
     s.running.stop().await;
 }
 
