@@ -40,7 +40,7 @@ pub struct DeliveryList {
 }
 
 /// The answer to a replay: what was enqueued.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReplayAccepted {
     pub enqueued: Enqueued,
 }

@@ -15,7 +15,7 @@
 use std::ops::ControlFlow;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::redrive;
 use super::workspace_replay::{self, TargetedError, Window};
@@ -35,8 +35,18 @@ const SEARCH: [(TimeDelta, TimeDelta); 2] = [
     (TimeDelta::days(1), TimeDelta::minutes(5)),
 ];
 
+/// Where a replay's task came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The event, read again from `herald.events` and rendered with the current rule.
+    Event,
+    /// The task the dead-letter topic keeps for a failed or dead delivery.
+    DeadLetter,
+}
+
 /// What a replay enqueued.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enqueued {
     pub delivery_id: String,
     pub event_id: String,
@@ -47,8 +57,7 @@ pub struct Enqueued {
     /// The retry tier topic the task waits in.
     pub topic: String,
     pub due_at: DateTime<Utc>,
-    /// `event` (re-rendered from `herald.events`) or `dead_letter` (the DLQ's task).
-    pub source: &'static str,
+    pub source: Source,
 }
 
 /// Why a delivery cannot be replayed.
@@ -106,11 +115,11 @@ pub async fn replay_delivery(
                     partition: Some(partition),
                     ..task
                 },
-                "event",
+                Source::Event,
             )
         }
         None => match dead_task(settings, record).await? {
-            Some(dead) => (redrive::requeued(&dead, now).1, "dead_letter"),
+            Some(dead) => (redrive::requeued(&dead, now).1, Source::DeadLetter),
             None => return Err(ReplayOneError::EventGone(record.event_id.clone())),
         },
     };
@@ -136,7 +145,7 @@ pub async fn replay_delivery(
     retrying.next_attempt_at = Some(now);
     retrying.updated_at = now;
     router.writer.history(&retrying, task.partition).await;
-    tracing::info!(delivery_id = %task.delivery_id, attempt = task.attempt, source,
+    tracing::info!(delivery_id = %task.delivery_id, attempt = task.attempt, ?source,
         "delivery replayed by the operator");
     Ok(Enqueued {
         delivery_id: task.delivery_id,
