@@ -613,6 +613,22 @@ async fn a_redrive_dry_run_counts_failed_deliveries_and_enqueues_nothing() {
         .await;
     assert_eq!(still["status"], "failed");
 
+    // One bulk action at a time: another meanwhile is told to come back.
+    let running = s.running.app.api.bulk.try_enter().unwrap();
+    let response = s
+        .http
+        .post(format!("{}{ACADEMY}/redrive", s.base))
+        .bearer_auth(WRITE_TOKEN)
+        .json(&json!({"dry_run": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, busy) = answer(response).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{busy}");
+    assert_eq!(error(&busy).0, "busy");
+    drop(running);
+
     // Filters that select nothing, then the real thing.
     let (_, none) = s
         .post(

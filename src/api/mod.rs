@@ -56,6 +56,8 @@ pub struct Shared {
     /// The processor's router: its workspace table, outcome writer and retry policy, with
     /// which replays enqueue their tasks and record their history.
     pub router: Arc<DeliveryRouter>,
+    /// Admits one redrive or window replay at a time.
+    pub bulk: recovery::BulkGate,
     keys: auth::KeyIndex,
     admin: auth::AdminTokens,
     recent: idempotency::Recent,
@@ -96,6 +98,7 @@ impl ApiState {
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             producer,
             router,
+            bulk: recovery::BulkGate::default(),
             health,
             metrics,
             settings: settings.clone(),

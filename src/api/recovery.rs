@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::ApiState;
 use super::auth::Admin;
@@ -29,6 +30,30 @@ pub const MAX_LISTED_IDS: usize = 1_000;
 
 /// How long a bulk action may take before the answer is 503 (it may still finish).
 const BULK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One bulk action at a time per server: each reads whole topics, and a caller that sends them
+/// in a loop must not pile scans up. Another one meanwhile is answered 429.
+pub struct BulkGate(Semaphore);
+
+impl Default for BulkGate {
+    fn default() -> Self {
+        Self(Semaphore::new(1))
+    }
+}
+
+impl BulkGate {
+    /// The right to run a bulk action until the permit drops, or 429 while one runs.
+    pub fn try_enter(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.0.try_acquire().map_err(|_| ApiError {
+            retry_after: Some(Duration::from_secs(10)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "another redrive or replay is running on this server; send this one when it ends",
+            )
+        })
+    }
+}
 
 /// The body of `POST /v1/workspaces/{id}/redrive`; every field is optional.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -116,6 +141,7 @@ pub async fn redrive_deliveries(
             "lists `failed`, `dead` or both: only those are redriven",
         )]));
     }
+    let _running = api.bulk.try_enter()?;
     let filter = RedriveFilter {
         workspace_id: workspace.clone(),
         connection_id: request.connection,
@@ -164,6 +190,7 @@ pub async fn replay_window(
             "must be after `since`",
         )]));
     }
+    let _running = api.bulk.try_enter()?;
     let window = Window {
         workspace_id: workspace.clone(),
         since: request.since,
