@@ -114,11 +114,7 @@ impl App {
             )),
             metrics: metrics.clone(),
             policy: RetryPolicy::from_settings(&settings),
-            breakers: Breakers::new(BreakerSettings {
-                failures: settings.destinations.breaker_failures,
-                cooldown: Duration::from_millis(settings.destinations.breaker_cooldown_ms),
-                max_connections: settings.destinations.breaker_max_connections,
-            }),
+            breakers: Breakers::new(BreakerSettings::from_settings(&settings)),
             dedupe,
             last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
         });
@@ -138,7 +134,7 @@ impl App {
             .with_dedupe(router.dedupe.clone())
             .with_history(history.clone()),
         );
-        let api = ApiState::start(&settings, health.clone(), metrics.clone())?;
+        let api = ApiState::start(&settings, health.clone(), metrics.clone(), router.clone())?;
         Ok(Self {
             health,
             api,

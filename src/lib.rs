@@ -26,7 +26,9 @@
 //! ```text
 //! cli                      the `herald` commands
 //! app                      wires a processor: consumers, producer, HTTP server
-//! ops, api                 operator commands (group replay, workspace replay, redrive); HTTP
+//! api                      HTTP: ingest, the management API
+//! ops                      operator commands (group and workspace replay, redrive, replay of
+//!                          one delivery), run by the CLI and the API
 //! deliver                  the running pipeline: consumer loop, offsets, order, routing,
 //!                          settling outcomes, retry tiers, dedupe, health
 //! workspace                compiled workspaces, rule templates, the live table

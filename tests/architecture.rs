@@ -14,7 +14,8 @@ const LAYERS: &[&[&str]] = &[
     &["ingest", "history", "destinations", "credentials"],
     &["workspace"],
     &["deliver"],
-    &["ops", "api"],
+    &["ops"],
+    &["api"],
     &["app"],
     &["cli"],
 ];

@@ -976,3 +976,27 @@ fn delete_asks_on_a_terminal_and_only_yes_deletes() {
     let out = broker.run(&["workspace", "get", "ws_ask"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn history_with_a_url_asks_for_an_admin_token_before_calling() {
+    let out = herald()
+        .args([
+            "history",
+            "--url",
+            "http://127.0.0.1:1",
+            "--workspace",
+            "ws_a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HERALD_ADMIN_TOKEN"), "{stderr}");
+    let out = herald()
+        .args(["history", "--url", "not a url", "--workspace", "ws_a"])
+        .args(["--token", "adm_0123456789abcdefghijklmn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a URL"));
+}

@@ -6,17 +6,20 @@
 //! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
 //!   ([`events`], [`auth`]);
 //! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]);
+//!   a workspace's deliveries ([`deliveries`]) and its bulk redrive and replay ([`recovery`]);
 //! - `/oauth/hubspot/start`, `/oauth/hubspot/callback`: "Connect HubSpot" ([`oauth`]).
 //!
 //! Every answer carries an `x-request-id` (the caller's, or a new one), which is also a field
 //! of the request's tracing span; every error has the one shape of [`error`].
 
 pub mod auth;
+pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod oauth;
 pub mod openapi;
+pub mod recovery;
 pub mod workspaces;
 
 use std::ops::Deref;
@@ -35,6 +38,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::deliver::health::Health;
+use crate::deliver::route::Router as DeliveryRouter;
 use crate::kafka;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
@@ -53,6 +57,11 @@ pub struct Shared {
     /// Ingest's own producer, whose `message.timeout.ms` is `api.produce_timeout_ms`, so that a
     /// caller hears within that time whether Kafka took its event.
     pub producer: FutureProducer,
+    /// The processor's router: its workspace table, outcome writer and retry policy, with
+    /// which replays enqueue their tasks and record their history.
+    pub router: Arc<DeliveryRouter>,
+    /// Admits one redrive or window replay at a time.
+    pub bulk: recovery::BulkGate,
     keys: auth::KeyIndex,
     admin: auth::AdminTokens,
     recent: idempotency::Recent,
@@ -72,6 +81,7 @@ impl ApiState {
         settings: &Settings,
         health: Arc<Health>,
         metrics: Metrics,
+        router: Arc<DeliveryRouter>,
     ) -> Result<Self, KafkaError> {
         let api = &settings.api;
         let producer = kafka::producer_config(settings)
@@ -91,6 +101,8 @@ impl ApiState {
             ),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             producer,
+            router,
+            bulk: recovery::BulkGate::default(),
             health,
             metrics,
             settings: settings.clone(),
@@ -105,7 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi::document))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/events", post(events::post_one))
         .route("/v1/events/batch", post(events::post_batch))
         .route("/v1/workspaces", get(workspaces::list))
@@ -114,6 +126,20 @@ pub fn router(state: ApiState) -> Router {
             get(workspaces::get).delete(workspaces::delete),
         )
         .merge(oauth::routes(&state))
+        .route("/v1/workspaces/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/v1/workspaces/{id}/deliveries/{delivery_id}",
+            get(deliveries::get),
+        )
+        .route(
+            "/v1/workspaces/{id}/deliveries/{delivery_id}/replay",
+            post(deliveries::replay),
+        )
+        .route(
+            "/v1/workspaces/{id}/redrive",
+            post(recovery::redrive_deliveries),
+        )
+        .route("/v1/workspaces/{id}/replay", post(recovery::replay_window))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

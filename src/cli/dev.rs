@@ -12,6 +12,7 @@ use rdkafka::mocking::MockCluster;
 use crate::app::App;
 use crate::kafka::topic_plan;
 use crate::model::Secret;
+use crate::model::records::delivery_id;
 use crate::settings::Settings;
 use crate::settings::api::{AdminScope, AdminToken};
 use crate::settings::interpolate::Vars;
@@ -44,6 +45,13 @@ const SEED_PAGE: &str = r#"{"user_id":"usr_5012","email":"alex@northstar.io","pa
 /// The admin token `herald dev` accepts (write scope). Dev-only: `herald run` has no token
 /// unless `api.admin_tokens` sets one.
 pub const DEV_ADMIN_TOKEN: &str = "herald_dev_admin_token_not_for_production";
+
+/// The `event_id` of the seed event the tour posts over HTTP: fixed, so that its deliveries'
+/// ids (derived from it) are known in advance and the README's curl lines can name one.
+pub const TOUR_EVENT_ID: &str = "evt_tour_lesson";
+
+/// The rule whose delivery of the tour's event the README gets and replays.
+pub const TOUR_RULE: &str = "lesson-alert-to-slack";
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -179,6 +187,13 @@ pub fn dev(
     });
     // One member, one broker: short timeouts make the first assignment quick.
     settings.kafka.session_timeout_ms = settings.kafka.session_timeout_ms.min(6000);
+    // A history query store of this run's own, so the API lists deliveries; the broker is new
+    // each run, so a store left by an earlier run would describe topics that are gone.
+    let store_dir =
+        std::env::temp_dir().join(format!("herald-dev-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&store_dir)
+        .with_context(|| format!("cannot create {}", store_dir.display()))?;
+    settings.history.store_path = store_dir.join("history.db").display().to_string();
 
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)
@@ -249,11 +264,25 @@ pub fn dev(
         println!(
             "curl -s {http}/v1/events -H 'Authorization: Bearer {key}' \
              -H 'Content-Type: application/json' -d '{{\"event\":\"lesson.completed\",\
-             \"resource\":\"course\",\"resource_id\":\"creator-accelerator\",\
-             \"payload\":{SEED_LESSON}}}'"
+             \"event_id\":\"{TOUR_EVENT_ID}\",\"resource\":\"course\",\
+             \"resource_id\":\"creator-accelerator\",\"payload\":{SEED_LESSON}}}'"
         );
         println!("# what the workspaces hold, with the admin token:");
         println!("curl -s {http}/v1/workspaces -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'");
+        let delivery = delivery_id("ws_academyflow", TOUR_EVENT_ID, TOUR_RULE);
+        let deliveries = format!("{http}/v1/workspaces/ws_academyflow/deliveries");
+        println!(
+            "# that event's deliveries, one of them with its attempts, and a new attempt now:"
+        );
+        println!(
+            "curl -s '{deliveries}?event_id={TOUR_EVENT_ID}' \
+             -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'"
+        );
+        println!("curl -s {deliveries}/{delivery} -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'");
+        println!(
+            "curl -s -X POST {deliveries}/{delivery}/replay \
+             -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'"
+        );
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
         println!(
             "# \"Connect HubSpot\" for ws_academyflow's connection crm, through the sandbox's \
@@ -274,6 +303,9 @@ pub fn dev(
     });
     let _ = stop_tx.send(());
     let _ = broker.join();
+    if let Err(e) = std::fs::remove_dir_all(&store_dir) {
+        tracing::warn!(dir = %store_dir.display(), error = %e, "history store not removed");
+    }
     result
 }
 

@@ -211,7 +211,7 @@ pub fn main() -> ExitCode {
         }
         Command::History(args) => {
             args.kafka.apply(&mut settings);
-            history::show(&settings, &args, output)
+            runtime.block_on(history::show(&settings, &args, output))
         }
         Command::Replay(args) => {
             args.kafka.apply(&mut settings);

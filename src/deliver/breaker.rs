@@ -35,6 +35,18 @@ pub struct BreakerSettings {
     pub max_connections: usize,
 }
 
+impl BreakerSettings {
+    /// The `destinations.breaker_*` settings.
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        let d = &settings.destinations;
+        Self {
+            failures: d.breaker_failures,
+            cooldown: Duration::from_millis(d.breaker_cooldown_ms),
+            max_connections: d.breaker_max_connections,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed {

@@ -108,7 +108,7 @@ pub async fn redrive(
 
 /// The task of a redriven delivery, due now in the first tier with its tiers counted afresh,
 /// and its history record saying so. Its age (`retry.max_age_ms`) counts afresh from now.
-fn requeued(dead: &DeadDelivery, now: DateTime<Utc>) -> (DeliveryRecord, DeliveryTask) {
+pub(crate) fn requeued(dead: &DeadDelivery, now: DateTime<Utc>) -> (DeliveryRecord, DeliveryTask) {
     let DeadDelivery { record, task } = dead;
     let mut task = task.clone();
     task.due_at = now;
@@ -133,18 +133,9 @@ type Candidates = (
 );
 
 fn read_candidates(settings: &Settings, filter: &RedriveFilter) -> Result<Candidates, KafkaError> {
-    let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
     let mut dead = HashMap::new();
-    kafka::read_to_end(&consumer, &settings.topics.dlq, |m| {
-        if m.key() != Some(filter.workspace_id.as_bytes()) {
-            return;
-        }
-        if let Some(d) = m
-            .payload()
-            .and_then(|v| serde_json::from_slice::<DeadDelivery>(v).ok())
-        {
-            dead.insert(d.record.delivery_id.clone(), d);
-        }
+    read_dead(settings, &filter.workspace_id, |d| {
+        dead.insert(d.record.delivery_id.clone(), d);
     })?;
     let query = HistoryQuery {
         workspace_id: filter.workspace_id.clone(),
@@ -156,6 +147,28 @@ fn read_candidates(settings: &Settings, filter: &RedriveFilter) -> Result<Candid
         .map(|r| (r.delivery_id, r.status))
         .collect();
     Ok((dead, current))
+}
+
+/// Hands every dead delivery of `workspace_id` in the dead-letter topic to `found`, oldest
+/// first (a delivery dead twice comes twice).
+pub(crate) fn read_dead(
+    settings: &Settings,
+    workspace_id: &str,
+    mut found: impl FnMut(DeadDelivery),
+) -> Result<(), KafkaError> {
+    let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    kafka::read_to_end(&consumer, &settings.topics.dlq, |m| {
+        if m.key() != Some(workspace_id.as_bytes()) {
+            return;
+        }
+        if let Some(d) = m
+            .payload()
+            .and_then(|v| serde_json::from_slice::<DeadDelivery>(v).ok())
+        {
+            found(d);
+        }
+    })?;
+    Ok(())
 }
 
 /// Why a redrive could not run.

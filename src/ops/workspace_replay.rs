@@ -4,6 +4,7 @@
 //! their outcomes recorded in history like any other. Dedupe skips deliveries whose latest
 //! history record says `delivered`, unless forced.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::deliver::breaker::{BreakerSettings, Breakers};
+use crate::deliver::dedupe::Dedupe;
 use crate::deliver::route::{RouteOptions, Routed, Router};
+use crate::deliver::supersede::LastWrites;
+use crate::history::skips::SkipSummaries;
 use crate::ingest::{Decoder, DecoderSetupError, RawRecord, headers_of};
 use crate::kafka;
 use crate::kafka::by_time::offset_for_time;
@@ -118,11 +123,61 @@ pub async fn replay(
     Ok(report)
 }
 
+/// Replays `window` beside a running processor (the API's replay): with the processor's
+/// workspace table, writer and retry policy, but a dedupe, circuit breakers and skip summaries
+/// of its own, so that the processor's delivered sets are not reloaded from the window's start.
+pub async fn replay_beside(
+    settings: &Settings,
+    processor: &Router,
+    window: &Window,
+) -> Result<Report, TargetedError> {
+    check(window)?;
+    let dedupe = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || Dedupe::start(&settings)).await??
+    };
+    let router = Router {
+        table: processor.table.clone(),
+        writer: processor.writer.clone(),
+        skips: SkipSummaries::new(Duration::from_millis(
+            settings.processor.skip_summary_interval_ms,
+        )),
+        metrics: processor.metrics.clone(),
+        policy: processor.policy.clone(),
+        breakers: Breakers::new(BreakerSettings::from_settings(settings)),
+        dedupe: dedupe.clone(),
+        last_writes: LastWrites::new(settings.retry.supersede_max_subjects),
+    };
+    let replayed = replay(settings, &router, window).await;
+    router.flush_skips().await;
+    if let Some(dedupe) = dedupe {
+        // Joins its reader thread.
+        tokio::task::spawn_blocking(move || dedupe.stop()).await?;
+    }
+    replayed
+}
+
 /// The workspace's events in the window, per partition in offset order.
 fn read_window(
     settings: &Settings,
     window: &Window,
 ) -> Result<(Vec<(i32, EventEnvelope)>, Report), TargetedError> {
+    let mut events = Vec::new();
+    let report = scan_window(settings, window, |p, _, e| {
+        events.push((p, e));
+        ControlFlow::Continue(())
+    })?;
+    Ok((events, report))
+}
+
+/// Reads `herald.events` over `window` and hands each event of its workspace to `found`, with
+/// its partition and offset, per partition in offset order, until `found` breaks. Returns what
+/// was read (`routed` stays empty).
+pub fn scan_window(
+    settings: &Settings,
+    window: &Window,
+    mut found: impl FnMut(i32, i64, EventEnvelope) -> ControlFlow<()>,
+) -> Result<Report, TargetedError> {
     let topic = &settings.topics.events;
     let resolver: BaseConsumer = kafka::reader_config(settings).create()?;
     let count = kafka::partition_count(&resolver, topic)?;
@@ -143,7 +198,6 @@ fn read_window(
     }
     let reader: BaseConsumer = kafka::reader_config(settings).create()?;
     let mut report = Report::default();
-    let mut events = Vec::new();
     let now = Utc::now();
     let decoder = Decoder::new(settings)?;
     for (p, start, end) in ranges {
@@ -175,7 +229,11 @@ fn read_window(
                         headers: headers_of(m.headers()),
                     };
                     match decoder.decode(&raw, now) {
-                        Ok(e) if e.workspace_id == window.workspace_id => events.push((p, e)),
+                        Ok(e) if e.workspace_id == window.workspace_id => {
+                            if found(p, m.offset(), e).is_break() {
+                                return Ok(report);
+                            }
+                        }
                         Ok(_) => {}
                         Err(_) => report.undecodable += 1,
                     }
@@ -194,7 +252,7 @@ fn read_window(
             }
         }
     }
-    Ok((events, report))
+    Ok(report)
 }
 
 #[cfg(test)]
