@@ -4,15 +4,23 @@
 //!   and consumer subscribed), `/metrics` (Prometheus);
 //! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
 //!   ([`events`], [`auth`]);
-//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]).
+//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]):
+//!   create or replace a workspace ([`workspace_put`]), set its connections' credentials
+//!   ([`credentials`]), test them and see their health ([`connections`]), and try an event
+//!   against its rules ([`test_event`]).
 //!
 //! Every answer carries an `x-request-id` (the caller's, or a new one), which is also a field
 //! of the request's tracing span; every error has the one shape of [`error`].
 
 pub mod auth;
+pub mod connections;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod processor;
+pub mod test_event;
+pub mod workspace_put;
 pub mod workspaces;
 
 use std::ops::Deref;
@@ -23,7 +31,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
@@ -49,6 +57,8 @@ pub struct Shared {
     /// Ingest's own producer, whose `message.timeout.ms` is `api.produce_timeout_ms`, so that a
     /// caller hears within that time whether Kafka took its event.
     pub producer: FutureProducer,
+    /// The processor in this process, for the management API.
+    pub processor: processor::Processor,
     keys: auth::KeyIndex,
     admin: auth::AdminTokens,
     recent: idempotency::Recent,
@@ -68,6 +78,7 @@ impl ApiState {
         settings: &Settings,
         health: Arc<Health>,
         metrics: Metrics,
+        processor: processor::Processor,
     ) -> Result<Self, KafkaError> {
         let api = &settings.api;
         let producer = kafka::producer_config(settings)
@@ -87,6 +98,7 @@ impl ApiState {
             ),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             producer,
+            processor,
             health,
             metrics,
             settings: settings.clone(),
@@ -106,8 +118,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workspaces", get(workspaces::list))
         .route(
             "/v1/workspaces/{id}",
-            get(workspaces::get).delete(workspaces::delete),
+            get(workspaces::get)
+                .delete(workspaces::delete)
+                .put(workspace_put::put),
         )
+        .route("/v1/workspaces/{id}/connections", get(connections::list))
+        .route(
+            "/v1/workspaces/{id}/connections/{connection}/credentials",
+            put(credentials::put).delete(credentials::delete),
+        )
+        .route(
+            "/v1/workspaces/{id}/connections/{connection}/test",
+            post(connections::test),
+        )
+        .route("/v1/workspaces/{id}/test-event", post(test_event::post))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

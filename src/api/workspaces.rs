@@ -39,7 +39,7 @@ pub struct ConnectionView {
     pub kind: String,
 }
 
-fn view(id: String, entry: &WorkspaceEntry) -> WorkspaceView {
+pub(super) fn view(id: String, entry: &WorkspaceEntry) -> WorkspaceView {
     match entry {
         WorkspaceEntry::Ready(ws) => WorkspaceView {
             id,
@@ -110,6 +110,6 @@ pub async fn delete(
     ))
 }
 
-fn unknown() -> ApiError {
+pub(super) fn unknown() -> ApiError {
     ApiError::not_found("no workspace with that id")
 }

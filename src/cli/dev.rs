@@ -213,6 +213,14 @@ pub fn dev(
         );
         println!("# what the workspaces hold, with the admin token:");
         println!("curl -s {http}/v1/workspaces -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'");
+        println!(
+            "# a rule's test event: the request it makes, sent once (drop send=true to only see it):"
+        );
+        println!(
+            "curl -s -X POST '{http}/v1/workspaces/ws_academyflow/test-event?send=true' \
+             -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}' -H 'Content-Type: application/json' \
+             -d '{{\"rule\":\"lesson-alert-to-slack\",\"payload\":{SEED_LESSON}}}'"
+        );
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
         app.run_processor(shutdown).await?;
         let _ = server.await;

@@ -1,5 +1,6 @@
 //! HubSpot: `POST /hubspot/crm/v3/objects/contacts/batch/upsert` (also under
-//! `/hubspot/crm/objects/2026-03/…`) with `idProperty: "email"`.
+//! `/hubspot/crm/objects/2026-03/…`) with `idProperty: "email"`, and
+//! `GET /hubspot/account-info/v3/details` (what "test connection" calls; same auth).
 //!
 //! - Auth: `Authorization: Bearer pat-…`; anything else answers 401 `INVALID_AUTHENTICATION`.
 //!   Tokens starting `pat-noscopes` answer 403 `MISSING_SCOPES`, `pat-daily-limit` 429 with
@@ -110,6 +111,39 @@ pub(super) fn router() -> Router<Sandbox> {
             "/hubspot/crm/objects/2026-03/contacts/batch/upsert",
             post(batch_upsert),
         )
+        .route(
+            "/hubspot/account-info/v3/details",
+            axum::routing::get(account_details),
+        )
+}
+
+/// `GET /account-info/v3/details`: the account the token belongs to (what "test connection"
+/// calls).
+async fn account_details(headers: HeaderMap) -> Response {
+    if bearer(&headers).is_none() {
+        return unauthenticated();
+    }
+    Json(json!({"portalId": 62515, "accountType": "DEVELOPER_TEST", "timeZone": "UTC",
+                "companyCurrency": "USD", "uiDomain": "app.hubspot.com", "dataHostingLocation": "na1"}))
+    .into_response()
+}
+
+/// A private-app token (`pat-…`) from `Authorization: Bearer`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.starts_with("pat-"))
+}
+
+fn unauthenticated() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        json!({"status": "error",
+            "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+            "correlationId": correlation_id(), "category": "INVALID_AUTHENTICATION"}),
+    )
 }
 
 fn error(status: StatusCode, body: Value) -> Response {
@@ -125,18 +159,8 @@ async fn batch_upsert(State(sandbox): State<Sandbox>, headers: HeaderMap, body: 
 }
 
 fn answer(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Response {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| t.starts_with("pat-"));
-    let Some(token) = token else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            json!({"status": "error",
-                "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                "correlationId": correlation_id(), "category": "INVALID_AUTHENTICATION"}),
-        );
+    let Some(token) = bearer(headers) else {
+        return unauthenticated();
     };
     if token.starts_with("pat-noscopes") {
         return error(

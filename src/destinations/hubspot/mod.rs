@@ -16,8 +16,10 @@ use self::batch::{Client, Job};
 use self::config::{Credentials, HubSpotConfig, Settings};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::HttpConnection;
+use crate::destinations::preview::Probe;
 use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
 use crate::model::FieldError;
+use secrecy::ExposeSecret;
 
 actions! {
     /// What a HubSpot rule can do.
@@ -102,6 +104,30 @@ impl Connector for HubSpot {
             return batcher_gone();
         }
         answer.await.unwrap_or_else(|_| batcher_gone())
+    }
+
+    /// `GET /account-info/v3/details`: reads the account the token belongs to, changes nothing.
+    async fn probe(&self) -> Probe {
+        let client = &self.client;
+        // A fixed relative path always joins onto the base URL.
+        let url = client
+            .config
+            .api_base
+            .join("account-info/v3/details")
+            .expect("relative path");
+        let token = client.config.token.expose_secret();
+        let request = client
+            .http
+            .request(reqwest::Method::GET, url)
+            .bearer_auth(token);
+        Probe::call(&client.http, request, &[token], |r| {
+            Probe::by_status(r, &[token])
+        })
+        .await
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Some(self.client.http.limiter().factor())
     }
 
     /// An upsert sets the contact's properties: its subject is the normalised email.
