@@ -676,6 +676,35 @@ async fn a_test_event_shows_the_requests_the_sandbox_then_receives() {
         s.harness.requests("slack").is_empty(),
         "a preview sends nothing"
     );
+    let hubspot = deliveries
+        .iter()
+        .find(|d| d["rule"] == "progress-to-hubspot")
+        .unwrap();
+    assert!(hubspot["requests"].as_array().unwrap().is_empty());
+    assert!(
+        hubspot["preview_note"]
+            .as_str()
+            .unwrap()
+            .contains("batched"),
+        "{hubspot}"
+    );
+    let mailchimp = deliveries
+        .iter()
+        .find(|d| d["rule"] == "next-lesson-audience")
+        .unwrap();
+    assert_eq!(
+        mailchimp["requests"].as_array().unwrap().len(),
+        3,
+        "{mailchimp}"
+    );
+    assert_eq!(
+        mailchimp["requests"][0]["headers"]["authorization"],
+        "[redacted]"
+    );
+    assert!(
+        !mailchimp.to_string().contains("sandbox0academyflow"),
+        "{mailchimp}"
+    );
 
     // Sent: the outcomes, and the sandbox received exactly what was shown.
     let sent: Value = s

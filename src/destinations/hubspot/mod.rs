@@ -16,7 +16,7 @@ use self::batch::{Client, Job};
 use self::config::{Credentials, HubSpotConfig, Settings};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::HttpConnection;
-use crate::destinations::preview::Probe;
+use crate::destinations::preview::{Preview, Probe};
 use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
 use crate::model::FieldError;
 use secrecy::ExposeSecret;
@@ -104,6 +104,16 @@ impl Connector for HubSpot {
             return batcher_gone();
         }
         answer.await.unwrap_or_else(|_| batcher_gone())
+    }
+
+    /// The batch request holds whichever deliveries arrive within the window, so one
+    /// delivery's request is not known before it is sent.
+    fn preview(&self, Action::UpsertContact: Action, _call: Call<'_>) -> Preview {
+        Preview::Unavailable {
+            reason: "HubSpot upserts are batched with the other deliveries of the connection's \
+                     batch window; send the test event to see the outcome"
+                .into(),
+        }
     }
 
     /// `GET /account-info/v3/details`: reads the account the token belongs to, changes nothing.
