@@ -4,7 +4,8 @@
 //!
 //! Health is this replica's view: breakers and rate limiters are kept per replica, and a
 //! connection is marked broken by the replica whose call was refused. Other replicas may see
-//! it otherwise; ask each one (or read `herald_circuit_open`-style metrics) for the fleet.
+//! it otherwise; ask each one (or read `herald_open_circuits` and `herald_broken_connections`,
+//! which every replica exports) for the fleet.
 
 use std::time::Instant;
 
