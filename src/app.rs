@@ -12,6 +12,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 use crate::api::ApiState;
+use crate::api::processor::Processor;
 use crate::credentials::keys::KeyError;
 use crate::credentials::{CredentialTable, Keyring};
 use crate::deliver::breaker::{BreakerSettings, Breakers};
@@ -95,7 +96,14 @@ impl App {
         )));
         let table = Arc::new(WorkspaceTable::new(credentials));
         let loader_stop = Arc::new(AtomicBool::new(false));
-        let loader = spawn_loader(&settings, table.clone(), ctx, vars, loader_stop.clone())?;
+        let loader = spawn_loader(
+            &settings,
+            table.clone(),
+            ctx,
+            vars.clone(),
+            loader_stop.clone(),
+        )?;
+        let producer: FutureProducer = kafka::producer_config(&settings).create()?;
         let metrics = Metrics::new();
         let mut writer = OutcomeWriter::new(producer, &settings, &metrics);
         let dedupe = Dedupe::start(&settings)?;
@@ -134,7 +142,13 @@ impl App {
             .with_dedupe(router.dedupe.clone())
             .with_history(history.clone()),
         );
-        let api = ApiState::start(&settings, health.clone(), metrics.clone(), router.clone())?;
+        let processor = Processor {
+            router: router.clone(),
+            ctx: destination_context(&settings),
+            vars,
+            keys: Keyring::load(&settings.credentials)?,
+        };
+        let api = ApiState::start(&settings, health.clone(), metrics.clone(), processor)?;
         Ok(Self {
             health,
             api,

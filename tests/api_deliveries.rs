@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, PATIENCE, Running};
 use herald::api::ApiState;
+use herald::api::processor::Processor;
 use herald::credentials::{CredentialTable, Keyring};
 use herald::deliver::breaker::{BreakerSettings, Breakers};
 use herald::deliver::health::Health;
@@ -26,6 +27,7 @@ use herald::kafka;
 use herald::model::Secret;
 use herald::settings::Settings;
 use herald::settings::api::{AdminScope, AdminToken};
+use herald::settings::interpolate::Vars;
 use herald::telemetry::Metrics;
 use herald::workspace::table::{WorkspaceEntry, WorkspaceTable};
 use rdkafka::Message;
@@ -819,7 +821,13 @@ async fn without_a_ready_history_store_the_deliveries_routes_answer_503() {
         dedupe: None,
         last_writes: LastWrites::new(16),
     });
-    let api = ApiState::start(&settings, health, metrics, router).unwrap();
+    let processor = Processor {
+        router,
+        ctx: herald::app::destination_context(&settings),
+        vars: Vars::default(),
+        keys: Keyring::default(),
+    };
+    let api = ApiState::start(&settings, health, metrics, processor).unwrap();
     let base = listen(herald::api::router(api)).await;
     let response = reqwest::Client::new()
         .get(format!("{base}{ACADEMY}/deliveries"))

@@ -1,8 +1,9 @@
 //! `herald dev` does what the README's tour says: it prints where everything is and a
 //! ready-to-paste `herald emit` line; pasting it shows the Slack alert in the sandbox and a
 //! `delivered` record in `herald history --json`; the tour's curl steps post an event, list
-//! and get its deliveries and replay one; its "Connect HubSpot" line connects the example
-//! HubSpot connection through the sandbox; Ctrl-C stops it cleanly.
+//! and get its deliveries and replay one; the printed test-event line shows the Slack request
+//! that the sandbox then receives; its "Connect HubSpot" line connects the example HubSpot
+//! connection through the sandbox; Ctrl-C stops it cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -185,6 +186,39 @@ async fn the_printed_emit_line_is_delivered_and_shows_in_history() {
         .await
         .unwrap();
     assert_eq!(workspaces["workspaces"].as_array().unwrap().len(), 2);
+
+    // The printed test-event line shows the Slack request and sends it once.
+    while !later.iter().any(|l| l.contains("/test-event")) {
+        later.push(lines.next().expect("the test-event line").unwrap());
+    }
+    let test_line = later.iter().find(|l| l.contains("/test-event")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(test_line)
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{test_line}: {}", String::from_utf8_lossy(&out.stdout)));
+    let delivery = &answer["deliveries"][0];
+    assert_eq!(delivery["rule"], "lesson-alert-to-slack", "{answer}");
+    assert_eq!(delivery["requests"][0]["method"], "POST", "{answer}");
+    assert_eq!(
+        delivery["requests"][0]["headers"]["authorization"],
+        "[redacted]"
+    );
+    assert_eq!(delivery["result"]["outcome"], "delivered", "{answer}");
+    let slack: Vec<serde_json::Value> =
+        reqwest::get(format!("{http}/_sandbox/requests?destination=slack"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        slack.last().map(|r| &r["body"]),
+        Some(&delivery["requests"][0]["body"]),
+        "the sandbox received what the test event showed"
+    );
 
     // The printed "Connect HubSpot" line runs the OAuth flow: start, the sandbox's authorize
     // page (which approves at once), the callback, which stores the tokens.

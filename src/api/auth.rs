@@ -72,6 +72,8 @@ impl AdminTokens {
 pub struct Admin<const WRITE: bool> {
     /// The token's name, for logs.
     pub name: String,
+    /// The token's scope, for a request that needs write only with some parameters.
+    pub scope: AdminScope,
 }
 
 impl<const WRITE: bool> FromRequestParts<ApiState> for Admin<WRITE> {
@@ -101,7 +103,10 @@ impl<const WRITE: bool> FromRequestParts<ApiState> for Admin<WRITE> {
             ));
         }
         tracing::debug!(token = name, "admin request");
-        Ok(Self { name: name.into() })
+        Ok(Self {
+            name: name.into(),
+            scope,
+        })
     }
 }
 

@@ -148,6 +148,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// For a query string that does not parse (an unknown parameter, `send=maybe`).
+pub fn bad_query(rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::invalid(vec![FieldError::new("query", rejection.body_text())])
+}
+
 /// Unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")

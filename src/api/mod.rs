@@ -5,21 +5,29 @@
 //!   [`openapi`]);
 //! - `/v1/events`, `/v1/events/batch`: ingest with a workspace's publishable key
 //!   ([`events`], [`auth`]);
-//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]);
-//!   a workspace's deliveries ([`deliveries`]) and its bulk redrive and replay ([`recovery`]);
+//! - `/v1/workspaces`: the management API, with admin tokens ([`workspaces`], [`auth`]):
+//!   create or replace a workspace ([`workspace_put`]), set its connections' credentials
+//!   ([`credentials`]), test them and see their health ([`connections`]), try an event
+//!   against its rules ([`test_event`]); a workspace's deliveries ([`deliveries`]) and its bulk
+//!   redrive and replay ([`recovery`]);
 //! - `/oauth/hubspot/start`, `/oauth/hubspot/callback`: "Connect HubSpot" ([`oauth`]).
 //!
 //! Every answer carries an `x-request-id` (the caller's, or a new one), which is also a field
 //! of the request's tracing span; every error has the one shape of [`error`].
 
 pub mod auth;
+pub mod connections;
+pub mod credentials;
 pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod oauth;
 pub mod openapi;
+pub mod processor;
 pub mod recovery;
+pub mod test_event;
+pub mod workspace_put;
 pub mod workspaces;
 
 use std::ops::Deref;
@@ -30,7 +38,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
@@ -62,6 +70,8 @@ pub struct Shared {
     pub router: Arc<DeliveryRouter>,
     /// Admits one redrive or window replay at a time.
     pub bulk: recovery::BulkGate,
+    /// The processor in this process, for the management API.
+    pub processor: processor::Processor,
     keys: auth::KeyIndex,
     admin: auth::AdminTokens,
     recent: idempotency::Recent,
@@ -81,7 +91,7 @@ impl ApiState {
         settings: &Settings,
         health: Arc<Health>,
         metrics: Metrics,
-        router: Arc<DeliveryRouter>,
+        processor: processor::Processor,
     ) -> Result<Self, KafkaError> {
         let api = &settings.api;
         let producer = kafka::producer_config(settings)
@@ -101,8 +111,9 @@ impl ApiState {
             ),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             producer,
-            router,
+            router: processor.router.clone(),
             bulk: recovery::BulkGate::default(),
+            processor,
             health,
             metrics,
             settings: settings.clone(),
@@ -123,7 +134,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workspaces", get(workspaces::list))
         .route(
             "/v1/workspaces/{id}",
-            get(workspaces::get).delete(workspaces::delete),
+            get(workspaces::get)
+                .delete(workspaces::delete)
+                .put(workspace_put::put),
         )
         .merge(oauth::routes(&state))
         .route("/v1/workspaces/{id}/deliveries", get(deliveries::list))
@@ -140,6 +153,16 @@ pub fn router(state: ApiState) -> Router {
             post(recovery::redrive_deliveries),
         )
         .route("/v1/workspaces/{id}/replay", post(recovery::replay_window))
+        .route("/v1/workspaces/{id}/connections", get(connections::list))
+        .route(
+            "/v1/workspaces/{id}/connections/{connection}/credentials",
+            put(credentials::put).delete(credentials::delete),
+        )
+        .route(
+            "/v1/workspaces/{id}/connections/{connection}/test",
+            post(connections::test),
+        )
+        .route("/v1/workspaces/{id}/test-event", post(test_event::post))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

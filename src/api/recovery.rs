@@ -239,8 +239,20 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         body
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Serde would take an array for a struct (its fields in order); only an object is a body.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(vec![FieldError::new(
+            "",
+            format!("the body is not JSON: {e}"),
+        )])
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "",
+            "must be a JSON object",
+        )]));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let message = e.inner().to_string();
         let mut path = e.path().to_string();
         if path == "." {

@@ -39,7 +39,7 @@ pub struct ConnectionView {
     pub kind: String,
 }
 
-fn view(id: String, entry: &WorkspaceEntry) -> WorkspaceView {
+pub(super) fn view(id: String, entry: &WorkspaceEntry) -> WorkspaceView {
     match entry {
         WorkspaceEntry::Ready(ws) => WorkspaceView {
             id,
@@ -104,12 +104,24 @@ pub async fn delete(
         ));
     }
     tracing::info!(workspace = %id, token = %admin.name, "workspace deleted through the API");
+    // As for a PUT: wait until this replica's table dropped it, so that a GET right after
+    // answers 404; past the wait, `loaded: false` says it has not yet.
+    let deadline = tokio::time::Instant::now() + super::workspace_put::LOAD_WAIT;
+    let loaded = loop {
+        if api.table.get(&id).is_none() {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "workspace": id, "deleted": true })),
+        Json(json!({ "workspace": id, "deleted": true, "loaded": loaded })),
     ))
 }
 
-fn unknown() -> ApiError {
+pub(super) fn unknown() -> ApiError {
     ApiError::not_found("no workspace with that id")
 }

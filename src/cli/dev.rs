@@ -283,6 +283,14 @@ pub fn dev(
             "curl -s -X POST {deliveries}/{delivery}/replay \
              -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}'"
         );
+        println!(
+            "# a rule's test event: the request it makes, sent once (drop send=true to only see it):"
+        );
+        println!(
+            "curl -s -X POST '{http}/v1/workspaces/ws_academyflow/test-event?send=true' \
+             -H 'Authorization: Bearer {DEV_ADMIN_TOKEN}' -H 'Content-Type: application/json' \
+             -d '{{\"rule\":\"lesson-alert-to-slack\",\"payload\":{SEED_LESSON}}}'"
+        );
         println!("herald history --brokers {brokers} --workspace ws_academyflow");
         println!(
             "# \"Connect HubSpot\" for ws_academyflow's connection crm, through the sandbox's \

@@ -9,21 +9,20 @@ pub mod show;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::Args;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use super::KafkaArgs;
 use super::output::Output;
 use crate::app::destination_context;
-use crate::credentials::{Keyring, RecordKey, write};
+use crate::credentials::Keyring;
 use crate::kafka;
 use crate::model::WorkspaceConfig;
 use crate::settings::Settings;
 use crate::settings::interpolate::Vars;
-use crate::workspace::compile::CompiledWorkspace;
+use crate::workspace::apply;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -57,13 +56,13 @@ pub fn validate_files(
         &settings.credentials.files_dir,
     );
     let mut problems = Vec::new();
-    let mut configs = Vec::new();
+    let mut configs: Vec<WorkspaceConfig> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for (name, text) in files {
-        let config = match WorkspaceConfig::parse(text) {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(format!("{name}: {e}"));
+        let config = match apply::check(text, &ctx, vars) {
+            Ok(config) => config,
+            Err(errors) => {
+                problems.extend(errors.iter().map(|e| format!("{name}: {e}")));
                 continue;
             }
         };
@@ -73,10 +72,7 @@ pub fn validate_files(
                 config.workspace
             ));
         }
-        match CompiledWorkspace::compile(&config, &ctx, vars) {
-            Ok(_) => configs.push(config),
-            Err(errors) => problems.extend(errors.0.iter().map(|e| format!("{name}: {e}"))),
-        }
+        configs.push(config);
     }
     if !problems.is_empty() {
         bail!(
@@ -91,14 +87,8 @@ pub fn validate_files(
 pub async fn publish(settings: &Settings, configs: &[WorkspaceConfig]) -> anyhow::Result<()> {
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
     for config in configs {
-        let value = serde_json::to_vec(config)?;
-        let record = FutureRecord::to(&settings.topics.workspaces)
-            .key(config.workspace.as_bytes())
-            .payload(&value);
-        producer
-            .send(record, Duration::from_secs(30))
+        apply::publish(settings, &producer, config)
             .await
-            .map_err(|(e, _)| e)
             .with_context(|| {
                 format!(
                     "cannot publish workspace `{}` to {} on {}",
@@ -109,59 +99,29 @@ pub async fn publish(settings: &Settings, configs: &[WorkspaceConfig]) -> anyhow
     Ok(())
 }
 
-/// The literal (not `${…}`) credential values of `config`, by connection: the fields a
-/// workspace file should not hold in plain text.
-pub fn literal_credentials(config: &WorkspaceConfig) -> Vec<(usize, Vec<&str>)> {
-    config
-        .connections
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let literal: Vec<&str> = c
-                .credentials
-                .iter()
-                .filter(|(_, v)| !v.expose().contains("${"))
-                .map(|(k, _)| k.as_str())
-                .collect();
-            (!literal.is_empty()).then_some((i, literal))
-        })
-        .collect()
-}
-
-/// Moves every connection's literal credentials into the store and out of `configs`. A
-/// connection that mixes literal values and references is refused: it would be half in each.
+/// Moves every connection's literal credentials into the store and out of `configs`. Every
+/// config is checked for connections that mix literal values and references before anything
+/// is stored.
 async fn store_literal_credentials(
     settings: &Settings,
     configs: &mut [WorkspaceConfig],
 ) -> anyhow::Result<Vec<String>> {
+    let mixed: Vec<String> = configs
+        .iter()
+        .flat_map(|c| {
+            apply::mixed_credentials(c)
+                .into_iter()
+                .map(|e| format!("{}: {e}", c.workspace))
+        })
+        .collect();
+    if !mixed.is_empty() {
+        bail!("{}", mixed.join("\n"));
+    }
     let keys = Keyring::load(&settings.credentials)?;
     let producer: FutureProducer = kafka::producer_config(settings).create()?;
     let mut moved = Vec::new();
     for config in configs.iter_mut() {
-        for (i, literal) in literal_credentials(config) {
-            let connection = &config.connections[i];
-            if literal.len() != connection.credentials.len() {
-                bail!(
-                    "{}: connections[{i}].credentials: mixes literal values and `${{…}}` \
-                     references; store all of its fields or reference all of them",
-                    config.workspace
-                );
-            }
-            let record = RecordKey::new(&config.workspace, &connection.id)
-                .ok_or_else(|| anyhow!("connections[{i}].id: cannot key a store record"))?;
-            write::put(settings, &producer, &keys, &record, &connection.credentials).await?;
-            moved.push(format!("{record} ({})", literal.join(", ")));
-        }
-        for connection in &mut config.connections {
-            if !connection.credentials.is_empty()
-                && connection
-                    .credentials
-                    .values()
-                    .all(|v| !v.expose().contains("${"))
-            {
-                connection.credentials.clear();
-            }
-        }
+        moved.extend(apply::store_literal_credentials(settings, &producer, &keys, config).await?);
     }
     Ok(moved)
 }
@@ -183,19 +143,13 @@ pub async fn apply(settings: &Settings, args: &ApplyArgs, output: Output) -> any
             .iter()
             .zip(&files)
             .flat_map(|(config, (name, _))| {
-                literal_credentials(config)
-                    .into_iter()
-                    .flat_map(move |(i, fields)| {
-                        fields.into_iter().map(move |f| {
-                            format!(
-                                "{name}: connections[{i}].credentials.{f}: a literal credential \
-                                 would be published in plain text; reference it \
-                                 (`${{env:{}…}}`), store it with `herald credentials set`, or \
-                                 pass --store-credentials to move it into the store",
-                                settings.credentials.env_prefix
-                            )
-                        })
-                    })
+                apply::refuse_literal_credentials(
+                    config,
+                    &settings.credentials.env_prefix,
+                    "pass --store-credentials to move it into the store",
+                )
+                .into_iter()
+                .map(move |e| format!("{name}: {e}"))
             })
             .collect();
         if !problems.is_empty() {

@@ -14,7 +14,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::destinations::Outcome;
 
@@ -47,22 +50,40 @@ impl BreakerSettings {
     }
 }
 
+/// Each state keeps the last transient failure and when it happened (wall-clock, to show).
 #[derive(Debug)]
 enum State {
     Closed {
         failures: u32,
         last_error: String,
+        failed_at: SystemTime,
     },
     Open {
         until: Instant,
         cooldown: Duration,
         last_error: String,
+        failed_at: SystemTime,
     },
     HalfOpen {
         since: Instant,
         cooldown: Duration,
         last_error: String,
+        failed_at: SystemTime,
     },
+}
+
+/// How one connection's breaker stands, as this replica sees it (for the management API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CircuitView {
+    /// `closed`, `open` (calls refused until `open_until`) or `half_open` (one probe call
+    /// decides).
+    pub state: &'static str,
+    /// Transient failures in a row, while closed.
+    pub failures: u32,
+    /// The last transient failure's reason and time, while the connection has any.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub open_until: Option<DateTime<Utc>>,
 }
 
 /// Whether a delivery may call its connection.
@@ -109,6 +130,7 @@ impl Breakers {
                 until,
                 cooldown,
                 last_error,
+                failed_at,
             } => {
                 if now < *until {
                     return refused(*until - now, last_error);
@@ -117,6 +139,7 @@ impl Breakers {
                     since: now,
                     cooldown: *cooldown,
                     last_error: std::mem::take(last_error),
+                    failed_at: *failed_at,
                 };
                 Admission::Call { probe: true }
             }
@@ -165,15 +188,18 @@ impl Breakers {
             None => states.entry(key).or_insert(State::Closed {
                 failures: 0,
                 last_error: String::new(),
+                failed_at: SystemTime::now(),
             }),
         };
         let reopen = match state {
             State::Closed {
                 failures,
                 last_error,
+                failed_at,
             } => {
                 *failures += 1;
                 *last_error = reason.clone();
+                *failed_at = SystemTime::now();
                 (*failures >= self.settings.failures).then_some(base)
             }
             // A failed probe: open again, for longer.
@@ -198,7 +224,61 @@ impl Breakers {
                 until: now + cooldown,
                 cooldown,
                 last_error: reason.clone(),
+                failed_at: SystemTime::now(),
             };
+        }
+    }
+
+    /// How the breaker of `connection` stands at `now`; closed with no failure when it is not
+    /// tracked.
+    pub fn view(&self, workspace: &str, connection: &str, now: Instant) -> CircuitView {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (workspace.to_owned(), connection.to_owned());
+        let shown = |at: &SystemTime| Some(DateTime::<Utc>::from(*at));
+        match states.get(&key) {
+            None => CircuitView {
+                state: "closed",
+                failures: 0,
+                last_error: None,
+                last_error_at: None,
+                open_until: None,
+            },
+            Some(State::Closed {
+                failures,
+                last_error,
+                failed_at,
+            }) => CircuitView {
+                state: "closed",
+                failures: *failures,
+                last_error: Some(last_error.clone()),
+                last_error_at: shown(failed_at),
+                open_until: None,
+            },
+            Some(State::Open {
+                until,
+                last_error,
+                failed_at,
+                ..
+            }) => CircuitView {
+                state: if now < *until { "open" } else { "half_open" },
+                failures: 0,
+                last_error: Some(last_error.clone()),
+                last_error_at: shown(failed_at),
+                open_until: (now < *until).then(|| {
+                    Utc::now() + chrono::Duration::from_std(*until - now).unwrap_or_default()
+                }),
+            },
+            Some(State::HalfOpen {
+                last_error,
+                failed_at,
+                ..
+            }) => CircuitView {
+                state: "half_open",
+                failures: 0,
+                last_error: Some(last_error.clone()),
+                last_error_at: shown(failed_at),
+                open_until: None,
+            },
         }
     }
 
@@ -247,6 +327,28 @@ mod tests {
     }
 
     const CALL: Admission = Admission::Call { probe: false };
+
+    #[test]
+    fn the_view_shows_the_state_the_last_error_and_until_when() {
+        let b = breakers(10);
+        let now = Instant::now();
+        assert_eq!(b.view("ws", "c", now).state, "closed");
+        b.record("ws", "c", &timeout(), now);
+        let view = b.view("ws", "c", now);
+        assert_eq!(
+            (view.state, view.failures, view.last_error.as_deref()),
+            ("closed", 1, Some("request timed out"))
+        );
+        assert!(view.last_error_at.is_some());
+        b.record("ws", "c", &timeout(), now);
+        b.record("ws", "c", &timeout(), now);
+        let view = b.view("ws", "c", now);
+        assert_eq!(view.state, "open");
+        assert!(view.open_until.is_some_and(|t| t > chrono::Utc::now()));
+        let later = now + Duration::from_secs(11);
+        assert_eq!(b.view("ws", "c", later).state, "half_open");
+        assert_eq!(b.view("ws", "other", now).state, "closed");
+    }
 
     #[test]
     fn opens_after_consecutive_failures_then_probes_once_and_closes_on_success() {

@@ -90,6 +90,55 @@ pub struct Planned {
     rendered: Result<serde_json::Value, RenderError>,
 }
 
+impl Planned {
+    /// The rendered `with`, or why the condition or the request could not be rendered.
+    pub fn rendered(&self) -> Result<&serde_json::Value, &RenderError> {
+        self.rendered.as_ref()
+    }
+}
+
+/// The rules of one workspace an event matches, each with its rendered request.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    /// One per matched rule, in rule order.
+    pub deliveries: Vec<Planned>,
+    /// Rules whose event, resource and resource id match but whose `when` is false.
+    pub unmet: Vec<&'a str>,
+}
+
+/// Matches `envelope` against `workspace`'s rules (only `rule` when given) and renders each
+/// matched rule's request, as the processor does for every event (and the management API's
+/// test events). Makes no call.
+pub fn match_rules<'a>(
+    workspace: &'a CompiledWorkspace,
+    envelope: &'a EventEnvelope,
+    rule: Option<&str>,
+) -> Matched<'a> {
+    let ctx = render_context(envelope);
+    let mut deliveries = Vec::new();
+    let mut unmet = Vec::new();
+    let candidates = workspace
+        .candidate_rules(envelope)
+        .filter(|r| rule.is_none_or(|only| r.id == only));
+    for rule in candidates {
+        let rendered = match workspace.condition_holds(rule, &ctx) {
+            Ok(true) => workspace.render(rule, &ctx),
+            Ok(false) => {
+                unmet.push(rule.id.as_str());
+                continue;
+            }
+            // A condition that cannot be evaluated fails its delivery, visibly.
+            Err(e) => Err(e),
+        };
+        deliveries.push(Planned {
+            rule_id: rule.id.clone(),
+            connection_id: rule.connection.id.clone(),
+            rendered,
+        });
+    }
+    Matched { deliveries, unmet }
+}
+
 /// Where a planned delivery stands in its connection's line (see [`super::order`]).
 #[derive(Debug)]
 pub enum Lane {
@@ -148,28 +197,7 @@ impl Router {
                 };
             }
         };
-        let ctx = render_context(envelope);
-        let mut deliveries = Vec::new();
-        let mut unmet = Vec::new();
-        let candidates = workspace
-            .candidate_rules(envelope)
-            .filter(|r| rule.is_none_or(|only| r.id == only));
-        for rule in candidates {
-            let rendered = match workspace.condition_holds(rule, &ctx) {
-                Ok(true) => workspace.render(rule, &ctx),
-                Ok(false) => {
-                    unmet.push(rule.id.as_str());
-                    continue;
-                }
-                // A condition that cannot be evaluated fails its delivery, visibly.
-                Err(e) => Err(e),
-            };
-            deliveries.push(Planned {
-                rule_id: rule.id.clone(),
-                connection_id: rule.connection.id.clone(),
-                rendered,
-            });
-        }
+        let Matched { deliveries, unmet } = match_rules(&workspace, envelope, rule);
         if deliveries.is_empty() {
             let mut detail = format!("no rule of this workspace matches `{}`", envelope.event);
             if !unmet.is_empty() {

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::preview::{Preview, Probe};
 use super::{Attempted, Call, Connection, Destination, DestinationContext, Outcome};
 use crate::model::{ConnectionSpec, FieldError, Secret};
 
@@ -50,6 +51,31 @@ pub trait Connector: Sized + Send + Sync + fmt::Debug + 'static {
     /// `None` for additive actions (posts, tags, list subscriptions), which are always sent,
     /// and for a `with` the action cannot read (its attempt fails and says why).
     fn subject(&self, action: Self::Action, request: &Value) -> Option<String>;
+
+    /// The requests one attempt at `action` would send for the call, built by the code that
+    /// sends them (see [`Preview`]). By default: not available.
+    fn preview(&self, action: Self::Action, call: Call<'_>) -> Preview {
+        let _ = (action, call);
+        Preview::Unavailable {
+            reason: format!("{} connections do not show their requests", Self::KIND),
+        }
+    }
+
+    /// One harmless authenticated call ("test connection"). By default there is none.
+    fn probe(&self) -> impl Future<Output = Probe> + Send {
+        async {
+            Probe::Unsupported(format!(
+                "{} connections have no harmless call to test with",
+                Self::KIND
+            ))
+        }
+    }
+
+    /// The share of the configured request rate its limiter now allows (below 1 after the API
+    /// answered 429), for connections with one limiter.
+    fn rate_factor(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The actions of one destination, as an enum; declare one with `actions!`.
@@ -197,6 +223,15 @@ struct UnusableAction {
 }
 
 impl Connection for Unusable {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        let reason = format!("the connection is unusable here: {}", self.reason);
+        Box::pin(async move { Probe::Failed(reason) })
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        None
+    }
+
     fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError> {
         let Some(action) = self.actions.iter().copied().find(|a| *a == action) else {
             return Err(FieldError::new(
@@ -238,9 +273,26 @@ impl Act for UnusableAction {
     fn subject(&self, _request: &Value) -> Option<String> {
         None
     }
+
+    fn preview(&self, _call: Call<'_>) -> Preview {
+        Preview::Unavailable {
+            reason: format!(
+                "the connection is unusable here: {}",
+                self.connection.reason
+            ),
+        }
+    }
 }
 
 impl<C: Connector> Connection for C {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(Connector::probe(self))
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Connector::rate_factor(self)
+    }
+
     fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError> {
         let action = C::Action::parse(action).ok_or_else(|| {
             FieldError::new(
@@ -285,6 +337,11 @@ impl BoundAction {
     pub fn subject(&self, request: &Value) -> Option<String> {
         self.0.subject(request)
     }
+
+    /// The requests one attempt would send for the call, redacted (see [`Connector::preview`]).
+    pub fn preview(&self, call: Call<'_>) -> Preview {
+        self.0.preview(call)
+    }
 }
 
 impl fmt::Debug for BoundAction {
@@ -300,6 +357,7 @@ trait Act: Send + Sync {
     fn check(&self, with: &Value) -> Result<(), FieldError>;
     fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Attempted>;
     fn subject(&self, request: &Value) -> Option<String>;
+    fn preview(&self, call: Call<'_>) -> Preview;
 }
 
 struct Bound<C: Connector> {
@@ -326,6 +384,10 @@ impl<C: Connector> Act for Bound<C> {
 
     fn subject(&self, request: &Value) -> Option<String> {
         self.connection.subject(self.action, request)
+    }
+
+    fn preview(&self, call: Call<'_>) -> Preview {
+        self.connection.preview(self.action, call)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod intercom;
 pub mod limit;
 pub mod mailchimp;
 pub mod oauth;
+pub mod preview;
 pub mod slack;
 pub mod steps;
 pub mod tags;
@@ -220,4 +221,11 @@ pub trait Connection: Send + Sync + std::fmt::Debug {
     /// Binds the action a rule names to this connection; an unknown name is an error at
     /// `action`. Check the rule's `with` with [`BoundAction::check`].
     fn bind(self: Arc<Self>, action: &str) -> Result<BoundAction, FieldError>;
+
+    /// One harmless authenticated call to the API ("test connection"), without touching
+    /// deliveries; see [`connector::Connector::probe`].
+    fn probe(&self) -> futures::future::BoxFuture<'_, preview::Probe>;
+
+    /// The share of the configured request rate its limiter now allows, when it has one.
+    fn rate_factor(&self) -> Option<f64>;
 }

@@ -270,9 +270,11 @@ impl HistoryStore {
     }
 }
 
+/// A cursor is `<milliseconds>_<delivery id>`: 1 to 16 digits, an underscore, anything.
 fn parse_cursor(cursor: &str) -> Result<(i64, String), StoreError> {
     cursor
         .split_once('_')
+        .filter(|(at, _)| (1..=16).contains(&at.len()) && at.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
         .ok_or_else(|| StoreError::Cursor(crate::model::excerpt(cursor)))
 }

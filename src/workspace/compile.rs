@@ -22,6 +22,8 @@ pub struct CompiledWorkspace {
     /// Every connection as (id, type), in the config's order.
     pub connections: Vec<(String, String)>,
     by_event: HashMap<String, Vec<usize>>,
+    /// Every connection by id, with or without rules (for "test connection" and health).
+    handles: HashMap<String, Arc<dyn Connection>>,
     templates: Templates,
     /// Connections that answered "bad credentials"; they live as long as this compiled config.
     pub broken: BrokenConnections,
@@ -173,6 +175,10 @@ impl CompiledWorkspace {
                     .collect(),
                 rules,
                 by_event,
+                handles: connections
+                    .into_values()
+                    .map(|c| (c.id, c.connection))
+                    .collect(),
                 templates,
                 broken: unusable_connections,
             })
@@ -193,6 +199,11 @@ impl CompiledWorkspace {
     /// Why `connection_id` is broken, if it is.
     pub fn broken_reason(&self, connection_id: &str) -> Option<String> {
         self.broken.reason(connection_id)
+    }
+
+    /// The connection with id `connection_id`.
+    pub fn connection(&self, connection_id: &str) -> Option<&Arc<dyn Connection>> {
+        self.handles.get(connection_id)
     }
 
     /// The rule with id `rule_id`.

@@ -90,6 +90,13 @@ impl WorkspaceTable {
         &self.credentials
     }
 
+    /// The newest record of `workspace_id` applied to the table (the JSON config as
+    /// published), if any.
+    pub fn newest_record(&self, workspace_id: &str) -> Option<Vec<u8>> {
+        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+        records.get(workspace_id).cloned()
+    }
+
     /// The entry for `workspace_id`, if the table has one.
     pub fn get(&self, workspace_id: &str) -> Option<WorkspaceEntry> {
         // A poisoned lock means a panic while swapping an entry; the map is still whole.

@@ -1,5 +1,6 @@
 //! HubSpot: `POST /hubspot/crm/v3/objects/contacts/batch/upsert` (also under
-//! `/hubspot/crm/objects/2026-03/…`) with `idProperty: "email"`.
+//! `/hubspot/crm/objects/2026-03/…`) with `idProperty: "email"`, and
+//! `GET /hubspot/account-info/v3/details` (what "test connection" calls; same auth).
 //!
 //! - Auth: `Authorization: Bearer pat-…`, or an access token of the OAuth endpoints ([`oauth`];
 //!   an expired one answers 401 `EXPIRED_AUTHENTICATION`); anything else answers 401
@@ -117,6 +118,39 @@ pub(super) fn router() -> Router<Sandbox> {
         )
         .route("/hubspot/oauth/authorize", get(oauth::authorize))
         .route("/hubspot/oauth/v1/token", post(oauth::token))
+        .route(
+            "/hubspot/account-info/v3/details",
+            axum::routing::get(account_details),
+        )
+}
+
+/// `GET /account-info/v3/details`: the account the token belongs to (what "test connection"
+/// calls).
+async fn account_details(headers: HeaderMap) -> Response {
+    if bearer(&headers).is_none() {
+        return unauthenticated();
+    }
+    Json(json!({"portalId": 62515, "accountType": "DEVELOPER_TEST", "timeZone": "UTC",
+                "companyCurrency": "USD", "uiDomain": "app.hubspot.com", "dataHostingLocation": "na1"}))
+    .into_response()
+}
+
+/// A private-app token (`pat-…`) or an OAuth access token from `Authorization: Bearer`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.starts_with("pat-") || t.starts_with(oauth::ACCESS_PREFIX))
+}
+
+fn unauthenticated() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        json!({"status": "error",
+            "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+            "correlationId": correlation_id(), "category": "INVALID_AUTHENTICATION"}),
+    )
 }
 
 fn error(status: StatusCode, body: Value) -> Response {
@@ -154,12 +188,7 @@ fn answer(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Response {
         }
     }
     let Some(token) = token else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            json!({"status": "error",
-                "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                "correlationId": correlation_id(), "category": "INVALID_AUTHENTICATION"}),
-        );
+        return unauthenticated();
     };
     if token.starts_with("pat-noscopes") {
         return error(

@@ -1,5 +1,6 @@
 //! Mailchimp Marketing API v3 under `/mailchimp/3.0`: `PUT …/lists/{list}/members/{hash}`,
-//! `GET` of the same, and `POST …/members/{hash}/tags` (204).
+//! `GET` of the same, `POST …/members/{hash}/tags` (204), and `GET /ping` (what "test
+//! connection" calls; same auth).
 //!
 //! - Auth: HTTP Basic, any username, the password a key of the form `<key>-<dc>`; a missing
 //!   key answers 401 `API Key Missing`, a key without a data-centre suffix (or whose key part
@@ -99,6 +100,16 @@ pub(super) fn router() -> Router<Sandbox> {
             "/mailchimp/3.0/lists/{list}/members/{hash}/tags",
             post(add_tags),
         )
+        .route("/mailchimp/3.0/ping", axum::routing::get(ping))
+}
+
+/// `GET /ping`: Mailchimp's health check, which needs a valid key (what "test connection"
+/// calls).
+async fn ping(headers: HeaderMap) -> Response {
+    match api_key(&headers) {
+        Ok(_) => axum::Json(json!({"health_status": "Everything's Chimpy!"})).into_response(),
+        Err((title, detail)) => problem(StatusCode::UNAUTHORIZED, title, detail, None),
+    }
 }
 
 /// Counts a request in flight for its key until dropped.

@@ -1,5 +1,7 @@
 //! Slack: an incoming webhook (`200 ok`, or plain-text error codes with real statuses) and
-//! `chat.postMessage` (HTTP 200 with `{"ok": false, "error": …}` for application errors).
+//! `chat.postMessage` (HTTP 200 with `{"ok": false, "error": …}` for application errors), and
+//! `auth.test` (what "test connection" calls: `not_authed`, `invalid_auth` for a token that is
+//! not `xoxb-…`, as `chat.postMessage` checks it).
 //! Slack allows about one message per second per channel with short bursts: more than
 //! [`BURST`] messages to one channel (or one incoming webhook) within a second are answered
 //! 429 with `Retry-After: 1` (`{"ok": false, "error": "ratelimited"}` from the Web API,
@@ -56,6 +58,32 @@ pub(super) fn router() -> Router<Sandbox> {
     Router::new()
         .route("/slack/services/{*path}", post(incoming_webhook))
         .route("/slack/api/chat.postMessage", post(post_message))
+        .route("/slack/api/auth.test", post(auth_test).get(auth_test))
+}
+
+/// `auth.test`: who the token is (what "test connection" calls); errors in a 200, as Slack.
+async fn auth_test(headers: HeaderMap) -> Response {
+    let reply = match bot_token(&headers) {
+        Err(error) => json!({"ok": false, "error": error}),
+        Ok(_) => json!({"ok": true, "url": "https://sandbox.slack.com/", "team": "Sandbox",
+                        "user": "herald", "team_id": "T0SANDBOX", "user_id": "U0HERALD",
+                        "bot_id": "B0HERALD"}),
+    };
+    Json(reply).into_response()
+}
+
+/// The bot token of `Authorization: Bearer`, or Slack's error code.
+fn bot_token(headers: &HeaderMap) -> Result<&str, &'static str> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("not_authed")?;
+    if token.starts_with("xoxb-") {
+        Ok(token)
+    } else {
+        Err("invalid_auth")
+    }
 }
 
 fn has_text_or_blocks(body: &Value) -> bool {
@@ -87,14 +115,9 @@ async fn incoming_webhook(
 }
 
 async fn post_message(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
     let parsed = serde_json::from_slice::<Value>(&body);
-    let reply = match (token, &parsed) {
-        (None, _) => json!({"ok": false, "error": "not_authed"}),
-        (Some(t), _) if !t.starts_with("xoxb-") => json!({"ok": false, "error": "invalid_auth"}),
+    let reply = match (bot_token(&headers), &parsed) {
+        (Err(error), _) => json!({"ok": false, "error": error}),
         (_, Err(_)) => json!({"ok": false, "error": "invalid_json"}),
         (_, Ok(v)) => match v.get("channel").and_then(Value::as_str) {
             None | Some("") => json!({"ok": false, "error": "channel_not_found"}),

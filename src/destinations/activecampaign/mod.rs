@@ -19,6 +19,7 @@ use self::config::{ActiveCampaignConfig, Credentials, Settings};
 use self::response::Reply;
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::preview::{Preview, Probe};
 use crate::destinations::steps::{self, Step};
 use crate::destinations::tags::TagCache;
 use crate::destinations::{Attempted, Call, DestinationContext};
@@ -76,6 +77,41 @@ impl Connector for ActiveCampaign {
                 .ok()
                 .map(|email| email.to_lowercase()),
             Action::AddTag | Action::AddToList => None,
+        }
+    }
+
+    /// `GET /api/3/users/me`: the user the token belongs to.
+    async fn probe(&self) -> Probe {
+        // A fixed relative path always joins onto the base URL.
+        let url = self
+            .config
+            .api_base
+            .join("users/me")
+            .expect("relative path");
+        let token = self.config.api_token.expose_secret();
+        let request = self
+            .http
+            .request(reqwest::Method::GET, url)
+            .header("api-token", token)
+            .header("accept", "application/json");
+        Probe::call(&self.http, request, &[token], |r| {
+            Probe::by_status(r, &[token])
+        })
+        .await
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Some(self.http.limiter().factor())
+    }
+
+    /// Each call is built from the answer to the one before (ids the API hands out), so
+    /// there is nothing honest to show before calling.
+    fn preview(&self, _action: Action, _call: Call<'_>) -> Preview {
+        Preview::Unavailable {
+            reason:
+                "ActiveCampaign actions are several calls, each built from the answer to the one \
+                     before; send the test event to see the outcome"
+                    .into(),
         }
     }
 

@@ -65,6 +65,15 @@ impl Client {
         }
     }
 
+    /// The bearer token a request made now would carry: the private-app token, or the OAuth
+    /// access token (refreshed first when it is about to expire).
+    pub async fn bearer_token(&self) -> Result<SecretString, Outcome> {
+        match &self.auth {
+            Authorizer::Token(token) => Ok(token.clone()),
+            Authorizer::OAuth(tokens) => tokens.bearer().await.map(|b| b.token),
+        }
+    }
+
     /// Upserts `calls` (delivery id, upsert) in one request, merging duplicate emails, and
     /// returns one attempt per call in the same order.
     pub async fn upsert(&self, calls: &[(String, Upsert)]) -> Vec<Attempted> {

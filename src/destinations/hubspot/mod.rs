@@ -19,8 +19,10 @@ use self::batch::{Client, Job};
 use self::config::{Credentials, HubSpotConfig, Settings};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::HttpConnection;
+use crate::destinations::preview::{Preview, Probe};
 use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
 use crate::model::FieldError;
+use secrecy::ExposeSecret;
 
 actions! {
     /// What a HubSpot rule can do.
@@ -105,6 +107,49 @@ impl Connector for HubSpot {
             return batcher_gone();
         }
         answer.await.unwrap_or_else(|_| batcher_gone())
+    }
+
+    /// The batch request holds whichever deliveries arrive within the window, so one
+    /// delivery's request is not known before it is sent.
+    fn preview(&self, Action::UpsertContact: Action, _call: Call<'_>) -> Preview {
+        Preview::Unavailable {
+            reason: "HubSpot upserts are batched with the other deliveries of the connection's \
+                     batch window; send the test event to see the outcome"
+                .into(),
+        }
+    }
+
+    /// `GET /account-info/v3/details`: reads the account the token belongs to, changes nothing.
+    async fn probe(&self) -> Probe {
+        let client = &self.client;
+        // A fixed relative path always joins onto the base URL.
+        let url = client
+            .config
+            .api_base
+            .join("account-info/v3/details")
+            .expect("relative path");
+        let token = match client.bearer_token().await {
+            Ok(token) => token,
+            Err(outcome) => {
+                let why = outcome
+                    .reason()
+                    .unwrap_or_else(|| outcome.kind().to_owned());
+                return Probe::Failed(why);
+            }
+        };
+        let token = token.expose_secret();
+        let request = client
+            .http
+            .request(reqwest::Method::GET, url)
+            .bearer_auth(token);
+        Probe::call(&client.http, request, &[token], |r| {
+            Probe::by_status(r, &[token])
+        })
+        .await
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Some(self.client.http.limiter().factor())
     }
 
     /// An upsert sets the contact's properties: its subject is the normalised email.

@@ -26,6 +26,7 @@ use self::config::{Credentials, MAX_CONCURRENT_REQUESTS, MailchimpConfig, Settin
 use self::request::{Defaults, Member};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::{self, HttpConnection};
+use crate::destinations::preview::{Preview, Probe, RequestPreview};
 use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
 use crate::model::FieldError;
 
@@ -136,6 +137,58 @@ impl Connector for Mailchimp {
         Some(format!("{}/{}", member.audience_id, member.hash))
     }
 
+    /// An upsert is one `PUT`; tagging is a `POST` of the tags, and, only when Mailchimp
+    /// answers 404 (not a member yet), the upsert and the same `POST` again.
+    fn preview(&self, action: Action, call: Call<'_>) -> Preview {
+        let defaults = Defaults {
+            audience_id: self.config.audience_id.as_deref(),
+            status_if_new: &self.config.status_if_new,
+        };
+        let member = match request::member(call.request, defaults) {
+            Ok(m) => m,
+            Err(reason) => return Preview::NotBuilt { reason },
+        };
+        let key = self.config.api_key.expose_secret();
+        let show = |r| RequestPreview::of(r, &[key]);
+        if action == Action::UpsertMember {
+            return Preview::one(self.upsert_request(&member).and_then(show));
+        }
+        let built = request::tags(call.request).and_then(|tags| {
+            Ok(vec![
+                show(self.tag_request(&member, &tags)?)?,
+                show(self.upsert_request(&member)?)?,
+                show(self.tag_request(&member, &tags)?)?,
+            ])
+        });
+        match built {
+            Ok(requests) => Preview::Requests {
+                requests,
+                note: Some(
+                    "the second and third requests are sent only when the first answers 404 \
+                     (not a member yet)"
+                        .into(),
+                ),
+            },
+            Err(reason) => Preview::NotBuilt { reason },
+        }
+    }
+
+    /// `GET /ping`: Mailchimp's health check, which needs a valid key.
+    async fn probe(&self) -> Probe {
+        // A fixed relative path always joins onto the base URL.
+        let url = self.config.api_base.join("ping").expect("relative path");
+        let key = self.config.api_key.expose_secret();
+        let request = self
+            .http
+            .request(Method::GET, url)
+            .basic_auth("herald", Some(key));
+        Probe::call(&self.http, request, &[key], |r| Probe::by_status(r, &[key])).await
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Some(self.http.limiter().factor())
+    }
+
     async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
         let defaults = Defaults {
             audience_id: self.config.audience_id.as_deref(),
@@ -167,19 +220,58 @@ impl Connector for Mailchimp {
 
 impl Mailchimp {
     async fn upsert(&self, member: &Member) -> Attempted {
-        let path = format!("lists/{}/members/{}", member.audience_id, member.hash);
-        self.request(Method::PUT, &path, request::upsert_body(member), member)
-            .await
+        self.request(self.upsert_request(member), member).await
     }
 
     async fn tag(&self, member: &Member, tags: &[String]) -> Attempted {
+        self.request(self.tag_request(member, tags), member).await
+    }
+
+    /// The request at `path`; `request` sends it and `preview` shows it.
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        // `path` is built from an audience id checked to be alphanumeric and a hex hash.
+        let url = self
+            .config
+            .api_base
+            .join(path)
+            .map_err(|e| format!("cannot build the Mailchimp URL: {e}"))?;
+        Ok(self
+            .http
+            .request(method, url)
+            .basic_auth("herald", Some(self.config.api_key.expose_secret()))
+            .json(body))
+    }
+
+    /// The member's upsert and tag requests, as `upsert` and `tag` build them.
+    fn upsert_request(&self, member: &Member) -> Result<reqwest::RequestBuilder, String> {
+        let path = format!("lists/{}/members/{}", member.audience_id, member.hash);
+        self.build(Method::PUT, &path, &request::upsert_body(member))
+    }
+
+    fn tag_request(
+        &self,
+        member: &Member,
+        tags: &[String],
+    ) -> Result<reqwest::RequestBuilder, String> {
         let path = format!("lists/{}/members/{}/tags", member.audience_id, member.hash);
-        self.request(Method::POST, &path, request::tags_body(tags), member)
-            .await
+        self.build(Method::POST, &path, &request::tags_body(tags))
     }
 
     /// One request, holding one of the account's connection permits while it runs.
-    async fn request(&self, method: Method, path: &str, body: Value, member: &Member) -> Attempted {
+    async fn request(
+        &self,
+        request: Result<reqwest::RequestBuilder, String>,
+        member: &Member,
+    ) -> Attempted {
+        let request = match request {
+            Ok(request) => request,
+            Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
+        };
         let Ok(Ok(_permit)) =
             tokio::time::timeout(self.max_wait, self.in_flight.clone().acquire_owned()).await
         else {
@@ -187,20 +279,6 @@ impl Mailchimp {
                 after: Some(Duration::from_secs(1)),
             });
         };
-        // `path` is built from an audience id checked to be alphanumeric and a hex hash.
-        let url = match self.config.api_base.join(path) {
-            Ok(url) => url,
-            Err(e) => {
-                return Attempted::without_response(Outcome::Permanent {
-                    reason: format!("cannot build the Mailchimp URL: {e}"),
-                });
-            }
-        };
-        let request = self
-            .http
-            .request(method, url)
-            .basic_auth("herald", Some(self.config.api_key.expose_secret()))
-            .json(&body);
         let http::Received {
             status,
             headers,

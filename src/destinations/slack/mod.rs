@@ -17,6 +17,7 @@ use self::config::{Credentials, Settings, SlackAuth, SlackConfig};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::http::{self, HttpConnection, Pace, Received};
 use crate::destinations::limit::{Limiter, RateSpec};
+use crate::destinations::preview::{self, Preview, Probe, RequestPreview};
 use crate::destinations::{Attempted, Call, DestinationContext, Outcome};
 use crate::model::FieldError;
 
@@ -45,6 +46,52 @@ pub struct Slack {
 const MAX_CHANNELS: usize = 1_000;
 
 impl Slack {
+    /// The request of one attempt and, for a bot token, the channel it posts to (paced per
+    /// channel); `send` and `preview` both build it here.
+    fn request(&self, call: Call<'_>) -> Result<(reqwest::RequestBuilder, Option<String>), String> {
+        match &self.auth {
+            SlackAuth::IncomingWebhook(url) => {
+                request::message_body(call.request, None, call.envelope).map(|mut body| {
+                    // The channel of an incoming webhook is fixed when it is created.
+                    if let Some(obj) = body.as_object_mut() {
+                        obj.remove("channel");
+                    }
+                    let request = self
+                        .http
+                        .request(reqwest::Method::POST, url.expose_secret())
+                        .json(&body);
+                    (request, None)
+                })
+            }
+            SlackAuth::BotToken {
+                token,
+                api_base,
+                channel,
+            } => {
+                request::message_body(call.request, channel.as_deref(), call.envelope).map(|body| {
+                    let target = body["channel"].as_str().unwrap_or_default().to_owned();
+                    // `chat.postMessage` is a fixed relative path; joining it cannot fail.
+                    let url = api_base.join("chat.postMessage").expect("valid path");
+                    let request = self
+                        .http
+                        .request(reqwest::Method::POST, url)
+                        .bearer_auth(token.expose_secret())
+                        .header("content-type", "application/json; charset=utf-8")
+                        .body(body.to_string());
+                    (request, Some(target))
+                })
+            }
+        }
+    }
+
+    /// The values to keep out of previews and probe errors.
+    fn secrets(&self) -> Vec<&str> {
+        match &self.auth {
+            SlackAuth::IncomingWebhook(url) => vec![url.expose_secret()],
+            SlackAuth::BotToken { token, .. } => vec![token.expose_secret()],
+        }
+    }
+
     fn channel_limiter(&self, channel: &str) -> Arc<Limiter> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if channels.len() >= MAX_CHANNELS && !channels.contains_key(channel) {
@@ -108,49 +155,65 @@ impl Connector for Slack {
         Ok(())
     }
 
+    fn preview(&self, Action::PostMessage: Action, call: Call<'_>) -> Preview {
+        Preview::one(
+            self.request(call)
+                .and_then(|(request, _)| RequestPreview::of(request, &self.secrets())),
+        )
+    }
+
+    /// `auth.test` with a bot token. An incoming webhook has no harmless call: anything
+    /// posted to it is a message in its channel.
+    async fn probe(&self) -> Probe {
+        let SlackAuth::BotToken {
+            token, api_base, ..
+        } = &self.auth
+        else {
+            return Probe::Unsupported(
+                "an incoming-webhook Slack connection has no harmless call: anything posted to \
+                 it is a message in its channel"
+                    .into(),
+            );
+        };
+        // `auth.test` is a fixed relative path; joining it cannot fail.
+        let url = api_base.join("auth.test").expect("valid path");
+        let request = self
+            .http
+            .request(reqwest::Method::POST, url)
+            .bearer_auth(token.expose_secret());
+        let secrets = self.secrets();
+        Probe::call(&self.http, request, &secrets, |r| {
+            // The Web API answers errors with HTTP 200 and `{"ok": false, "error": …}`.
+            let ok = serde_json::from_str::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v.get("ok").and_then(Value::as_bool));
+            match ok {
+                Some(true) if r.status == 200 => Probe::Ok,
+                _ if r.status == 200 => Probe::Failed(preview::redact(
+                    &format!("HTTP 200: {}", http::excerpt(&r.body)),
+                    &secrets,
+                )),
+                _ => Probe::by_status(r, &secrets),
+            }
+        })
+        .await
+    }
+
+    fn rate_factor(&self) -> Option<f64> {
+        Some(self.http.limiter().factor())
+    }
+
     /// A message is added to the channel; nothing is overwritten.
     fn subject(&self, Action::PostMessage: Action, _request: &Value) -> Option<String> {
         None
     }
 
     async fn send(&self, Action::PostMessage: Action, call: Call<'_>) -> Attempted {
-        let post = match &self.auth {
-            SlackAuth::IncomingWebhook(url) => {
-                request::message_body(call.request, None, call.envelope).map(|mut body| {
-                    // The channel of an incoming webhook is fixed when it is created.
-                    if let Some(obj) = body.as_object_mut() {
-                        obj.remove("channel");
-                    }
-                    let request = self
-                        .http
-                        .request(reqwest::Method::POST, url.expose_secret())
-                        .json(&body);
-                    (request, None)
-                })
-            }
-            SlackAuth::BotToken {
-                token,
-                api_base,
-                channel,
-            } => {
-                request::message_body(call.request, channel.as_deref(), call.envelope).map(|body| {
-                    let target = body["channel"].as_str().unwrap_or_default().to_owned();
-                    // `chat.postMessage` is a fixed relative path; joining it cannot fail.
-                    let url = api_base.join("chat.postMessage").expect("valid path");
-                    let request = self
-                        .http
-                        .request(reqwest::Method::POST, url)
-                        .bearer_auth(token.expose_secret())
-                        .header("content-type", "application/json; charset=utf-8")
-                        .body(body.to_string());
-                    (request, Some(self.channel_limiter(&target)))
-                })
-            }
-        };
-        let (request, channel) = match post {
+        let (request, channel) = match self.request(call) {
             Ok(post) => post,
             Err(reason) => return Attempted::without_response(Outcome::Permanent { reason }),
         };
+        let channel = channel.map(|c| self.channel_limiter(&c));
         let web_api = matches!(self.auth, SlackAuth::BotToken { .. });
         let classify = |r: &Received| {
             let after = http::retry_after(&r.headers);

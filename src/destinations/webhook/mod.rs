@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 
 use self::config::{Credentials, Settings, WebhookConfig};
 use crate::destinations::connector::{Connector, actions};
+use crate::destinations::preview::{Preview, Probe, RequestPreview};
 use crate::destinations::{Attempted, Call, DestinationContext, http};
 use crate::model::FieldError;
 
@@ -59,38 +60,29 @@ impl Connector for Webhook {
         Ok(())
     }
 
+    /// The signature (over a timestamp taken now) is redacted; the rest is the request as sent.
+    fn preview(&self, Action::Post: Action, call: Call<'_>) -> Preview {
+        Preview::one(RequestPreview::of(self.request(call), &[]))
+    }
+
+    /// Any request to a receiver is a delivery to it, so there is no harmless one: a signed
+    /// test POST is what a test event with `send=true` makes.
+    async fn probe(&self) -> Probe {
+        Probe::Unsupported(
+            "a webhook has no harmless call: every POST is a delivery to the receiver; send a \
+             test event (`POST /v1/workspaces/{id}/test-event?send=true`) to try it"
+                .into(),
+        )
+    }
+
     /// A post is an event the receiver appends; nothing is overwritten.
     fn subject(&self, Action::Post: Action, _request: &serde_json::Value) -> Option<String> {
         None
     }
 
     async fn send(&self, Action::Post: Action, call: Call<'_>) -> Attempted {
-        let body = if call.request.is_null() {
-            request::default_body(call.envelope)
-        } else {
-            call.request.clone()
-        };
-        // Serialising a JSON value cannot fail.
-        let body = serde_json::to_vec(&body).expect("JSON values serialise");
-        let timestamp = chrono::Utc::now().timestamp();
-        let signature = request::signature(
-            self.config.signing_key.expose_secret(),
-            call.delivery_id,
-            timestamp,
-            &body,
-        );
         let started = Instant::now();
-        let sent = self
-            .http
-            .post(self.config.url.clone())
-            .timeout(self.config.timeout)
-            .header("content-type", "application/json")
-            .header("webhook-id", call.delivery_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await;
+        let sent = self.request(call).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => return Attempted::without_response(http::transport_failure(&e)),
@@ -108,5 +100,33 @@ impl Connector for Webhook {
             outcome: response::classify(status, after, &body),
             status_code: Some(status),
         }
+    }
+}
+
+impl Webhook {
+    /// The signed POST of one attempt; `send` and `preview` both build it here.
+    fn request(&self, call: Call<'_>) -> reqwest::RequestBuilder {
+        let body = if call.request.is_null() {
+            request::default_body(call.envelope)
+        } else {
+            call.request.clone()
+        };
+        // Serialising a JSON value cannot fail.
+        let body = serde_json::to_vec(&body).expect("JSON values serialise");
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = request::signature(
+            self.config.signing_key.expose_secret(),
+            call.delivery_id,
+            timestamp,
+            &body,
+        );
+        self.http
+            .post(self.config.url.clone())
+            .timeout(self.config.timeout)
+            .header("content-type", "application/json")
+            .header("webhook-id", call.delivery_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
     }
 }

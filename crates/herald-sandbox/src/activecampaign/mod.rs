@@ -1,5 +1,6 @@
 //! ActiveCampaign API v3 under `/activecampaign/api/3/…`: contacts (upsert by email), tags,
-//! contact tags, lists 1 and 2, list subscriptions. It answers like the vendor: `403
+//! contact tags, lists 1 and 2, list subscriptions, and `GET /users/me` (what "test
+//! connection" calls). It answers like the vendor: `403
 //! {"message"}` for a missing or refused `Api-Token` (any token starting with `bad`), `422
 //! {"errors":[…]}` for validation, `404 {"message": "No Result found for …"}` for unknown ids,
 //! and `429` with `Retry-After` past 5 requests per second per token.
@@ -35,6 +36,17 @@ pub(super) fn router() -> Router<Sandbox> {
         .route(&format!("{PREFIX}/tags"), post(create_tag).get(find_tags))
         .route(&format!("{PREFIX}/contactTags"), post(contact_tag))
         .route(&format!("{PREFIX}/contactLists"), post(contact_list))
+        .route(&format!("{PREFIX}/users/me"), axum::routing::get(users_me))
+}
+
+/// `GET /api/3/users/me`: the user the token belongs to (what "test connection" calls).
+async fn users_me(Shared(sandbox): Shared<Sandbox>, headers: HeaderMap) -> Response {
+    serve(&sandbox, Method::GET, &headers, &[], |_, _| {
+        reply(
+            StatusCode::OK,
+            json!({"user": {"id": "1", "username": "admin", "email": "admin@sandbox.example"}}),
+        )
+    })
 }
 
 fn respond((status, body): Answer) -> Response {

@@ -1,5 +1,5 @@
 //! Intercom REST API under `/intercom/…`: contacts (search, create, get, update, delete), tags
-//! (create-or-update by name) and tagging. Answers like the vendor, with the `error.list`
+//! (create-or-update by name), tagging, and `GET /me` (what "test connection" calls). Answers like the vendor, with the `error.list`
 //! envelope: `401 unauthorized` for a missing or refused token (any token starting with
 //! `bad`; one starting with `revoked` gets `token_revoked`), `406` without an acceptable
 //! `Accept`, `400 intercom_version_invalid` for an unknown `Intercom-Version` (absent means the
@@ -40,6 +40,18 @@ pub(super) fn router() -> Router<Sandbox> {
         )
         .route("/intercom/contacts/{id}/tags", post(tag_contact))
         .route("/intercom/tags", post(create_tag))
+        .route("/intercom/me", get(me))
+}
+
+/// `GET /me`: the admin the token belongs to (what "test connection" calls).
+async fn me(Shared(sandbox): Shared<Sandbox>, headers: HeaderMap) -> Response {
+    serve(&sandbox, &headers, &[], |_, _| {
+        (
+            StatusCode::OK,
+            serde_json::json!({"type": "admin", "id": "991267", "name": "Sandbox Admin",
+                               "email": "admin@sandbox.example"}),
+        )
+    })
 }
 
 fn respond((status, body): Answer) -> Response {
