@@ -5,7 +5,7 @@
 //! (DEBUG and up, as text and as JSON), every record of every Herald topic (keys, values and
 //! headers as raw bytes; `herald.credentials` and `herald.workspaces` included), a `/metrics`
 //! scrape, the HTTP API's answers and the output of CLI commands run as real processes are
-//! searched for the canary: as text, and decoded wherever a base64 or hex token could hide it.
+//! searched for the canary: as text, in hex, as a byte list, and in base64 wherever it sits.
 
 mod common;
 
@@ -15,8 +15,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use common::{Harness, Running};
 use herald::credentials::{Keyring, RecordKey, write};
 use herald::kafka;
@@ -125,68 +123,47 @@ fn dump_topics(settings: &Settings) -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------------------------
 // Detection
 
-/// Base64 of either alphabet, padded or not, from any cut of a token.
-const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
-    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-    .with_decode_allow_trailing_bits(true);
-const BASE64S: [GeneralPurpose; 2] = [
-    GeneralPurpose::new(&alphabet::STANDARD, LENIENT),
-    GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT),
-];
+/// Every way a secret's bytes could show in text: as they are, in hex (either case), as the
+/// byte list `Debug` prints, and in base64 of either alphabet wherever they sit in the encoded
+/// input (a `Basic` header, a `whsec_` secret, a JSON value).
+fn shown_forms(secret: &[u8]) -> Vec<String> {
+    let mut forms = vec![
+        String::from_utf8_lossy(secret).into_owned(),
+        secret.iter().map(|b| format!("{b:02x}")).collect(),
+        secret.iter().map(|b| format!("{b:02X}")).collect(),
+        format!("{secret:?}").trim_matches(['[', ']']).to_owned(),
+    ];
+    // Base64 turns 3 bytes into 4 characters, so the secret encodes one of three ways depending
+    // on its offset in the input; the characters that depend on its bytes alone are the same
+    // whatever surrounds it.
+    for engine in [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for offset in 0..3 {
+            let mut input = vec![0u8; offset];
+            input.extend_from_slice(secret);
+            let encoded = engine.encode(&input);
+            let first = (offset * 8).div_ceil(6);
+            let last = (input.len() * 8) / 6;
+            forms.push(encoded[first..last].to_owned());
+        }
+    }
+    forms.retain(|f| !f.is_empty());
+    forms
+}
 
-/// Where `text` shows a secret: the canary as text, inside a token that decodes (base64, hex)
-/// to it, or the store key.
+/// Where `text` shows the canary or the store's key, in any of their forms.
 fn leaks(text: &str) -> Vec<String> {
-    let store_key = base64::engine::general_purpose::STANDARD.encode(STORE_KEY);
-    let mut found: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains(CANARY) || l.contains(&store_key))
-        .map(|l| l.chars().take(400).collect())
+    let forms: Vec<String> = [CANARY.as_bytes(), &STORE_KEY[..]]
+        .into_iter()
+        .flat_map(shown_forms)
+        .chain([base64::engine::general_purpose::STANDARD.encode(STORE_KEY)])
         .collect();
-    let needles = [CANARY.as_bytes(), &STORE_KEY[..]];
-    for token in text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_')))
-    {
-        if token.len() < 8 {
-            continue;
-        }
-        let hides = decodings(token)
-            .iter()
-            .any(|bytes| needles.iter().any(|n| contains(bytes, n)));
-        if hides {
-            found.push(format!("encoded: {token}"));
-        }
-    }
-    found
-}
-
-/// What `token` could be the encoding of: base64 from each of its first characters (a prefix
-/// such as `whsec_` or `Basic` may precede it) and hex.
-fn decodings(token: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let trimmed = token.trim_end_matches('=');
-    for start in 0..trimmed.len().min(8) {
-        let part = &trimmed[start..];
-        let part = &part[..part.len() - usize::from(part.len() % 4 == 1)];
-        for engine in &BASE64S {
-            if let Ok(bytes) = engine.decode(part) {
-                out.push(bytes);
-            }
-        }
-    }
-    for part in token.split(|c: char| !c.is_ascii_hexdigit()) {
-        let even = &part[..part.len() - part.len() % 2];
-        let bytes: Option<Vec<u8>> = (0..even.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&even[i..i + 2], 16).ok())
-            .collect();
-        out.extend(bytes);
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    text.lines()
+        .filter(|line| forms.iter().any(|f| line.contains(f.as_str())))
+        .map(|line| line.chars().take(400).collect())
+        .collect()
 }
 
 fn assert_no_leak(what: &str, text: &str) {
@@ -433,7 +410,7 @@ fn herald_cli(h: &Harness) -> Command {
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD__KAFKA__BROKERS", &h.settings.kafka.brokers)
-        .env("RUST_LOG", "debug");
+        .env("RUST_LOG", "herald=debug,info");
     c
 }
 
