@@ -921,7 +921,11 @@ def check_rendering(
         for e in c.get("env", []):
             if e["name"].startswith("HERALD__"):
                 problems.append(defaults.env_problem(e["name"]))
-    for var, secret in (("HERALD_ADMIN_TOKEN", expect.get("admin_token")), ("HERALD_SECRETS_KEY", expect.get("secrets_key"))):
+    for var, secret in (
+        ("HERALD_ADMIN_TOKEN", expect.get("admin_token")),
+        ("HERALD_SECRETS_KEY", expect.get("secrets_key")),
+        ("HERALD_SECRETS_KEYS", expect.get("secrets_keys")),
+    ):
         got = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name")
         if got != secret:
             problems.append(f"{var} comes from Secret {got}, expected {secret}")
@@ -1243,6 +1247,7 @@ def expectations(values: dict[str, Any], api_versions: list[str] | None) -> dict
         "service_monitor": sm["enabled"] or (sm["autodetect"] and "monitoring.coreos.com/v1" in (api_versions or [])),
         "admin_token": values["adminToken"]["existingSecret"] or None,
         "secrets_key": values["secretsKey"]["existingSecret"] or None,
+        "secrets_keys": values["secretsKeys"]["existingSecret"] or None,
         "env_from": list(values["existingSecrets"]),
         "pdb": values["pdb"]["create"],
         "topics_job": values["provisioning"]["enabled"],

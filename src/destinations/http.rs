@@ -166,8 +166,10 @@ pub fn check_url(
     raw: &str,
     allow_private_networks: bool,
 ) -> Result<url::Url, FieldError> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| FieldError::new(field, format!("`{raw}` is not a URL: {e}")))?;
+    // The text is not quoted: it may be a credential (a Slack incoming-webhook URL) resolved
+    // from the environment or the credential store.
+    let url =
+        url::Url::parse(raw).map_err(|e| FieldError::new(field, format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FieldError::new(
             field,
@@ -322,6 +324,14 @@ pub fn redacted_chain(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_that_does_not_parse_is_named_not_quoted() {
+        // A Slack incoming-webhook URL is the credential itself.
+        let err = check_url("credentials.webhook_url", "hooks canary-secret", true).unwrap_err();
+        assert_eq!(err.path, "credentials.webhook_url");
+        assert!(!err.to_string().contains("canary"), "{err}");
+    }
 
     #[tokio::test]
     async fn transport_failures_do_not_quote_the_url() {

@@ -330,12 +330,13 @@ impl Settings {
                         .into(),
                 });
             }
-            if let Err(problem) = vars.resolve(value) {
-                return Err(SettingsError::InvalidClient {
+            let resolved = vars
+                .resolve(value)
+                .map_err(|problem| SettingsError::InvalidClient {
                     key: key.clone(),
                     problem,
-                });
-            }
+                })?;
+            check_client_property(key, &resolved)?;
         }
         nonempty("kafka.group_id", &self.kafka.group_id)?;
         positive("kafka.session_timeout_ms", self.kafka.session_timeout_ms)?;
@@ -582,6 +583,30 @@ impl Settings {
     }
 }
 
+/// Asks librdkafka whether it takes `value` for `key`, at start-up rather than when the first
+/// client is made. librdkafka's message quotes the value, which may be a password resolved from
+/// the environment, so the value is cut out of it.
+fn check_client_property(key: &str, value: &str) -> Result<(), SettingsError> {
+    let mut probe = rdkafka::ClientConfig::new();
+    probe.set(key, value);
+    let Err(e) = probe.create_native_config() else {
+        return Ok(());
+    };
+    let text = match e {
+        rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => description,
+        other => other.to_string(),
+    };
+    let problem = if value.is_empty() {
+        text
+    } else {
+        text.replace(value, "…")
+    };
+    Err(SettingsError::InvalidClient {
+        key: key.to_owned(),
+        problem,
+    })
+}
+
 /// Parses `250ms`, `5s`, `1m`, `10m`, `1h`, `6h`, `3d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -792,6 +817,19 @@ mod tests {
         );
         let ok = Settings::load_from(Some(&file), env(&[])).unwrap();
         assert_eq!(ok.ingest.topics[0].workspace, "field:tenant.id");
+    }
+
+    #[test]
+    fn a_client_property_librdkafka_refuses_is_named_without_its_value() {
+        let (_dir, file) =
+            config_file("[kafka.client]\n\"security.protocol\" = \"canary-protocol\"\n");
+        let err = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("kafka.client.\"security.protocol\""),
+            "{text}"
+        );
+        assert!(!text.contains("canary"), "{text}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! written apart from the code that makes them. One layer around every simulator records each
 //! request with the answer's status and injects faults (see `traffic`), so the simulators only
 //! simulate. `GET /_sandbox/requests[?destination=slack]` lists the requests as JSON and
-//! `DELETE /_sandbox/requests` forgets them.
+//! `DELETE /_sandbox/requests` forgets them. A recorded request holds no credential, only its
+//! [`fingerprint`], so that tests can tell which one was used.
 //!
 //! | path | simulates |
 //! |---|---|
@@ -50,7 +51,7 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 
-pub use self::traffic::{Fault, RecordedRequest};
+pub use self::traffic::{Fault, RecordedRequest, fingerprint};
 
 /// The simulators' shared state.
 #[derive(Clone, Default)]

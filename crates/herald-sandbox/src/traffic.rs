@@ -38,6 +38,41 @@ pub struct RecordedRequest {
     /// was not given the secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature_valid: Option<bool>,
+    /// Which credential authenticated the request, as [`fingerprint`] shows it (the bearer
+    /// token, the password of Basic auth or the `Api-Token`), so a test can tell which one
+    /// was used without the record holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A short, one-way mark of a credential: `sha256:` and the first 8 bytes of its hash in hex.
+pub fn fingerprint(credential: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(credential.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The credential a request carries, fingerprinted.
+fn credential(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let value = match header("authorization") {
+        Some(auth) => match auth.split_once(' ') {
+            Some(("Bearer", token)) => token.trim().to_owned(),
+            Some(("Basic", encoded)) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()?;
+                let text = String::from_utf8(decoded).ok()?;
+                text.split_once(':')
+                    .map(|(_, password)| password.to_owned())?
+            }
+            _ => auth.to_owned(),
+        },
+        None => header("api-token")?.to_owned(),
+    };
+    Some(fingerprint(&value))
 }
 
 /// An injected failure for the next `count` matching requests.
@@ -133,6 +168,7 @@ pub(crate) async fn faults_then_record(
         method,
         path: note.path.unwrap_or(path),
         headers: recorded_headers(&headers),
+        credential: credential(&headers),
         body: recorded_body(&body),
         received_at: Utc::now(),
         status: response.status().as_u16(),

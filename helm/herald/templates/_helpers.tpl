@@ -179,8 +179,8 @@ sub-table with quoted keys: `kafka.client` (librdkafka properties) with string v
 {{- end }}
 
 {{/*
-Environment of Herald's containers: the admin token and secrets key from existing Secrets
-(only when set), then `extraEnv`.
+Environment of Herald's containers: the admin token and the credential store's keys (one, or
+several for rotation) from existing Secrets (only when set), then `extraEnv`.
 */}}
 {{- define "herald.env" -}}
 {{- if .Values.adminToken.existingSecret }}
@@ -196,6 +196,13 @@ Environment of Herald's containers: the admin token and secrets key from existin
     secretKeyRef:
       name: {{ .Values.secretsKey.existingSecret }}
       key: {{ .Values.secretsKey.existingSecretKey }}
+{{- end }}
+{{- if .Values.secretsKeys.existingSecret }}
+- name: HERALD_SECRETS_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secretsKeys.existingSecret }}
+      key: {{ .Values.secretsKeys.existingSecretKey }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
