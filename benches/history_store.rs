@@ -3,8 +3,8 @@
 //!
 //! `cargo bench --bench history_store` (HERALD_BENCH_DELIVERIES, default 1,000,000, spread over
 //! HERALD_BENCH_WORKSPACES, default 1,000). The store is built from scratch in a temporary file
-//! by applying the records in the follower's batches (no broker: a MockCluster run with 200,000
-//! records did not hand the follower all of them), queried, and reopened. RSS is read from /proc. Prints a
+//! by applying the records in the follower's batches (no broker: MockCluster keeps at most 5 MiB
+//! per partition, dropping the oldest records beyond it), queried, and reopened. RSS is read from /proc. Prints a
 //! Markdown table for docs/benchmarks.md.
 
 use std::sync::Arc;
@@ -83,8 +83,8 @@ fn main() {
     let deliveries = env_or("HERALD_BENCH_DELIVERIES", 1_000_000);
     let workspaces = env_or("HERALD_BENCH_WORKSPACES", 1_000);
     // The records are applied the way the follower applies what it reads (batches of 2,000,
-    // one transaction each, positions included), without a broker: in a MockCluster run with
-    // 200,000 records the follower caught up with fewer than were produced.
+    // one transaction each, positions included), without a broker: librdkafka's mock broker
+    // keeps at most 5 MiB per partition and drops the oldest message sets beyond it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     let (rss_before, _) = memory_mib();
