@@ -5,22 +5,20 @@
 
 mod common;
 
+use common::admin::{READ_TOKEN, WRITE_TOKEN, admin_tokens};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Harness, PATIENCE};
 use herald::app::App;
 use herald::kafka;
-use herald::model::Secret;
 use herald::settings::Settings;
-use herald::settings::api::{AdminScope, AdminToken};
 use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ACADEMY_KEY: &str = "pk_dev_academyflow_7Qm2xR9vLk";
-const WRITE_TOKEN: &str = "adm_write_0123456789abcdefghij";
-const READ_TOKEN: &str = "adm_read_0123456789abcdefghijk";
 
 struct Served {
     harness: Harness,
@@ -32,18 +30,7 @@ struct Served {
 /// The example workspaces applied, an app serving its routes, its table loaded.
 async fn serve(adjust: impl FnOnce(&mut Settings)) -> Served {
     let harness = Harness::new_with(|s| {
-        s.api.admin_tokens = vec![
-            AdminToken {
-                name: "ops".into(),
-                token: Secret::new(WRITE_TOKEN),
-                scope: AdminScope::Write,
-            },
-            AdminToken {
-                name: "dashboard".into(),
-                token: Secret::new(READ_TOKEN),
-                scope: AdminScope::Read,
-            },
-        ];
+        s.api.admin_tokens = admin_tokens();
         adjust(s);
     })
     .await;

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::admin::{READ_TOKEN, WRITE_TOKEN, admin_tokens};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +26,7 @@ use herald::history::OutcomeWriter;
 use herald::history::skips::SkipSummaries;
 use herald::history::store::HistoryStore;
 use herald::kafka;
-use herald::model::Secret;
 use herald::settings::Settings;
-use herald::settings::api::{AdminScope, AdminToken};
 use herald::settings::interpolate::Vars;
 use herald::telemetry::Metrics;
 use herald::workspace::table::{WorkspaceEntry, WorkspaceTable};
@@ -35,25 +35,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ACADEMY_KEY: &str = "pk_dev_academyflow_7Qm2xR9vLk";
-const WRITE_TOKEN: &str = "adm_write_0123456789abcdefghij";
-const READ_TOKEN: &str = "adm_read_0123456789abcdefghijk";
 const ACADEMY: &str = "/v1/workspaces/ws_academyflow";
 /// Rules of examples/academy.yaml a `lesson.completed` at 62% matches.
 const RULES_PER_LESSON: usize = 5;
 
 fn tokens(s: &mut Settings) {
-    s.api.admin_tokens = vec![
-        AdminToken {
-            name: "ops".into(),
-            token: Secret::new(WRITE_TOKEN),
-            scope: AdminScope::Write,
-        },
-        AdminToken {
-            name: "dashboard".into(),
-            token: Secret::new(READ_TOKEN),
-            scope: AdminScope::Read,
-        },
-    ];
+    s.api.admin_tokens = admin_tokens();
 }
 
 struct Served {

@@ -20,6 +20,23 @@ pub const ACADEMY_KEY: &str = "pk_dev_academyflow_7Qm2xR9vLk";
 pub const WRITE_TOKEN: &str = "adm_write_0123456789abcdefghij";
 pub const READ_TOKEN: &str = "adm_read_0123456789abcdefghijk";
 
+/// The two admin tokens API tests sign with: `ops` ([`WRITE_TOKEN`], write scope) and
+/// `dashboard` ([`READ_TOKEN`], read scope).
+pub fn admin_tokens() -> Vec<AdminToken> {
+    vec![
+        AdminToken {
+            name: "ops".into(),
+            token: Secret::new(WRITE_TOKEN),
+            scope: AdminScope::Write,
+        },
+        AdminToken {
+            name: "dashboard".into(),
+            token: Secret::new(READ_TOKEN),
+            scope: AdminScope::Read,
+        },
+    ]
+}
+
 /// Values the probe workspace's references resolve to; none of them may appear in an answer.
 pub const BAD_SLACK_TOKEN: &str = "xoxp-canary-slack-0001";
 pub const BAD_HUBSPOT_TOKEN: &str = "bad-canary-hubspot-0002";
@@ -46,18 +63,7 @@ pub async fn serve(with_key: bool, adjust: impl FnOnce(&mut Settings)) -> Served
         dir
     });
     let harness = Harness::new_with(|s| {
-        s.api.admin_tokens = vec![
-            AdminToken {
-                name: "ops".into(),
-                token: Secret::new(WRITE_TOKEN),
-                scope: AdminScope::Write,
-            },
-            AdminToken {
-                name: "dashboard".into(),
-                token: Secret::new(READ_TOKEN),
-                scope: AdminScope::Read,
-            },
-        ];
+        s.api.admin_tokens = admin_tokens();
         if let Some(dir) = &keys {
             s.credentials.keys_dir = dir.path().display().to_string();
         }
