@@ -96,6 +96,17 @@ pub enum Preview {
 }
 
 impl Preview {
+    /// For a destination whose action is several calls, each built from the answer to the one
+    /// before (ids the API hands out): nothing honest can be shown before calling.
+    pub fn chained(vendor: &str) -> Self {
+        Self::Unavailable {
+            reason: format!(
+                "{vendor} actions are several calls, each built from the answer to the one \
+                 before; send the test event to see the outcome"
+            ),
+        }
+    }
+
     /// One request, or the reason it could not be built.
     pub fn one(request: Result<RequestPreview, String>) -> Self {
         match request {

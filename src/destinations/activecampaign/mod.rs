@@ -107,12 +107,7 @@ impl Connector for ActiveCampaign {
     /// Each call is built from the answer to the one before (ids the API hands out), so
     /// there is nothing honest to show before calling.
     fn preview(&self, _action: Action, _call: Call<'_>) -> Preview {
-        Preview::Unavailable {
-            reason:
-                "ActiveCampaign actions are several calls, each built from the answer to the one \
-                     before; send the test event to see the outcome"
-                    .into(),
-        }
+        Preview::chained("ActiveCampaign")
     }
 
     async fn send(&self, action: Action, call: Call<'_>) -> Attempted {
