@@ -180,6 +180,12 @@ async fn a_test_event_shows_the_requests_the_sandbox_then_receives() {
             .clone()
     };
     let shown = by_rule("lesson-alert-to-slack");
+    // Slack's answer, as the vendor gave it.
+    let answers = &shown["result"]["responses"];
+    assert_eq!(answers.as_array().map(Vec::len), Some(1), "{shown:#}");
+    assert_eq!(answers[0]["status"], 200);
+    let slack_body: Value = serde_json::from_str(answers[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(slack_body["ok"], true, "{shown:#}");
     let received = s.harness.requests("slack");
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body, shown["requests"][0]["body"]);

@@ -34,6 +34,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Carried by every credential of this file, and by nothing else Herald is given.
 const CANARY: &str = "cnry7q";
 const ADMIN_TOKEN: &str = "adm_read_0123456789abcdefghijk";
+const WRITE_TOKEN: &str = "adm_write_0123456789abcdefghijk";
 /// The store's key, 32 bytes; its text must not leak either.
 const STORE_KEY: [u8; 32] = *b"store-key-0123456789abcdefghijkl";
 
@@ -456,11 +457,18 @@ async fn no_canary_reaches_logs_history_dead_letters_metrics_api_or_cli_output()
     let keys_dir = tempfile::tempdir().unwrap();
     let h = Harness::new_with(|s| {
         s.credentials.keys_dir = keys_dir.path().display().to_string();
-        s.api.admin_tokens = vec![AdminToken {
-            name: "dashboard".into(),
-            token: Secret::new(ADMIN_TOKEN),
-            scope: AdminScope::Read,
-        }];
+        s.api.admin_tokens = vec![
+            AdminToken {
+                name: "dashboard".into(),
+                token: Secret::new(ADMIN_TOKEN),
+                scope: AdminScope::Read,
+            },
+            AdminToken {
+                name: "operator".into(),
+                token: Secret::new(WRITE_TOKEN),
+                scope: AdminScope::Write,
+            },
+        ];
     })
     .await;
     let keys = store_keys(keys_dir.path());
@@ -653,6 +661,20 @@ async fn no_canary_reaches_logs_history_dead_letters_metrics_api_or_cli_output()
         answers.push_str(&response.text().await.unwrap());
         answers.push('\n');
     }
+    // Test events, sent: every destination's answers, failing ones included.
+    for ws in ["ws_cnr_ok", "ws_cnr_fail"] {
+        let response = web
+            .post(format!("{base}/v1/workspaces/{ws}/test-event?send=true"))
+            .bearer_auth(WRITE_TOKEN)
+            .json(&serde_json::json!({"event": "signup", "payload": {"email": "t@example.com"}}))
+            .send()
+            .await
+            .unwrap();
+        answers.push_str(&format!("test event in {ws}: {}\n", response.status()));
+        answers.push_str(&response.text().await.unwrap());
+        answers.push('\n');
+    }
+    assert!(answers.contains("\"responses\""), "{answers}");
     let response = web
         .post(format!("{base}/v1/events"))
         .bearer_auth("pk_nobody")

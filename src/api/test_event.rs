@@ -26,6 +26,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use crate::deliver::route::{Matched, Planned, match_rules};
 use crate::destinations::preview::{Preview, RequestPreview};
+use crate::destinations::transcript::{self, Answer};
 use crate::destinations::{Call, Outcome};
 use crate::ingest::decode::MAX_NAME_BYTES;
 use crate::model::records::EventEnvelope;
@@ -122,6 +123,11 @@ pub struct SendResult {
     /// The reason of a failure, with an excerpt of the vendor's answer (bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The answers the connection's requests received, in order: status and body excerpt.
+    /// Empty when no answer came, and for HubSpot upserts, whose batch answer covers other
+    /// deliveries too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<Answer>,
 }
 
 /// A rule the event did not match.
@@ -185,6 +191,7 @@ pub async fn post(
                                 outcome: "permanent",
                                 status: None,
                                 reason: Some(format!("template error in {e}")),
+                                responses: Vec::new(),
                             });
                         }
                     };
@@ -193,12 +200,13 @@ pub async fn post(
                         request,
                         envelope,
                     };
-                    let attempted = tokio::time::timeout(bound, rule.action.send(call)).await;
-                    Some(match attempted {
-                        Ok(attempted) => SendResult {
+                    let sent = transcript::recorded(rule.action.send(call));
+                    Some(match tokio::time::timeout(bound, sent).await {
+                        Ok((attempted, responses)) => SendResult {
                             outcome: attempted.outcome.kind(),
                             status: attempted.status_code,
                             reason: attempted.outcome.reason(),
+                            responses,
                         },
                         Err(_) => {
                             let outcome = Outcome::Retry {
@@ -209,6 +217,7 @@ pub async fn post(
                                 outcome: outcome.kind(),
                                 status: None,
                                 reason: outcome.reason(),
+                                responses: Vec::new(),
                             }
                         }
                     })

@@ -108,6 +108,7 @@ pub async fn send_limited(
     let body = read_body(response)
         .await
         .map_err(|e| transport_failure(&e))?;
+    super::transcript::record(status, &body);
     let received = Received {
         status,
         headers,

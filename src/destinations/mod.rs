@@ -20,6 +20,7 @@ pub mod preview;
 pub mod slack;
 pub mod steps;
 pub mod tags;
+pub mod transcript;
 pub mod webhook;
 
 use std::collections::BTreeMap;

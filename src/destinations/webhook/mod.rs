@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use self::config::{Credentials, Settings, WebhookConfig};
 use crate::destinations::connector::{Connector, actions};
 use crate::destinations::preview::{Preview, Probe, RequestPreview};
-use crate::destinations::{Attempted, Call, DestinationContext, http};
+use crate::destinations::{Attempted, Call, DestinationContext, http, transcript};
 use crate::model::FieldError;
 
 actions! {
@@ -96,6 +96,7 @@ impl Connector for Webhook {
             Ok(Err(e)) => format!("(body unreadable: {e})"),
             Err(_) => "(body timed out)".to_owned(),
         };
+        transcript::record(status, &body);
         Attempted {
             outcome: response::classify(status, after, &body),
             status_code: Some(status),
