@@ -2,17 +2,28 @@
 //! query latency for the management API's queries, memory and size on disk.
 //!
 //! `cargo bench --bench history_store` (HERALD_BENCH_DELIVERIES, default 1,000,000, spread over
-//! HERALD_BENCH_WORKSPACES, default 1,000). The store is built from scratch in a temporary file
-//! by applying the records in the follower's batches (no broker: MockCluster keeps at most 5 MiB
-//! per partition, dropping the oldest records beyond it), queried, and reopened. RSS is read from /proc. Prints a
-//! Markdown table for docs/benchmarks.md.
+//! HERALD_BENCH_WORKSPACES, default 1,000). The records are produced to `herald.deliveries` on a
+//! real broker, then the store is built from scratch in a temporary file by the follower that
+//! `herald run` uses, until it reports ready; then it is queried and reopened. The broker is a
+//! tansu process started by `scripts/tansu.sh` unless HERALD_BENCH_BROKERS names one;
+//! HERALD_BENCH_BROKERS=none applies the records in the follower's batches without a broker
+//! (MockCluster cannot serve: it keeps at most 5 MiB per partition and drops the oldest records
+//! beyond it). RSS is read from /proc. Prints a Markdown table for docs/benchmarks.md.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use herald::history::store::{DeliveryQuery, HistoryStore};
+use futures::StreamExt;
+use herald::history::store::{self, DeliveryQuery, HistoryStore};
+use herald::kafka;
 use herald::model::records::{Attempt, DeliveryRecord, DeliveryStatus};
+use herald::settings::Settings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -79,27 +90,156 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-fn main() {
-    let deliveries = env_or("HERALD_BENCH_DELIVERIES", 1_000_000);
-    let workspaces = env_or("HERALD_BENCH_WORKSPACES", 1_000);
-    // The records are applied the way the follower applies what it reads (batches of 2,000,
-    // one transaction each, positions included), without a broker: librdkafka's mock broker
-    // keeps at most 5 MiB per partition and drops the oldest message sets beyond it.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("history.db");
-    let (rss_before, _) = memory_mib();
-    let store = Arc::new(HistoryStore::open(&path).unwrap());
-    let start = Utc::now() - chrono::Duration::days(30);
-    let mut bytes = 0usize;
+/// Where the records come from.
+enum Source {
+    /// A tansu process this benchmark started (stopped on drop).
+    Tansu(tempfile::TempDir),
+    /// Brokers the user named.
+    Brokers(String),
+    /// No broker: applied in the follower's batches.
+    Applied,
+}
+
+impl Source {
+    fn from_env() -> Self {
+        match std::env::var("HERALD_BENCH_BROKERS").ok().as_deref() {
+            Some("none") => Source::Applied,
+            Some(brokers) => Source::Brokers(brokers.to_owned()),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let out = tansu_script()
+                    .arg("start")
+                    .arg(dir.path())
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .expect("scripts/tansu.sh runs");
+                assert!(out.status.success(), "tansu did not start");
+                Source::Tansu(dir)
+            }
+        }
+    }
+
+    fn brokers(&self) -> Option<String> {
+        match self {
+            Source::Tansu(dir) => Some(
+                std::fs::read_to_string(dir.path().join("brokers"))
+                    .unwrap()
+                    .trim()
+                    .to_owned(),
+            ),
+            Source::Brokers(brokers) => Some(brokers.clone()),
+            Source::Applied => None,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Source::Tansu(_) => "produced to tansu (SQLite storage) and read by the follower",
+            Source::Brokers(_) => "produced to the given brokers and read by the follower",
+            Source::Applied => "applied in the follower's batches, no broker",
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Tansu(dir) = self {
+            let _ = tansu_script().arg("stop").arg(dir.path()).status();
+        }
+    }
+}
+
+fn tansu_script() -> std::process::Command {
+    let mut command = std::process::Command::new("bash");
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tansu.sh"));
+    command
+}
+
+/// Produces the records to the deliveries topic, keyed by delivery id as the history writer
+/// keys them; returns the bytes of JSON produced.
+fn produce(
+    settings: &Settings,
+    deliveries: usize,
+    workspaces: usize,
+    start: DateTime<Utc>,
+) -> usize {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        kafka::create_topics(settings).await.unwrap();
+        let producer: FutureProducer = kafka::producer_config(settings).create().unwrap();
+        let topic = settings.topics.deliveries.as_str();
+        let started = Instant::now();
+        let bytes = futures::stream::iter(0..deliveries)
+            .map(|i| {
+                let producer = &producer;
+                async move {
+                    let r = record(i, workspaces, start);
+                    let value = serde_json::to_vec(&r).unwrap();
+                    producer
+                        .send(
+                            FutureRecord::to(topic).key(&r.delivery_id).payload(&value),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                    value.len()
+                }
+            })
+            .buffer_unordered(10_000)
+            .fold(0, |sum, len| async move { sum + len })
+            .await;
+        eprintln!(
+            "produced {deliveries} records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        bytes
+    })
+}
+
+/// The time a bare consumer (the store's own client settings, no processing) takes to read
+/// every record of the deliveries topic: what the broker alone allows.
+fn bare_read(settings: &Settings, deliveries: usize) -> Duration {
+    let consumer: BaseConsumer = kafka::reader_config(settings).create().unwrap();
+    let topic = settings.topics.deliveries.as_str();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..kafka::partition_count(&consumer, topic).unwrap() {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
     let started = Instant::now();
+    let mut read = 0;
+    while read < deliveries {
+        match consumer.poll(Duration::from_secs(120)) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => panic!("reading the deliveries topic: {e}"),
+            None => panic!("no record within 120 s after {read} of {deliveries}"),
+        }
+    }
+    started.elapsed()
+}
+
+/// Applies the records as the follower applies what it reads (batches of 2,000, one
+/// transaction each, positions included); returns the bytes of JSON applied.
+fn apply(
+    store: &HistoryStore,
+    deliveries: usize,
+    workspaces: usize,
+    start: DateTime<Utc>,
+) -> usize {
+    let mut bytes = 0;
     let mut batch = Vec::with_capacity(2_000);
     for i in 0..deliveries {
         let r = record(i, workspaces, start);
         let value = serde_json::to_vec(&r).unwrap();
         bytes += value.len();
-        let partition = (i % 6) as i32;
         batch.push((
-            partition,
+            (i % 6) as i32,
             (i / 6) as i64,
             Some(value),
             r.delivery_id.into_bytes(),
@@ -110,9 +250,45 @@ fn main() {
         }
     }
     store.apply(&batch).unwrap();
+    bytes
+}
+
+fn main() {
+    let deliveries = env_or("HERALD_BENCH_DELIVERIES", 1_000_000);
+    let workspaces = env_or("HERALD_BENCH_WORKSPACES", 1_000);
+    let source = Source::from_env();
+    let mut settings = Settings::defaults();
+    settings.log.filter = "warn".into();
+    let start = Utc::now() - chrono::Duration::days(30);
+    let mut bytes = 0;
+    let mut raw = None;
+    if let Some(brokers) = source.brokers() {
+        settings.kafka.brokers = brokers;
+        bytes = produce(&settings, deliveries, workspaces, start);
+        raw = Some(bare_read(&settings, deliveries));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    let (rss_before, _) = memory_mib();
+    let store = Arc::new(HistoryStore::open(&path).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let follower = match source {
+        Source::Applied => {
+            bytes = apply(&store, deliveries, workspaces, start);
+            None
+        }
+        _ => {
+            let follower = store::spawn_follower(&settings, store.clone(), stop.clone()).unwrap();
+            while !store.is_ready() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(follower)
+        }
+    };
     let build = started.elapsed();
     let (rss_built, _) = memory_mib();
-    eprintln!("store built in {:.1} s", build.as_secs_f64());
+    eprintln!("store ready in {:.1} s", build.as_secs_f64());
 
     // The management API's queries, each against a different workspace.
     let mut kinds: Vec<(&str, Vec<Duration>)> = Vec::new();
@@ -193,6 +369,10 @@ fn main() {
     }
     kinds.push(("one delivery by id", gets));
     let (rss_served, peak) = memory_mib();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(follower) = follower {
+        follower.join().unwrap();
+    }
     drop(store);
     let file_mib = std::fs::metadata(&path).map(|m| m.len() >> 20).unwrap_or(0);
 
@@ -201,19 +381,31 @@ fn main() {
     let store = HistoryStore::open(&path).unwrap();
     let resumed = store.positions().unwrap().len();
     let reopen = started.elapsed();
-    assert_eq!(resumed, 6, "positions of every partition kept");
+    let partitions = match source {
+        Source::Applied => 6,
+        _ => settings.topics.partitions as usize,
+    };
+    assert_eq!(resumed, partitions, "positions of every partition kept");
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\n{deliveries} deliveries ({} MiB of JSON records), {workspaces} workspaces, {cores} cores\n",
-        bytes >> 20
+        "\n{deliveries} deliveries ({} MiB of JSON records) {}, {workspaces} workspaces, {cores} cores\n",
+        bytes >> 20,
+        source.describe()
     );
     println!("| figure | value |\n|---|---|");
     println!(
-        "| build: every record applied as the follower applies them | {:.1} s ({:.0} records/s) |",
+        "| built from scratch until ready | {:.1} s ({:.0} records/s) |",
         build.as_secs_f64(),
         deliveries as f64 / build.as_secs_f64()
     );
+    if let Some(raw) = raw {
+        println!(
+            "| a bare consumer reading the topic (no store) | {:.1} s ({:.0} records/s) |",
+            raw.as_secs_f64(),
+            deliveries as f64 / raw.as_secs_f64()
+        );
+    }
     println!(
         "| reopened after a restart, positions read (file kept) | {} ms |",
         reopen.as_millis()

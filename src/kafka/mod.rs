@@ -101,7 +101,10 @@ pub fn reader_config(settings: &Settings) -> ClientConfig {
     c.set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("group.id", "herald-reader");
+        .set("group.id", "herald-reader")
+        // Readers apply or scan what they read before reading on; a prefetch of 16 MiB keeps
+        // them fed without librdkafka's default of 64 MiB held in memory per reader.
+        .set("queued.max.messages.kbytes", "16384");
     extra(&mut c, settings);
     c
 }
