@@ -12,23 +12,22 @@ use chrono::{TimeZone, Utc};
 use herald::model::WorkspaceConfig;
 use herald::model::records::avro::{self, AvroRecord};
 use herald::model::records::{
-    Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope,
+    Attempt, DeadDelivery, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope, Truncated,
 };
 
 const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
 
 /// The schema in `schemas/{path}.avsc`.
 fn on_disk(path: &str) -> Schema {
-    let envelope = std::fs::read_to_string(format!("{SCHEMAS}/EventEnvelope.avsc")).unwrap();
-    let text = std::fs::read_to_string(format!("{SCHEMAS}/{path}.avsc")).unwrap();
-    // DeliveryTask's `envelope` field names the EventEnvelope record defined in
-    // EventEnvelope.avsc; the other schemas stand alone and are left as they are.
-    Schema::parse_str(&avro::inline_named_type(
-        &text,
-        "io.herald.EventEnvelope",
-        &envelope,
-    ))
-    .unwrap()
+    let read = |name: &str| std::fs::read_to_string(format!("{SCHEMAS}/{name}.avsc")).unwrap();
+    // DeadDelivery names the DeliveryRecord and DeliveryTask records, and DeliveryTask's
+    // `envelope` field the EventEnvelope record, each defined in its own file; the other
+    // schemas stand alone and are left as they are.
+    let mut text = read(path);
+    for name in ["DeliveryRecord", "DeliveryTask", "EventEnvelope"] {
+        text = avro::inline_named_type(&text, &format!("io.herald.{name}"), &read(name));
+    }
+    Schema::parse_str(&text).unwrap()
 }
 
 /// Writes with the record's own schema, checks it equals the file's, reads back with the file's.
@@ -154,6 +153,52 @@ fn delivery_record_round_trips_for_every_status() {
 }
 
 #[test]
+fn dead_delivery_round_trips_with_its_task_or_truncated() {
+    round_trip(
+        "DeadDelivery",
+        &DeadDelivery {
+            record: delivery_record(DeliveryStatus::Dead),
+            task: Some(task()),
+            truncated: None,
+        },
+    );
+    round_trip(
+        "DeadDelivery",
+        &DeadDelivery {
+            record: delivery_record(DeliveryStatus::Failed),
+            task: None,
+            truncated: Some(Truncated {
+                truncated: true,
+                original_bytes: 3_000_000,
+                reason: "the dead letter was 3000000 bytes".into(),
+            }),
+        },
+    );
+}
+
+#[test]
+fn the_standalone_schema_texts_parse_to_the_records_schemas() {
+    fn check<T: AvroRecord>(name: &str) {
+        let parsed = Schema::parse_str(T::schema_text()).unwrap();
+        assert_eq!(
+            parsed.canonical_form(),
+            T::schema().canonical_form(),
+            "{name}"
+        );
+        assert_eq!(
+            parsed.canonical_form(),
+            on_disk(name).canonical_form(),
+            "{name}"
+        );
+    }
+    check::<DeliveryRecord>("DeliveryRecord");
+    check::<DeliveryTask>("DeliveryTask");
+    check::<DeadDelivery>("DeadDelivery");
+    check::<EventEnvelope>("EventEnvelope");
+    check::<WorkspaceConfig>("WorkspaceConfig");
+}
+
+#[test]
 fn workspace_config_round_trips_for_the_examples() {
     for text in [
         include_str!("../examples/academy.yaml"),
@@ -171,7 +216,12 @@ fn workspace_config_round_trips_for_the_examples() {
 }
 
 /// Schemas that have had one version only, so there is no earlier writer to read.
-const FIRST_VERSIONS: &[&str] = &["EventEnvelope", "DeliveryRecord", "WorkspaceConfig"];
+const FIRST_VERSIONS: &[&str] = &[
+    "DeadDelivery",
+    "EventEnvelope",
+    "DeliveryRecord",
+    "WorkspaceConfig",
+];
 
 /// Checks that schemas/{name}.avsc reads `record` as the previous version of the schema wrote
 /// it. `record` holds what that version could hold: fields added since are at their defaults.
@@ -212,6 +262,12 @@ fn every_schema_reads_what_its_previous_version_wrote() {
     };
     reads_what_the_previous_version_wrote("DeliveryTask", &task);
     reads_what_the_previous_version_wrote("DeliveryRecord", &delivery_record(DeliveryStatus::Dead));
+    let dead = DeadDelivery {
+        record: delivery_record(DeliveryStatus::Dead),
+        task: Some(task.clone()),
+        truncated: None,
+    };
+    reads_what_the_previous_version_wrote("DeadDelivery", &dead);
     let config = WorkspaceConfig::parse(include_str!("../examples/academy.yaml")).unwrap();
     reads_what_the_previous_version_wrote("WorkspaceConfig", &config);
 }
@@ -228,6 +284,7 @@ fn every_schema_is_checked_against_its_history() {
         names
     };
     let checked = [
+        "DeadDelivery",
         "DeliveryRecord",
         "DeliveryTask",
         "EventEnvelope",

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::dedupe::Dedupe;
+use crate::history::codec::HistoryCodec;
 use crate::history::store::HistoryStore;
 use crate::workspace::table::WorkspaceTable;
 
@@ -23,6 +24,9 @@ pub struct Health {
     pub history: Option<Arc<HistoryStore>>,
     /// True while input records wait for a writer schema the registry cannot give now.
     pub schema_registry_down: AtomicBool,
+    /// The format of history and dead-delivery records: Avro output is ready once its schemas
+    /// are registered.
+    pub history_codec: Option<Arc<HistoryCodec>>,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -46,10 +50,17 @@ impl Health {
             dedupe: None,
             history: None,
             schema_registry_down: AtomicBool::new(false),
+            history_codec: None,
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
         }
+    }
+
+    /// Health that also reports whether history records can be written in their format.
+    pub fn with_history_codec(mut self, codec: Arc<HistoryCodec>) -> Self {
+        self.history_codec = Some(codec);
+        self
     }
 
     /// Health that also reports on `dedupe`'s partitions.
@@ -115,6 +126,13 @@ impl Health {
         }
         if self.schema_registry_down.load(Ordering::Relaxed) {
             return Err("schema registry unavailable: input records wait for their writer schema");
+        }
+        if let Some(codec) = self.history_codec.as_ref().filter(|c| !c.is_ready()) {
+            return Err(if codec.registry_down() {
+                "schema registry unavailable: history and dead-letter schemas not registered yet, outcomes wait"
+            } else {
+                "registering the history and dead-letter schemas in the schema registry"
+            });
         }
         Ok(())
     }
