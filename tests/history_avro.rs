@@ -360,6 +360,62 @@ async fn json_records_written_before_a_switch_to_avro_stay_readable() {
     assert!(history.iter().any(|d| d.event_id == "evt_j1"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_reads_avro_history_and_does_not_deliver_twice() {
+    let mut h = Harness::new().await;
+    h.settings.ingest.schema_registry.url = format!("{}/registry", h.sandbox_url);
+    h.settings.history.format = HistoryFormat::Avro;
+    h.apply(&[(
+        "ok.yaml",
+        r##"
+workspace: ws_once
+connections:
+  - id: good
+    type: webhook
+    url: "http://127.0.0.1:7780/webhook/ok"
+    credentials: { secret: "${env:HERALD_CRED_WEBHOOK_SECRET}" }
+rules:
+  - { id: hook-ok, event: signup, connection: good, action: post }
+"##,
+    )])
+    .await;
+    let first = h.start();
+    for i in 0..2 {
+        h.emit("ws_once", "signup", &format!("evt_o{i}"), None, json!({}))
+            .await;
+    }
+    h.wait_for_history("ws_once", "2 delivered", |r| {
+        r.iter()
+            .filter(|d| d.status == DeliveryStatus::Delivered)
+            .count()
+            == 2
+    })
+    .await;
+    first.stop().await;
+    let sent = h.requests("webhook").len();
+
+    // A fresh consumer group reads both events again; the delivered set comes from the Avro
+    // history records.
+    let mut again = h.settings.clone();
+    again.kafka.group_id = format!("{}-again", h.settings.kafka.group_id);
+    let second = common::Running::start(again, h.vars());
+    let already = || {
+        second
+            .app
+            .metrics
+            .deliveries
+            .with_label_values(&["webhook", "post", "already_delivered"])
+            .get()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while already() < 2 {
+        assert!(Instant::now() < deadline, "events were not read again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.requests("webhook").len(), sent, "nothing sent twice");
+    second.stop().await;
+}
+
 // ---- an independent reader: records Herald wrote, decoded by Python libraries ----
 
 fn fixture_dir() -> PathBuf {

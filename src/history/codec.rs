@@ -283,3 +283,121 @@ fn confluent<T: AvroRecord + serde::Serialize>(id: u32, record: &T) -> Vec<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::records::{Attempt, DeliveryStatus};
+
+    async fn registry_url() -> (herald_sandbox::Sandbox, String) {
+        let sandbox = herald_sandbox::Sandbox::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/registry", listener.local_addr().unwrap());
+        let router = sandbox.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (sandbox, url)
+    }
+
+    fn settings(url: &str, format: HistoryFormat) -> Settings {
+        let mut s = Settings::defaults();
+        s.ingest.schema_registry.url = url.to_owned();
+        s.history.format = format;
+        s
+    }
+
+    fn record() -> DeliveryRecord {
+        let at = Utc.timestamp_millis_opt(1_774_102_690_123).unwrap();
+        DeliveryRecord {
+            delivery_id: "dl_1".into(),
+            workspace_id: "ws".into(),
+            event_id: "evt_1".into(),
+            event: "signup".into(),
+            rule_id: Some("r".into()),
+            connection_id: Some("c".into()),
+            destination: Some("webhook".into()),
+            action: Some("post".into()),
+            status: DeliveryStatus::Delivered,
+            reason: None,
+            attempts: vec![Attempt {
+                at,
+                outcome: "delivered".into(),
+                status_code: Some(200),
+                error: None,
+                latency_ms: 3,
+            }],
+            skipped_count: None,
+            next_attempt_at: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn json_and_confluent_avro_are_both_read_whatever_the_format_written() {
+        let (_sandbox, url) = registry_url().await;
+        let avro = HistoryCodec::new(&settings(&url, HistoryFormat::Avro));
+        let json = HistoryCodec::new(&settings(&url, HistoryFormat::Json));
+        assert!(json.is_ready() && !avro.is_ready());
+        let as_json = json.encode_record(&record()).await;
+        let as_avro = avro.encode_record(&record()).await;
+        assert!(avro.is_ready());
+        assert_eq!(as_json.first(), Some(&b'{'));
+        assert_eq!(as_avro[0], CONFLUENT_MAGIC);
+        for codec in [&avro, &json] {
+            for bytes in [&as_json, &as_avro] {
+                let bytes = bytes.clone();
+                let read = tokio::task::block_in_place(|| codec.decode_record(&bytes)).unwrap();
+                assert_eq!(read, record());
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_avro_record_that_cannot_be_read_names_its_schema_id() {
+        let (sandbox, url) = registry_url().await;
+        let codec = HistoryCodec::new(&settings(&url, HistoryFormat::Avro));
+        let mut bytes = codec.encode_record(&record()).await;
+        let read = |codec: &HistoryCodec, bytes: &[u8]| {
+            tokio::task::block_in_place(|| codec.decode_record(bytes)).unwrap_err()
+        };
+
+        // An id the registry does not know.
+        let unknown = [&[0, 0, 0, 0, 99][..], &bytes[5..]].concat();
+        let err = read(&codec, &unknown);
+        assert!(
+            matches!(&err, ReadError::Unreadable(r) if r.contains("schema id 99")),
+            "{err}"
+        );
+
+        // Without a registry.
+        let none = HistoryCodec::new(&Settings::defaults());
+        let err = read(&none, &bytes);
+        assert!(
+            matches!(&err, ReadError::Unreadable(r) if r.contains("schema id 1") && r.contains("ingest.schema_registry.url")),
+            "{err}"
+        );
+
+        // A registry that is down: not unreadable, unavailable (a reader waits and tries again).
+        let fresh = HistoryCodec::new(&settings(&url, HistoryFormat::Json));
+        sandbox.inject(
+            serde_json::from_value(
+                serde_json::json!({"path": "/registry/schemas", "count": 1, "status": 503}),
+            )
+            .unwrap(),
+        );
+        let err = read(&fresh, &bytes);
+        assert!(matches!(err, ReadError::Unavailable(_)), "{err}");
+        let waited = tokio::task::block_in_place(|| fresh.decode_record_waiting(&bytes, || false));
+        assert_eq!(waited.unwrap(), record(), "read once the registry answers");
+
+        // A datum cut short.
+        bytes.truncate(bytes.len() - 3);
+        let err = read(&codec, &bytes);
+        assert!(
+            matches!(&err, ReadError::Unreadable(r) if r.contains("schema id 1")),
+            "{err}"
+        );
+    }
+}
