@@ -353,3 +353,104 @@ fn a_payload_that_is_not_a_json_object_is_refused_naming_the_field() {
     let err = avro::from_single_object::<EventEnvelope>(&bytes).unwrap_err();
     assert!(err.to_string().contains("`payload`"), "{err}");
 }
+
+/// The Avro schemas and the JSON Schemas (`schemas/json/`) of the records Herald writes to
+/// `herald.deliveries` and `herald.dlq` name the same fields, nested records included, so that
+/// either format carries the whole record.
+#[test]
+fn the_avro_and_json_schemas_of_each_record_name_the_same_fields() {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value as Json;
+
+    fn json_schema(name: &str) -> Json {
+        let path = format!("{SCHEMAS}/json/{name}.schema.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+    /// The field names of the Avro record at `path` (field names; `[]` steps into array items,
+    /// `?` into a union's record branch).
+    fn avro_fields(text: &str, path: &[&str]) -> BTreeSet<String> {
+        let mut at: Json = serde_json::from_str(text).unwrap();
+        for step in path {
+            at = match *step {
+                "[]" => at["items"].clone(),
+                "?" => at
+                    .as_array()
+                    .and_then(|branches| branches.iter().find(|b| b.is_object()))
+                    .cloned()
+                    .unwrap(),
+                field => at["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["name"] == field)
+                    .unwrap_or_else(|| panic!("no field {field}"))["type"]
+                    .clone(),
+            };
+        }
+        at["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    fn json_fields(schema: &Json, pointer: &str) -> BTreeSet<String> {
+        schema
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("no {pointer}"))["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+    let record = DeliveryRecord::schema_text();
+    let task = DeliveryTask::schema_text();
+    let dead = DeadDelivery::schema_text();
+    let (record_json, task_json, dead_json) = (
+        json_schema("DeliveryRecord"),
+        json_schema("DeliveryTask"),
+        json_schema("DeadDelivery"),
+    );
+    let pairs = [
+        (
+            "DeliveryRecord",
+            avro_fields(record, &[]),
+            json_fields(&record_json, ""),
+        ),
+        (
+            "DeliveryRecord.attempts[]",
+            avro_fields(record, &["attempts", "[]"]),
+            json_fields(&record_json, "/$defs/Attempt"),
+        ),
+        (
+            "DeliveryTask",
+            avro_fields(task, &[]),
+            json_fields(&task_json, ""),
+        ),
+        (
+            "DeliveryTask.envelope",
+            avro_fields(task, &["envelope"]),
+            json_fields(&task_json, "/$defs/EventEnvelope"),
+        ),
+        (
+            "DeliveryTask.attempts[]",
+            avro_fields(task, &["attempts", "[]"]),
+            json_fields(&record_json, "/$defs/Attempt"),
+        ),
+        (
+            "DeadDelivery",
+            avro_fields(dead, &[]),
+            json_fields(&dead_json, ""),
+        ),
+        (
+            "DeadDelivery.truncated",
+            avro_fields(dead, &["truncated", "?"]),
+            json_fields(&dead_json, "/properties/truncated"),
+        ),
+    ];
+    for (what, avro, json) in pairs {
+        assert_eq!(avro, json, "{what}: Avro fields, JSON Schema properties");
+    }
+}
