@@ -4,6 +4,10 @@
 //! ([`stub`](super::stub)); any other permanent failure is reported through
 //! [`OutcomeWriter::failed`], which stops the process. The caller stores the event's offset only
 //! after every outcome of the event came back acknowledged.
+//!
+//! History records and dead deliveries are written in the format of `history.format`
+//! ([`codec`](super::codec): JSON, or Confluent Avro once its schemas are registered); retry
+//! tasks are JSON, and a dead input record keeps the input's own bytes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
