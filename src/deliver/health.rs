@@ -96,6 +96,15 @@ impl Health {
     }
 
     fn live_at(&self, now_ms: i64) -> Result<(), String> {
+        // Outcomes waiting for the registry to register the history schemas are not a wedged
+        // processor (`/readyz` reports the registry); restarting would not bring it back.
+        if self
+            .history_codec
+            .as_ref()
+            .is_some_and(|c| c.registry_down())
+        {
+            self.progress_at_ms.store(now_ms, Ordering::Relaxed);
+        }
         let lag = self.lag.load(Ordering::Relaxed);
         let idle = Duration::from_millis(
             (now_ms - self.progress_at_ms.load(Ordering::Relaxed)).max(0) as u64,
@@ -179,5 +188,35 @@ mod tests {
         assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
         health.lag_is(0);
         assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_registry_to_register_the_history_schemas_is_unready_not_wedged() {
+        let mut settings = crate::settings::Settings::defaults();
+        settings.ingest.schema_registry.url = "http://127.0.0.1:9".into();
+        settings.ingest.schema_registry.timeout_ms = 200;
+        settings.history.format = crate::settings::HistoryFormat::Avro;
+        let codec = Arc::new(HistoryCodec::new(&settings));
+        let health = Health::new(
+            Arc::new(WorkspaceTable::default()),
+            Arc::new(AtomicBool::new(true)),
+            Duration::from_secs(60),
+        )
+        .with_history_codec(codec.clone());
+        health.table.mark_ready();
+        health.consuming.store(true, Ordering::Relaxed);
+        assert!(health.ready().unwrap_err().contains("registering"));
+        let registering = tokio::spawn({
+            let codec = codec.clone();
+            async move { codec.ready().await }
+        });
+        while !codec.registry_down() {
+            tokio::task::yield_now().await;
+        }
+        let why = health.ready().unwrap_err();
+        assert!(why.contains("schema registry unavailable"), "{why}");
+        health.lag.store(500, Ordering::Relaxed);
+        assert_eq!(health.live_at(now_ms() + 61_000), Ok(()), "not wedged");
+        registering.abort();
     }
 }
