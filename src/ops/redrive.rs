@@ -85,6 +85,11 @@ pub async fn redrive(
     // The CLI serves no metrics; the writer's counters go nowhere.
     let writer = OutcomeWriter::new(producer, settings, &crate::telemetry::Metrics::new())
         .co_partitioned(deliveries_partitions);
+    // Avro history needs its schemas registered: a registry that is down fails the redrive
+    // before anything is enqueued, rather than leave it waiting half done.
+    tokio::time::timeout(ONE_SHOT_PATIENCE, writer.codec().ready())
+        .await
+        .map_err(|_| RedriveError::RegistryUnavailable)?;
     let now = Utc::now();
     let requeue = async {
         let mut out = Vec::new();
@@ -216,6 +221,11 @@ pub enum RedriveError {
     Reader(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Write(#[from] crate::history::WriteFailure),
+    #[error(
+        "the schema registry did not register the history schemas (history.format = \"avro\") \
+         within 30 s; nothing was redriven"
+    )]
+    RegistryUnavailable,
 }
 
 #[cfg(test)]
