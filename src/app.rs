@@ -140,6 +140,7 @@ impl App {
                 Duration::from_millis(settings.processor.liveness_timeout_ms),
             )
             .with_dedupe(router.dedupe.clone())
+            .with_history_codec(router.writer.codec())
             .with_history(history.clone()),
         );
         let processor = Processor {
@@ -181,9 +182,17 @@ impl App {
             shutdown.clone(),
         );
         let retries = retry_worker::run(&self.settings, self.router.clone(), shutdown);
+        // Avro output registers its schemas now rather than at the first outcome, so that
+        // `/readyz` tells of a registry that is down before any event waits for it.
+        let codec = self.router.writer.codec();
+        let register = async move {
+            codec.ready().await;
+            std::future::pending::<std::convert::Infallible>().await
+        };
         tokio::select! {
             ran = async { tokio::try_join!(events, retries).map(|_| ()) } => ran,
             failure = self.router.writer.failed() => Err(failure.into()),
+            never = register => match never {},
         }
     }
 }

@@ -35,7 +35,8 @@
 //! ingest, history,         decode input; write and read outcomes; one folder per
 //!   destinations,            destination behind one typed connector trait; the encrypted
 //!   credentials              credential store and its keys
-//! kafka, telemetry         client settings, topic plan, reading by offset and time; logs, metrics
+//! kafka, telemetry         client settings, topic plan, reading by offset and time, the schema
+//!                          registry client (input and history share it); logs, metrics
 //! settings                 configuration and `${env:…}` references
 //! model                    spec types, secrets, field errors, records and their Avro form
 //! ```

@@ -12,23 +12,22 @@ use chrono::{TimeZone, Utc};
 use herald::model::WorkspaceConfig;
 use herald::model::records::avro::{self, AvroRecord};
 use herald::model::records::{
-    Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope,
+    Attempt, DeadDelivery, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope, Truncated,
 };
 
 const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
 
 /// The schema in `schemas/{path}.avsc`.
 fn on_disk(path: &str) -> Schema {
-    let envelope = std::fs::read_to_string(format!("{SCHEMAS}/EventEnvelope.avsc")).unwrap();
-    let text = std::fs::read_to_string(format!("{SCHEMAS}/{path}.avsc")).unwrap();
-    // DeliveryTask's `envelope` field names the EventEnvelope record defined in
-    // EventEnvelope.avsc; the other schemas stand alone and are left as they are.
-    Schema::parse_str(&avro::inline_named_type(
-        &text,
-        "io.herald.EventEnvelope",
-        &envelope,
-    ))
-    .unwrap()
+    let read = |name: &str| std::fs::read_to_string(format!("{SCHEMAS}/{name}.avsc")).unwrap();
+    // DeadDelivery names the DeliveryRecord and DeliveryTask records, and DeliveryTask's
+    // `envelope` field the EventEnvelope record, each defined in its own file; the other
+    // schemas stand alone and are left as they are.
+    let mut text = read(path);
+    for name in ["DeliveryRecord", "DeliveryTask", "EventEnvelope"] {
+        text = avro::inline_named_type(&text, &format!("io.herald.{name}"), &read(name));
+    }
+    Schema::parse_str(&text).unwrap()
 }
 
 /// Writes with the record's own schema, checks it equals the file's, reads back with the file's.
@@ -154,6 +153,52 @@ fn delivery_record_round_trips_for_every_status() {
 }
 
 #[test]
+fn dead_delivery_round_trips_with_its_task_or_truncated() {
+    round_trip(
+        "DeadDelivery",
+        &DeadDelivery {
+            record: delivery_record(DeliveryStatus::Dead),
+            task: Some(task()),
+            truncated: None,
+        },
+    );
+    round_trip(
+        "DeadDelivery",
+        &DeadDelivery {
+            record: delivery_record(DeliveryStatus::Failed),
+            task: None,
+            truncated: Some(Truncated {
+                truncated: true,
+                original_bytes: 3_000_000,
+                reason: "the dead letter was 3000000 bytes".into(),
+            }),
+        },
+    );
+}
+
+#[test]
+fn the_standalone_schema_texts_parse_to_the_records_schemas() {
+    fn check<T: AvroRecord>(name: &str) {
+        let parsed = Schema::parse_str(T::schema_text()).unwrap();
+        assert_eq!(
+            parsed.canonical_form(),
+            T::schema().canonical_form(),
+            "{name}"
+        );
+        assert_eq!(
+            parsed.canonical_form(),
+            on_disk(name).canonical_form(),
+            "{name}"
+        );
+    }
+    check::<DeliveryRecord>("DeliveryRecord");
+    check::<DeliveryTask>("DeliveryTask");
+    check::<DeadDelivery>("DeadDelivery");
+    check::<EventEnvelope>("EventEnvelope");
+    check::<WorkspaceConfig>("WorkspaceConfig");
+}
+
+#[test]
 fn workspace_config_round_trips_for_the_examples() {
     for text in [
         include_str!("../examples/academy.yaml"),
@@ -171,7 +216,12 @@ fn workspace_config_round_trips_for_the_examples() {
 }
 
 /// Schemas that have had one version only, so there is no earlier writer to read.
-const FIRST_VERSIONS: &[&str] = &["EventEnvelope", "DeliveryRecord", "WorkspaceConfig"];
+const FIRST_VERSIONS: &[&str] = &[
+    "DeadDelivery",
+    "EventEnvelope",
+    "DeliveryRecord",
+    "WorkspaceConfig",
+];
 
 /// Checks that schemas/{name}.avsc reads `record` as the previous version of the schema wrote
 /// it. `record` holds what that version could hold: fields added since are at their defaults.
@@ -212,6 +262,12 @@ fn every_schema_reads_what_its_previous_version_wrote() {
     };
     reads_what_the_previous_version_wrote("DeliveryTask", &task);
     reads_what_the_previous_version_wrote("DeliveryRecord", &delivery_record(DeliveryStatus::Dead));
+    let dead = DeadDelivery {
+        record: delivery_record(DeliveryStatus::Dead),
+        task: Some(task.clone()),
+        truncated: None,
+    };
+    reads_what_the_previous_version_wrote("DeadDelivery", &dead);
     let config = WorkspaceConfig::parse(include_str!("../examples/academy.yaml")).unwrap();
     reads_what_the_previous_version_wrote("WorkspaceConfig", &config);
 }
@@ -228,6 +284,7 @@ fn every_schema_is_checked_against_its_history() {
         names
     };
     let checked = [
+        "DeadDelivery",
         "DeliveryRecord",
         "DeliveryTask",
         "EventEnvelope",
@@ -295,4 +352,105 @@ fn a_payload_that_is_not_a_json_object_is_refused_naming_the_field() {
         .unwrap();
     let err = avro::from_single_object::<EventEnvelope>(&bytes).unwrap_err();
     assert!(err.to_string().contains("`payload`"), "{err}");
+}
+
+/// The Avro schemas and the JSON Schemas (`schemas/json/`) of the records Herald writes to
+/// `herald.deliveries` and `herald.dlq` name the same fields, nested records included, so that
+/// either format carries the whole record.
+#[test]
+fn the_avro_and_json_schemas_of_each_record_name_the_same_fields() {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value as Json;
+
+    fn json_schema(name: &str) -> Json {
+        let path = format!("{SCHEMAS}/json/{name}.schema.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+    /// The field names of the Avro record at `path` (field names; `[]` steps into array items,
+    /// `?` into a union's record branch).
+    fn avro_fields(text: &str, path: &[&str]) -> BTreeSet<String> {
+        let mut at: Json = serde_json::from_str(text).unwrap();
+        for step in path {
+            at = match *step {
+                "[]" => at["items"].clone(),
+                "?" => at
+                    .as_array()
+                    .and_then(|branches| branches.iter().find(|b| b.is_object()))
+                    .cloned()
+                    .unwrap(),
+                field => at["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["name"] == field)
+                    .unwrap_or_else(|| panic!("no field {field}"))["type"]
+                    .clone(),
+            };
+        }
+        at["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    fn json_fields(schema: &Json, pointer: &str) -> BTreeSet<String> {
+        schema
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("no {pointer}"))["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+    let record = DeliveryRecord::schema_text();
+    let task = DeliveryTask::schema_text();
+    let dead = DeadDelivery::schema_text();
+    let (record_json, task_json, dead_json) = (
+        json_schema("DeliveryRecord"),
+        json_schema("DeliveryTask"),
+        json_schema("DeadDelivery"),
+    );
+    let pairs = [
+        (
+            "DeliveryRecord",
+            avro_fields(record, &[]),
+            json_fields(&record_json, ""),
+        ),
+        (
+            "DeliveryRecord.attempts[]",
+            avro_fields(record, &["attempts", "[]"]),
+            json_fields(&record_json, "/$defs/Attempt"),
+        ),
+        (
+            "DeliveryTask",
+            avro_fields(task, &[]),
+            json_fields(&task_json, ""),
+        ),
+        (
+            "DeliveryTask.envelope",
+            avro_fields(task, &["envelope"]),
+            json_fields(&task_json, "/$defs/EventEnvelope"),
+        ),
+        (
+            "DeliveryTask.attempts[]",
+            avro_fields(task, &["attempts", "[]"]),
+            json_fields(&record_json, "/$defs/Attempt"),
+        ),
+        (
+            "DeadDelivery",
+            avro_fields(dead, &[]),
+            json_fields(&dead_json, ""),
+        ),
+        (
+            "DeadDelivery.truncated",
+            avro_fields(dead, &["truncated", "?"]),
+            json_fields(&dead_json, "/properties/truncated"),
+        ),
+    ];
+    for (what, avro, json) in pairs {
+        assert_eq!(avro, json, "{what}: Avro fields, JSON Schema properties");
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::dedupe::Dedupe;
+use crate::history::codec::HistoryCodec;
 use crate::history::store::HistoryStore;
 use crate::workspace::table::WorkspaceTable;
 
@@ -23,6 +24,9 @@ pub struct Health {
     pub history: Option<Arc<HistoryStore>>,
     /// True while input records wait for a writer schema the registry cannot give now.
     pub schema_registry_down: AtomicBool,
+    /// The format of history and dead-delivery records: Avro output is ready once its schemas
+    /// are registered.
+    pub history_codec: Option<Arc<HistoryCodec>>,
     /// No progress for this long while there is lag means wedged.
     liveness_timeout: Duration,
     /// When an input record last finished, or the consumer last had nothing to do (ms since
@@ -46,10 +50,17 @@ impl Health {
             dedupe: None,
             history: None,
             schema_registry_down: AtomicBool::new(false),
+            history_codec: None,
             liveness_timeout,
             progress_at_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
         }
+    }
+
+    /// Health that also reports whether history records can be written in their format.
+    pub fn with_history_codec(mut self, codec: Arc<HistoryCodec>) -> Self {
+        self.history_codec = Some(codec);
+        self
     }
 
     /// Health that also reports on `dedupe`'s partitions.
@@ -85,6 +96,15 @@ impl Health {
     }
 
     fn live_at(&self, now_ms: i64) -> Result<(), String> {
+        // Outcomes waiting for the registry to register the history schemas are not a wedged
+        // processor (`/readyz` reports the registry); restarting would not bring it back.
+        if self
+            .history_codec
+            .as_ref()
+            .is_some_and(|c| c.registry_down())
+        {
+            self.progress_at_ms.store(now_ms, Ordering::Relaxed);
+        }
         let lag = self.lag.load(Ordering::Relaxed);
         let idle = Duration::from_millis(
             (now_ms - self.progress_at_ms.load(Ordering::Relaxed)).max(0) as u64,
@@ -115,6 +135,13 @@ impl Health {
         }
         if self.schema_registry_down.load(Ordering::Relaxed) {
             return Err("schema registry unavailable: input records wait for their writer schema");
+        }
+        if let Some(codec) = self.history_codec.as_ref().filter(|c| !c.is_ready()) {
+            return Err(if codec.registry_down() {
+                "schema registry unavailable: history and dead-letter schemas not registered yet, outcomes wait"
+            } else {
+                "registering the history and dead-letter schemas in the schema registry"
+            });
         }
         Ok(())
     }
@@ -161,5 +188,35 @@ mod tests {
         assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
         health.lag_is(0);
         assert_eq!(health.live_at(now_ms() + 1_000), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_registry_to_register_the_history_schemas_is_unready_not_wedged() {
+        let mut settings = crate::settings::Settings::defaults();
+        settings.ingest.schema_registry.url = "http://127.0.0.1:9".into();
+        settings.ingest.schema_registry.timeout_ms = 200;
+        settings.history.format = crate::settings::HistoryFormat::Avro;
+        let codec = Arc::new(HistoryCodec::new(&settings));
+        let health = Health::new(
+            Arc::new(WorkspaceTable::default()),
+            Arc::new(AtomicBool::new(true)),
+            Duration::from_secs(60),
+        )
+        .with_history_codec(codec.clone());
+        health.table.mark_ready();
+        health.consuming.store(true, Ordering::Relaxed);
+        assert!(health.ready().unwrap_err().contains("registering"));
+        let registering = tokio::spawn({
+            let codec = codec.clone();
+            async move { codec.ready().await }
+        });
+        while !codec.registry_down() {
+            tokio::task::yield_now().await;
+        }
+        let why = health.ready().unwrap_err();
+        assert!(why.contains("schema registry unavailable"), "{why}");
+        health.lag.store(500, Ordering::Relaxed);
+        assert_eq!(health.live_at(now_ms() + 61_000), Ok(()), "not wedged");
+        registering.abort();
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::health::Health;
 use super::processor::{ProcessorContext, stopped};
 use crate::ingest::Decoder;
-use crate::ingest::registry::RegistryError;
+use crate::kafka::registry::RegistryError;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -26,6 +26,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use super::codec::{CONFLUENT_MAGIC, HistoryCodec, ReadError};
 use crate::kafka;
 use crate::model::records::{DeliveryRecord, DeliveryStatus};
 use crate::settings::Settings;
@@ -305,15 +306,17 @@ pub fn spawn_follower(
     if ends.is_empty() {
         store.ready.store(true, Ordering::Relaxed);
     }
+    let codec = HistoryCodec::new(settings);
     let handle = std::thread::Builder::new()
         .name("herald-history-store".into())
-        .spawn(move || follow(&consumer, &store, &stop, ends))
+        .spawn(move || follow(&consumer, &codec, &store, &stop, ends))
         .expect("spawning a thread");
     Ok(handle)
 }
 
 fn follow(
     consumer: &BaseConsumer,
+    codec: &HistoryCodec,
     store: &HistoryStore,
     stop: &AtomicBool,
     mut ends: HashMap<i32, i64>,
@@ -323,12 +326,15 @@ fn follow(
         let message = consumer.poll(Duration::from_millis(100));
         if let Some(Ok(m)) = &message {
             let key = m.key().unwrap_or_default().to_vec();
-            batch.push((
-                m.partition(),
-                m.offset(),
-                m.payload().map(<[u8]>::to_vec),
-                key,
-            ));
+            let value = match m.payload() {
+                Some(value) => match as_json(codec, value, stop) {
+                    Some(json) => Some(json),
+                    // Stopping while the registry is down: this record is read next time.
+                    None => return,
+                },
+                None => None,
+            };
+            batch.push((m.partition(), m.offset(), value, key));
             if let Some(end) = ends.get(&m.partition())
                 && m.offset() + 1 >= *end
             {
@@ -354,6 +360,24 @@ fn follow(
             store.ready.store(true, Ordering::Relaxed);
             tracing::info!("history store caught up with the deliveries topic");
         }
+    }
+}
+
+/// A history value as the JSON the store keeps: Avro records are read with their writer schema
+/// (waiting while the registry is down, so none is skipped), anything else is kept as it is.
+/// `None` when `stop` was set while waiting.
+fn as_json(codec: &HistoryCodec, value: &[u8], stop: &AtomicBool) -> Option<Vec<u8>> {
+    if value.first() != Some(&CONFLUENT_MAGIC) {
+        return Some(value.to_vec());
+    }
+    match codec.decode_record_waiting(value, || stop.load(Ordering::Relaxed)) {
+        // A DeliveryRecord always serialises.
+        Ok(record) => Some(serde_json::to_vec(&record).expect("history records serialise")),
+        Err(ReadError::Unreadable(reason)) => {
+            tracing::warn!(%reason, "history store: record skipped");
+            Some(value.to_vec())
+        }
+        Err(ReadError::Unavailable(_)) => None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! that says how large the record was, and carries the header `herald.truncated: true`.
 
 use crate::model::error::excerpt;
-use crate::model::records::DeliveryRecord;
+use crate::model::records::{DeadDelivery, DeliveryRecord, Truncated};
 
 /// Why a record could not be written as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,25 +50,31 @@ pub fn history(record: &DeliveryRecord, too_large: &TooLarge) -> DeliveryRecord 
 
 /// The marker that replaces what did not fit.
 pub fn marker(what: &str, too_large: &TooLarge) -> serde_json::Value {
-    serde_json::json!({
-        "truncated": true,
-        "original_bytes": too_large.bytes,
-        "reason": format!("{what} was {too_large}; its large fields were left out"),
-    })
+    // A marker is plain data: it always serialises.
+    serde_json::to_value(truncated(what, too_large)).expect("markers serialise")
+}
+
+fn truncated(what: &str, too_large: &TooLarge) -> Truncated {
+    Truncated {
+        truncated: true,
+        original_bytes: too_large.bytes as u64,
+        reason: format!("{what} was {too_large}; its large fields were left out"),
+    }
 }
 
 /// The dead letter of a delivery written instead of record + task: the record (itself a stub
 /// when it is large) and the marker. Without its task, `herald redrive` cannot re-enqueue it.
-pub fn dead_delivery(record: &DeliveryRecord, too_large: &TooLarge) -> serde_json::Value {
+pub fn dead_delivery(record: &DeliveryRecord, too_large: &TooLarge) -> DeadDelivery {
     let record = if record_is_small(record) {
         record.clone()
     } else {
         history(record, too_large)
     };
-    serde_json::json!({
-        "record": record,
-        "truncated": marker("the dead letter", too_large),
-    })
+    DeadDelivery {
+        record,
+        task: None,
+        truncated: Some(truncated("the dead letter", too_large)),
+    }
 }
 
 /// The value written instead of an input record's original bytes: the marker and the bytes'
@@ -147,7 +153,11 @@ mod tests {
     #[test]
     fn a_small_record_keeps_its_reason_in_a_dead_letter_stub() {
         let small = record(10);
-        let value = dead_delivery(&small, &TooLarge::over_limit(3_000_000, 2_097_152));
+        let value = serde_json::to_value(dead_delivery(
+            &small,
+            &TooLarge::over_limit(3_000_000, 2_097_152),
+        ))
+        .unwrap();
         assert_eq!(value["record"]["reason"], "x".repeat(10));
         assert_eq!(value["truncated"]["truncated"], true);
         assert_eq!(value["truncated"]["original_bytes"], 3_000_000);

@@ -4,6 +4,10 @@
 //! ([`stub`](super::stub)); any other permanent failure is reported through
 //! [`OutcomeWriter::failed`], which stops the process. The caller stores the event's offset only
 //! after every outcome of the event came back acknowledged.
+//!
+//! History records and dead deliveries are written in the format of `history.format`
+//! ([`codec`](super::codec): JSON, or Confluent Avro once its schemas are registered); retry
+//! tasks are JSON, and a dead input record keeps the input's own bytes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,9 +19,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio::sync::watch;
 
+use super::codec::HistoryCodec;
 use super::stub::{self, TooLarge};
 use crate::kafka::produce_error::{ProduceErrorKind, classify};
-use crate::model::records::{DeliveryRecord, DeliveryTask};
+use crate::model::records::{self, DeliveryRecord, DeliveryTask};
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
 
@@ -34,6 +39,8 @@ pub struct OutcomeWriter {
     /// it goes to that same partition (co-partitioning, for dedupe).
     deliveries_partitions: Option<i32>,
     dlq_topic: String,
+    /// The format of history records and dead deliveries (`history.format`).
+    codec: Arc<HistoryCodec>,
     /// `kafka.max_record_bytes`: larger records are written as stubs.
     max_record_bytes: usize,
     /// `herald_dlq_records_total{kind}`.
@@ -54,17 +61,20 @@ pub struct WriteFailure {
     pub reason: String,
 }
 
-/// The value of a dead-letter record for a delivery: what happened, and how to try again.
+/// A dead-letter record for a delivery that can be tried again: what happened, and the task.
+/// (A truncated dead letter has no task; see [`records::DeadDelivery`].)
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct DeadDelivery {
     pub record: DeliveryRecord,
     pub task: DeliveryTask,
 }
 
-#[derive(serde::Serialize)]
-struct DeadDeliveryRef<'a> {
-    record: &'a DeliveryRecord,
-    task: &'a DeliveryTask,
+impl DeadDelivery {
+    /// The delivery of a dead letter that kept its task.
+    pub fn from_letter(letter: records::DeadDelivery) -> Option<Self> {
+        let records::DeadDelivery { record, task, .. } = letter;
+        task.map(|task| Self { record, task })
+    }
 }
 
 /// Why an input record went to the dead-letter topic, and where it came from.
@@ -138,6 +148,7 @@ impl OutcomeWriter {
             deliveries_topic: settings.topics.deliveries.clone(),
             deliveries_partitions: None,
             dlq_topic: settings.topics.dlq.clone(),
+            codec: Arc::new(HistoryCodec::new(settings)),
             max_record_bytes: settings.kafka.max_record_bytes,
             dlq_records: metrics.dlq_records.clone(),
             produce_failures: metrics.produce_failures.clone(),
@@ -151,6 +162,11 @@ impl OutcomeWriter {
     pub fn co_partitioned(mut self, partitions: i32) -> Self {
         self.deliveries_partitions = Some(partitions);
         self
+    }
+
+    /// The codec of history records and dead deliveries.
+    pub fn codec(&self) -> Arc<HistoryCodec> {
+        self.codec.clone()
     }
 
     /// The flag that says whether produces are being acknowledged.
@@ -182,8 +198,7 @@ impl OutcomeWriter {
             self.deliveries_partitions
                 .is_some_and(|n| (0..n).contains(p))
         });
-        // A DeliveryRecord always serialises.
-        let value = serde_json::to_vec(record).expect("history records serialise");
+        let value = self.codec.encode_record(record).await;
         let out = Out {
             kind: TopicKind::History,
             topic: &self.deliveries_topic,
@@ -196,7 +211,7 @@ impl OutcomeWriter {
             return;
         };
         let stub = stub::history(record, &too_large);
-        let value = serde_json::to_vec(&stub).expect("history records serialise");
+        let value = self.codec.encode_record(&stub).await;
         let out = Out {
             kind: TopicKind::History,
             topic: &self.deliveries_topic,
@@ -230,8 +245,12 @@ impl OutcomeWriter {
     /// (every attempt) and the task that re-attempts it (see [`DeadDelivery`]); returns once
     /// Kafka acknowledged it. Too large, it is written as a stub without the task.
     pub async fn dead_delivery(&self, record: &DeliveryRecord, task: &DeliveryTask) {
-        let value = serde_json::to_vec(&DeadDeliveryRef { record, task })
-            .expect("dead deliveries serialise");
+        let letter = records::DeadDelivery {
+            record: record.clone(),
+            task: Some(task.clone()),
+            truncated: None,
+        };
+        let value = self.codec.encode_dead(&letter).await;
         let kind = match record.status {
             crate::model::records::DeliveryStatus::Failed => "failed_delivery",
             _ => "dead_delivery",
@@ -259,8 +278,10 @@ impl OutcomeWriter {
             headers: Some(headers.clone()),
         };
         if let Err(too_large) = self.produce(out).await {
-            let value = serde_json::to_vec(&stub::dead_delivery(record, &too_large))
-                .expect("dead deliveries serialise");
+            let value = self
+                .codec
+                .encode_dead(&stub::dead_delivery(record, &too_large))
+                .await;
             self.produce_stub(Out {
                 kind: TopicKind::Dlq,
                 topic: &self.dlq_topic,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::avro::{SingleObjectSchemas, WriterSchemaError};
 use super::cloudevents;
 use super::confluent::{self, TopicMapping};
-use super::registry::{Registry, RegistrySetupError};
+use crate::kafka::registry::{Registry, RegistrySetupError};
 use crate::model::excerpt;
 use crate::model::records::EventEnvelope;
 use crate::model::records::avro::{AvroError, SINGLE_OBJECT_MAGIC};

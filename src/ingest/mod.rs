@@ -5,7 +5,6 @@ pub mod avro;
 pub mod cloudevents;
 pub mod confluent;
 pub mod decode;
-pub mod registry;
 
 pub use avro::WriterSchemaError;
 pub use decode::{DecodeError, Decoder, DecoderSetupError, RawRecord, decode, headers_of};

@@ -1,8 +1,10 @@
-//! Kafka clients as Herald configures them, the topic plan, and reading a topic to its end.
+//! Kafka clients as Herald configures them, the topic plan, reading a topic to its end, and the
+//! schema registry of Confluent wire-format records.
 
 pub mod by_time;
 pub mod follow;
 pub mod produce_error;
+pub mod registry;
 pub mod topic_check;
 
 use std::collections::HashMap;

@@ -9,6 +9,7 @@
 //! requested statuses) are redriven, so running it twice does not send twice.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
@@ -18,7 +19,8 @@ use rdkafka::producer::FutureProducer;
 
 use crate::deliver::retry::RetryPolicy;
 use crate::history::OutcomeWriter;
-use crate::history::reader::{self, HistoryQuery};
+use crate::history::codec::{HistoryCodec, ONE_SHOT_PATIENCE, ReadError};
+use crate::history::reader::{self, HistoryQuery, HistoryReadError};
 use crate::history::writer::DeadDelivery;
 use crate::kafka;
 use crate::model::records::{DeliveryRecord, DeliveryStatus, DeliveryTask};
@@ -83,6 +85,11 @@ pub async fn redrive(
     // The CLI serves no metrics; the writer's counters go nowhere.
     let writer = OutcomeWriter::new(producer, settings, &crate::telemetry::Metrics::new())
         .co_partitioned(deliveries_partitions);
+    // Avro history needs its schemas registered: a registry that is down fails the redrive
+    // before anything is enqueued, rather than leave it waiting half done.
+    tokio::time::timeout(ONE_SHOT_PATIENCE, writer.codec().ready())
+        .await
+        .map_err(|_| RedriveError::RegistryUnavailable)?;
     let now = Utc::now();
     let requeue = async {
         let mut out = Vec::new();
@@ -132,7 +139,10 @@ type Candidates = (
     HashMap<String, DeliveryStatus>,
 );
 
-fn read_candidates(settings: &Settings, filter: &RedriveFilter) -> Result<Candidates, KafkaError> {
+fn read_candidates(
+    settings: &Settings,
+    filter: &RedriveFilter,
+) -> Result<Candidates, HistoryReadError> {
     let mut dead = HashMap::new();
     read_dead(settings, &filter.workspace_id, |d| {
         dead.insert(d.record.delivery_id.clone(), d);
@@ -155,20 +165,49 @@ pub(crate) fn read_dead(
     settings: &Settings,
     workspace_id: &str,
     mut found: impl FnMut(DeadDelivery),
-) -> Result<(), KafkaError> {
+) -> Result<(), HistoryReadError> {
     let consumer: BaseConsumer = kafka::reader_config(settings).create()?;
+    let codec = HistoryCodec::new(settings);
+    let mut unavailable = None;
     kafka::read_to_end(&consumer, &settings.topics.dlq, |m| {
-        if m.key() != Some(workspace_id.as_bytes()) {
+        if m.key() != Some(workspace_id.as_bytes()) || unavailable.is_some() {
             return;
         }
-        if let Some(d) = m
-            .payload()
-            .and_then(|v| serde_json::from_slice::<DeadDelivery>(v).ok())
-        {
-            found(d);
+        // Dead input records keep the input's bytes; only dead deliveries are redriven.
+        if !is_dead_delivery(&m) {
+            return;
+        }
+        let Some(value) = m.payload() else {
+            return;
+        };
+        let started = Instant::now();
+        match codec.decode_dead_waiting(value, || started.elapsed() > ONE_SHOT_PATIENCE) {
+            Ok(letter) => {
+                if let Some(d) = DeadDelivery::from_letter(letter) {
+                    found(d);
+                }
+            }
+            Err(ReadError::Unavailable(e)) => unavailable = Some(e),
+            Err(ReadError::Unreadable(_)) => {}
         }
     })?;
-    Ok(())
+    match unavailable {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Whether a dead-letter record holds a delivery (rather than an input record's own bytes,
+/// which may be in Confluent wire format too, with the producer's schema). Records written
+/// before the kind header existed count as deliveries and are told apart by decoding.
+fn is_dead_delivery(m: &impl Message) -> bool {
+    use rdkafka::message::Headers;
+    let kind = m.headers().and_then(|hs| {
+        hs.iter()
+            .find(|h| h.key == "herald.dlq.kind")
+            .and_then(|h| h.value)
+    });
+    kind.is_none_or(|k| k == b"dead_delivery" || k == b"failed_delivery")
 }
 
 /// Why a redrive could not run.
@@ -176,10 +215,17 @@ pub(crate) fn read_dead(
 pub enum RedriveError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Read(#[from] HistoryReadError),
     #[error("reading the dead-letter topic failed: {0}")]
     Reader(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Write(#[from] crate::history::WriteFailure),
+    #[error(
+        "the schema registry did not register the history schemas (history.format = \"avro\") \
+         within 30 s; nothing was redriven"
+    )]
+    RegistryUnavailable,
 }
 
 #[cfg(test)]

@@ -88,12 +88,14 @@ pub enum ReplayOneError {
     Read(#[from] TargetedError),
     #[error("reading the dead-letter topic failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("reading the dead-letter topic failed: {0}")]
+    History(#[from] crate::history::reader::HistoryReadError),
 }
 
 impl ReplayOneError {
     /// Whether the delivery itself, not Kafka, is why: asking again will not help.
     pub fn is_conflict(&self) -> bool {
-        !matches!(self, Self::Read(_) | Self::Kafka(_))
+        !matches!(self, Self::Read(_) | Self::Kafka(_) | Self::History(_))
     }
 }
 
@@ -263,7 +265,7 @@ async fn dead_task(
                 found = Some(d);
             }
         })?;
-        Ok::<_, rdkafka::error::KafkaError>(found)
+        Ok::<_, crate::history::reader::HistoryReadError>(found)
     })
     .await
     .map_err(TargetedError::from)??;

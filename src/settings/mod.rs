@@ -41,6 +41,19 @@ pub struct Settings {
 pub struct HistorySettings {
     /// The store's SQLite file; empty turns the store off.
     pub store_path: String,
+    /// How history and dead-delivery records are written; either is read.
+    pub format: HistoryFormat,
+}
+
+/// The wire format of the records Herald writes to `herald.deliveries` and `herald.dlq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryFormat {
+    /// JSON objects, described by the JSON Schemas in `schemas/json/`.
+    Json,
+    /// Confluent wire format (magic byte 0, 4-byte schema id, Avro datum), the schemas in
+    /// `schemas/` registered in `ingest.schema_registry` under `<topic>-value`.
+    Avro,
 }
 
 /// How to reach Kafka.
@@ -492,6 +505,12 @@ impl Settings {
                 return Err(problem("needs ingest.schema_registry.url".into()));
             }
         }
+        if self.history.format == HistoryFormat::Avro && registry.url.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "history.format",
+                problem: "`avro` needs a schema registry: set ingest.schema_registry.url".into(),
+            });
+        }
         positive(
             "ingest.schema_registry.max_cached_schemas",
             registry.max_cached_schemas as u64,
@@ -794,6 +813,11 @@ mod tests {
                 "[ingest.schema_registry]\nurl = \"not a url\"\n",
                 "ingest.schema_registry.url",
             ),
+            (
+                "[history]\nformat = \"avro\"\n",
+                "`history.format` `avro` needs a schema registry",
+            ),
+            ("[history]\nformat = \"xml\"\n", "history.format"),
             (
                 "[[ingest.topics]]\ntopic = \"t\"\nevent = \"record\"\nworkspace = \"key\"\n",
                 "needs ingest.schema_registry.url",

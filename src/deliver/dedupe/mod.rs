@@ -36,8 +36,9 @@ use tokio::sync::watch;
 
 pub use self::set::{DeliveredSet, key};
 
+use crate::history::codec::HistoryCodec;
 use crate::kafka;
-use crate::model::records::{DeliveryRecord, DeliveryStatus};
+use crate::model::records::DeliveryStatus;
 use crate::settings::Settings;
 
 /// How long an event waits for its partition's delivered set before going ahead without it.
@@ -61,6 +62,8 @@ enum Command {
 /// The delivered sets of the partitions this process owns, kept current by a follower thread.
 pub struct Dedupe {
     topic: String,
+    /// Reads history records in either format.
+    codec: HistoryCodec,
     window: Duration,
     max_entries: usize,
     partitions: Mutex<HashMap<i32, Partition>>,
@@ -106,6 +109,7 @@ impl Dedupe {
         let (tx, rx) = channel();
         let dedupe = Arc::new(Self {
             topic: settings.topics.deliveries.clone(),
+            codec: HistoryCodec::new(settings),
             window: Duration::from_millis(settings.processor.dedupe_window_ms),
             max_entries: settings.processor.dedupe_max_entries,
             partitions: Mutex::default(),
@@ -255,10 +259,11 @@ impl Dedupe {
         self.loaded.send_modify(|generation| *generation += 1);
     }
 
-    /// Applies one history record read from partition `p`.
+    /// Applies one history record read from partition `p`. An Avro record whose writer schema
+    /// the registry cannot give now waits for it (the partition does not load past it).
     fn read(&self, p: i32, payload: Option<&[u8]>) {
-        if let Some(record) = payload.and_then(|v| serde_json::from_slice::<DeliveryRecord>(v).ok())
-        {
+        let stop = || self.stop.load(Ordering::Relaxed);
+        if let Some(record) = payload.and_then(|v| self.codec.decode_record_waiting(v, stop).ok()) {
             let at = record.updated_at.timestamp_millis();
             self.note(p, &record.delivery_id, record.status, at);
         }
@@ -287,6 +292,7 @@ mod tests {
     fn dedupe() -> Dedupe {
         Dedupe {
             topic: "herald.deliveries".into(),
+            codec: HistoryCodec::new(&Settings::defaults()),
             window: Duration::from_secs(3600),
             max_entries: 100,
             partitions: Mutex::default(),

@@ -15,13 +15,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::fingerprint;
-use super::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope};
+use super::{
+    Attempt, DeadDelivery, DeliveryRecord, DeliveryStatus, DeliveryTask, EventEnvelope, Truncated,
+};
 use crate::model::{ConnectionSpec, RuleSpec, Secret, WorkspaceConfig};
 
 /// A record with an Avro schema in `schemas/`.
 pub trait AvroRecord: AvroShape {
     /// The record's schema.
     fn schema() -> &'static Schema;
+
+    /// The schema's text as it stands alone (every named type it uses defined in place), with
+    /// its docs and defaults: what Herald registers in a schema registry.
+    fn schema_text() -> &'static str;
 
     /// The record as an Avro value of [`AvroRecord::schema`].
     fn to_avro(&self) -> Result<Value, AvroError> {
@@ -138,19 +144,27 @@ pub fn inline_named_type(schema: &str, name: &str, definition: &str) -> String {
 
 const ENVELOPE_AVSC: &str = include_str!("../../../schemas/EventEnvelope.avsc");
 
-static ENVELOPE_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(ENVELOPE_AVSC));
-static TASK_SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+const RECORD_AVSC: &str = include_str!("../../../schemas/DeliveryRecord.avsc");
+
+/// DeliveryTask.avsc with the EventEnvelope it names defined in place.
+static TASK_TEXT: LazyLock<String> = LazyLock::new(|| {
     let task = include_str!("../../../schemas/DeliveryTask.avsc");
-    parse(&inline_named_type(
-        task,
-        "io.herald.EventEnvelope",
-        ENVELOPE_AVSC,
-    ))
+    inline_named_type(task, "io.herald.EventEnvelope", ENVELOPE_AVSC)
 });
-static RECORD_SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| parse(include_str!("../../../schemas/DeliveryRecord.avsc")));
-static WORKSPACE_SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| parse(include_str!("../../../schemas/WorkspaceConfig.avsc")));
+/// DeadDelivery.avsc with the DeliveryRecord and DeliveryTask it names defined in place.
+static DEAD_TEXT: LazyLock<String> = LazyLock::new(|| {
+    let dead = include_str!("../../../schemas/DeadDelivery.avsc");
+    let dead = inline_named_type(dead, "io.herald.DeliveryRecord", RECORD_AVSC);
+    inline_named_type(&dead, "io.herald.DeliveryTask", &TASK_TEXT)
+});
+
+static ENVELOPE_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(ENVELOPE_AVSC));
+static TASK_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(&TASK_TEXT));
+static RECORD_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(RECORD_AVSC));
+static DEAD_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(&DEAD_TEXT));
+
+const WORKSPACE_AVSC: &str = include_str!("../../../schemas/WorkspaceConfig.avsc");
+static WORKSPACE_SCHEMA: LazyLock<Schema> = LazyLock::new(|| parse(WORKSPACE_AVSC));
 
 fn parse(avsc: &str) -> Schema {
     // The schema files are compiled in; the tests in `tests/schemas.rs` keep them valid.
@@ -186,7 +200,7 @@ impl<'de, T: AvroShape> Deserialize<'de> for Tracked<T> {
 
 /// Ties each type to the remote definition of its Avro shape, and each record to its schema.
 macro_rules! avro_shapes {
-    ($($ty:ty => $shape:ident $(, $schema:ident)?;)*) => {$(
+    ($($ty:ty => $shape:ident $(, $schema:ident, $text:expr)?;)*) => {$(
         impl AvroShape for $ty {
             fn serialize_avro<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 $shape::serialize(self, serializer)
@@ -199,15 +213,19 @@ macro_rules! avro_shapes {
             fn schema() -> &'static Schema {
                 &$schema
             }
+            fn schema_text() -> &'static str {
+                &$text
+            }
         })?
     )*};
 }
 
 avro_shapes! {
-    EventEnvelope => AvroEnvelope, ENVELOPE_SCHEMA;
-    DeliveryTask => AvroTask, TASK_SCHEMA;
-    DeliveryRecord => AvroDeliveryRecord, RECORD_SCHEMA;
-    WorkspaceConfig => AvroWorkspace, WORKSPACE_SCHEMA;
+    EventEnvelope => AvroEnvelope, ENVELOPE_SCHEMA, ENVELOPE_AVSC;
+    DeliveryTask => AvroTask, TASK_SCHEMA, TASK_TEXT;
+    DeliveryRecord => AvroDeliveryRecord, RECORD_SCHEMA, RECORD_AVSC;
+    DeadDelivery => AvroDeadDelivery, DEAD_SCHEMA, DEAD_TEXT;
+    WorkspaceConfig => AvroWorkspace, WORKSPACE_SCHEMA, WORKSPACE_AVSC;
     Attempt => AvroAttempt;
     ConnectionSpec => AvroConnection;
     RuleSpec => AvroRule;
@@ -291,6 +309,40 @@ struct AvroDeliveryRecord {
     created_at: DateTime<Utc>,
     #[serde(with = "ts_milliseconds")]
     updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "DeadDelivery")]
+struct AvroDeadDelivery {
+    #[serde(with = "AvroDeliveryRecord")]
+    record: DeliveryRecord,
+    #[serde(with = "optional_task")]
+    task: Option<DeliveryTask>,
+    truncated: Option<Truncated>,
+}
+
+/// `#[serde(with = "optional_task")]`: an optional task in its Avro shape.
+mod optional_task {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{AvroShape, DeliveryTask, Shaped};
+
+    pub fn serialize<S: Serializer>(task: &Option<DeliveryTask>, s: S) -> Result<S::Ok, S::Error> {
+        match task {
+            Some(task) => s.serialize_some(&Shaped(task)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DeliveryTask>, D::Error> {
+        struct Task(DeliveryTask);
+        impl<'de> Deserialize<'de> for Task {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                DeliveryTask::deserialize_avro(d).map(Task)
+            }
+        }
+        Ok(Option::<Task>::deserialize(d)?.map(|Task(t)| t))
+    }
 }
 
 #[derive(Serialize, Deserialize)]

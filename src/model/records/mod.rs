@@ -1,6 +1,7 @@
-//! The records Herald reads and writes. JSON is the wire format of the internal topics; the
-//! Avro schemas in `schemas/` describe the same records (see [`avro`]) and Avro single-object
-//! encoding is accepted on input.
+//! The records Herald reads and writes. JSON is the default wire format of the internal topics;
+//! the Avro schemas in `schemas/` describe the same records (see [`avro`]): Avro single-object
+//! encoding is accepted on input, and history and dead deliveries can be written in Confluent
+//! wire format instead (`history.format`).
 
 pub mod avro;
 pub mod fingerprint;
@@ -160,6 +161,27 @@ pub struct DeliveryRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The value of a `herald.dlq` record for a delivery that failed for good: its final history
+/// record and the task that attempts it again, or, for a record too large for Kafka, the marker
+/// that says what was left out instead of the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadDelivery {
+    pub record: DeliveryRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<DeliveryTask>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
+}
+
+/// What a record too large for Kafka was, in place of its large fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// Always true: the field's presence is the marker.
+    pub truncated: bool,
+    pub original_bytes: u64,
+    pub reason: String,
 }
 
 /// The deterministic id of the delivery of `event_id` by `rule_id` in `workspace_id`: a replay of

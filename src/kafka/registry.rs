@@ -1,10 +1,14 @@
-//! Writer schemas of Confluent wire-format records, fetched by id from a Confluent-compatible
-//! schema registry (`GET /schemas/ids/{id}`) and kept in a bounded cache.
+//! A Confluent-compatible schema registry: writer schemas of Confluent wire-format records,
+//! fetched by id (`GET /schemas/ids/{id}`) and kept in a bounded cache, and the registration of
+//! the schemas Herald writes with (`POST /subjects/{subject}/versions`), cached likewise.
 //!
 //! A schema is immutable under its id, so a fetched schema is kept until the cache is full
 //! (then the oldest goes). An id the registry answers 404 for is kept too, as unknown: records
 //! with it go to the DLQ with a reason naming the id. Any other failure (unreachable, 5xx,
 //! timeout) is [`RegistryError::Unavailable`]: the caller keeps the record and tries again.
+//!
+//! Input decoding (`ingest`) and the history and dead-letter records (`history`) share this
+//! client, so it sits at the Kafka layer, below both.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,17 @@ pub enum RegistryError {
     Unavailable { id: u32, reason: String },
 }
 
+/// Why a schema could not be registered.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The registry refused the schema (4xx other than auth): registering again cannot help.
+    #[error("the schema registry refused the schema for subject `{subject}`: {reason}")]
+    Refused { subject: String, reason: String },
+    /// The registry could not answer now; a later try may succeed.
+    #[error("schema registry unavailable registering subject `{subject}`: {reason}")]
+    Unavailable { subject: String, reason: String },
+}
+
 /// A schema registry client with a bounded cache by id.
 #[derive(Debug)]
 pub struct Registry {
@@ -52,6 +67,9 @@ pub struct Registry {
 struct Cache {
     by_id: HashMap<u32, Result<Arc<Schema>, RegistryError>>,
     order: VecDeque<u32>,
+    /// Ids of schemas registered by this client, by subject and schema text. Herald registers
+    /// only its own few record schemas; the bound is the same as for fetched schemas.
+    registered: HashMap<(String, String), u32>,
 }
 
 impl Registry {
@@ -60,8 +78,12 @@ impl Registry {
         if settings.url.is_empty() {
             return Ok(None);
         }
-        let mut builder =
-            reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms));
+        // No idle connections are kept: the client is called rarely (answers are cached), and
+        // readers on blocking threads call it from a runtime of their own (`fetch_blocking`),
+        // where a connection pooled by another runtime would not be served.
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .pool_max_idle_per_host(0);
         if !settings.ca_file.is_empty() {
             let pem = std::fs::read(&settings.ca_file)
                 .map_err(|e| RegistrySetupError::CaFile(e.to_string()))?;
@@ -106,6 +128,81 @@ impl Registry {
             }
         }
         answer
+    }
+
+    /// [`Registry::fetch`] for synchronous code (the readers of history and dead letters, on
+    /// blocking threads): the fetch runs on a thread and runtime of its own, so it works inside
+    /// and outside a Tokio runtime alike. Cached answers come back without a thread.
+    pub fn fetch_blocking(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(answer) = self.cached(id) {
+            return answer;
+        }
+        let unavailable = |reason: String| RegistryError::Unavailable { id, reason };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| unavailable(e.to_string()))?
+                        .block_on(self.fetch(id))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(unavailable("the fetch panicked".into())))
+        })
+    }
+
+    /// Registers `schema` (Avro schema text) under `subject` and answers its id; the registry
+    /// answers the existing id for a schema it knows. Cached: a second call does not ask again.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegisterError> {
+        let key = (subject.to_owned(), schema.to_owned());
+        if let Some(id) = self.lock().registered.get(&key) {
+            return Ok(*id);
+        }
+        let unavailable = |reason: String| RegisterError::Unavailable {
+            subject: subject.to_owned(),
+            reason,
+        };
+        let mut request = self
+            .http
+            .post(format!("{}/subjects/{subject}/versions", self.base))
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": schema }));
+        if !self.username.is_empty() {
+            request = request.basic_auth(&self.username, Some(self.password.expose()));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        if status.is_client_error()
+            && status != reqwest::StatusCode::UNAUTHORIZED
+            && status != reqwest::StatusCode::FORBIDDEN
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            let body = response.text().await.unwrap_or_default();
+            return Err(RegisterError::Refused {
+                subject: subject.to_owned(),
+                reason: crate::model::excerpt(&format!("HTTP {status}: {body}")),
+            });
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!("HTTP {status}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            id: u32,
+        }
+        let Answer { id } = response
+            .json()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut cache = self.lock();
+        if cache.registered.len() < self.max_cached {
+            cache.registered.insert(key, id);
+        }
+        Ok(id)
     }
 
     async fn get(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
@@ -214,6 +311,45 @@ mod tests {
             fetched,
             "a cached schema is not fetched again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_schema_is_registered_once_under_its_subject_and_fetched_back_by_id() {
+        let (sandbox, url) = sandbox().await;
+        let registry = Registry::new(&settings(&url, 10)).unwrap().unwrap();
+        let id = registry.register("h-value", SCHEMA).await.unwrap();
+        assert_eq!(
+            registry.register("h-value", SCHEMA).await.unwrap(),
+            id,
+            "cached"
+        );
+        let posts = sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.destination == "registry" && r.method == "POST")
+            .count();
+        assert_eq!(posts, 1, "a registered schema is not registered again");
+        assert!(matches!(
+            *registry.fetch(id).await.unwrap(),
+            Schema::Record(_)
+        ));
+        let blocking = Registry::new(&settings(&url, 10)).unwrap().unwrap();
+        let fetched = tokio::task::spawn_blocking(move || blocking.fetch_blocking(id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(*fetched, Schema::Record(_)));
+
+        let refused = registry.register("h-value", "not json").await.unwrap_err();
+        assert!(
+            matches!(refused, RegisterError::Refused { .. }),
+            "{refused}"
+        );
+        let closed = Registry::new(&settings("http://127.0.0.1:9", 10))
+            .unwrap()
+            .unwrap();
+        let down = closed.register("h-value", SCHEMA).await.unwrap_err();
+        assert!(matches!(down, RegisterError::Unavailable { .. }), "{down}");
     }
 
     #[tokio::test]
