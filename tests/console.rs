@@ -176,7 +176,9 @@ async fn sign_in(browser: &Browser, dev: &Dev, token: &str) {
     browser.goto(&dev.console).await;
     let field = browser.find("input#token").await;
     assert!(browser.current_url().await.ends_with("/console/login"));
-    shoot(browser, "sign-in").await;
+    if token == dev.write_token {
+        shoot(browser, "sign-in").await;
+    }
     browser.type_into(&field, &format!("{token}\u{E007}")).await;
     browser.wait_for("h1", |t| t == "Workspaces").await;
 }
@@ -268,6 +270,35 @@ async fn an_operator_redrives_a_failed_delivery_and_sees_it_delivered() {
     let attempts = browser.all("#live tbody tr").await;
     assert_eq!(attempts.len(), 2, "the failed attempt and the redriven one");
     shoot(&browser, "delivered").await;
+
+    // A rule's test event: the rendered request, credentials redacted, and sent once.
+    browser
+        .goto(&format!(
+            "{}/workspaces/ws_academyflow/test-event?rule=lesson-alert-to-slack",
+            dev.console
+        ))
+        .await;
+    let payload = browser.find("#t-payload").await;
+    browser.clear(&payload).await;
+    browser.type_into(&payload, LESSON).await;
+    browser.press("label[for='t-send']", |_| true).await;
+    browser.press("button", |t| t == "Try it").await;
+    let answer = browser
+        .wait_for("#answer", |t| t.contains("Sent: delivered"))
+        .await;
+    let answer = browser.text(&answer).await;
+    assert!(answer.contains("chat.postMessage"), "{answer}");
+    assert!(
+        answer.contains("Customer Research Fundamentals"),
+        "{answer}"
+    );
+    let slack_token = include_str!("../examples/sandbox.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("HERALD_CRED_ACADEMYFLOW_SLACK_TOKEN="))
+        .unwrap();
+    assert!(!browser.source().await.contains(slack_token), "redacted");
+    browser.scroll_to("#answer").await;
+    shoot(&browser, "test-event").await;
 
     // Readable at a phone's width.
     browser.resize(390, 844).await;

@@ -231,6 +231,13 @@ fn answer_view(answer: &TestEventAnswer) -> Markup {
         @for d in &answer.deliveries {
             article.test-delivery {
                 h3 { (d.rule) " → " (d.connection) " (" (d.kind) ", " code { (d.action) } ")" }
+                @if let Some(result) = &d.result {
+                    p role="status" {
+                        "Sent: " span class={ "outcome outcome-" (result.outcome) } { (result.outcome) }
+                        @if let Some(status) = result.status { " (HTTP " (status) ")" }
+                        @if let Some(reason) = &result.reason { " — " (reason) }
+                    }
+                }
                 @if let Some(error) = &d.error { p.error { (error) } }
                 @if let Some(with) = &d.with {
                     details { summary { "Rendered with" } pre { (pretty(with)) } }
@@ -243,13 +250,6 @@ fn answer_view(answer: &TestEventAnswer) -> Markup {
                     }
                 }
                 @if let Some(note) = &d.preview_note { p.note { (note) } }
-                @if let Some(result) = &d.result {
-                    p role="status" {
-                        "Sent: " span class={ "outcome outcome-" (result.outcome) } { (result.outcome) }
-                        @if let Some(status) = result.status { " (HTTP " (status) ")" }
-                        @if let Some(reason) = &result.reason { " — " (reason) }
-                    }
-                }
             }
         }
         @if !answer.unmatched.is_empty() {

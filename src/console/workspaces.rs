@@ -82,7 +82,9 @@ pub async fn list(
                 caption { "Deliveries by status over the last 24 hours" }
                 thead { tr {
                     th scope="col" { "Workspace" }
-                    @for status in COUNTED { th scope="col" { (layout::status_badge(status)) } }
+                    @for status in COUNTED {
+                        th.num scope="col" { (layout::status_badge(status)) }
+                    }
                     th scope="col" { "Connections" }
                 } }
                 tbody {
@@ -232,7 +234,8 @@ fn connections_table(session: &Session, base: &str, health: &[ConnectionHealth])
                                     hx-target={ "#" (target) } {
                                     (layout::csrf_field(session))
                                     input type="hidden" name="connection" value=(c.id);
-                                    button type="submit" {
+                                    button type="submit"
+                                        aria-label={ "Redrive " (c.id) "'s failed and dead deliveries" } {
                                         "Redrive failed and dead…"
                                     }
                                 }
@@ -252,7 +255,7 @@ fn rules(base: &str, config: &WorkspaceConfig) -> Markup {
         @for rule in &config.rules {
             section.rule aria-labelledby={ "rule-" (rule.id) } {
                 h3 id={ "rule-" (rule.id) } { (rule.id) }
-                dl {
+                dl.facts {
                     dt { "Event" }
                     dd {
                         code { (rule.event) }
@@ -266,7 +269,7 @@ fn rules(base: &str, config: &WorkspaceConfig) -> Markup {
                     dt { "Action" }
                     dd { code { (rule.action) } " on " strong { (rule.connection) } }
                 }
-                details {
+                details open {
                     summary { "with (as written)" }
                     pre { (serde_yaml_ng::to_string(&rule.with).unwrap_or_default()) }
                 }

@@ -254,6 +254,12 @@ impl Browser {
         .await;
     }
 
+    /// Empties an input or a text area.
+    pub async fn clear(&self, element: &Element) {
+        self.post(&format!("/element/{}/clear", element.0), json!({}))
+            .await;
+    }
+
     /// The text of `element` (one that no poll replaces).
     pub async fn text(&self, element: &Element) -> String {
         self.get(&format!("/element/{}/text", element.0))
@@ -280,6 +286,18 @@ impl Browser {
             .decode(data.as_str().unwrap_or_default())
             .unwrap();
         std::fs::write(path, png).unwrap();
+    }
+
+    /// Scrolls the first element matching `css` into view.
+    pub async fn scroll_to(&self, css: &str) {
+        self.post(
+            "/execute/sync",
+            json!({
+                "script": "document.querySelector(arguments[0]).scrollIntoView()",
+                "args": [css],
+            }),
+        )
+        .await;
     }
 
     /// Resizes the window (the viewport follows).
