@@ -428,6 +428,15 @@ async fn read_only_sessions_and_forged_posts_cannot_write() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // A page's poll without a session sends the whole page to sign-in.
+    let poll = client
+        .get(format!("{delivery}/live"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(poll.headers()["hx-redirect"], "/console/login");
     // None of them wrote: the delivery is still failed, with its one attempt.
     let still = dev
         .deliveries_of("evt_console_guarded", |_| true)

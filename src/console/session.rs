@@ -190,6 +190,15 @@ impl FromRequestParts<Console> for Session {
         let session = cookie(&parts.headers)
             .and_then(|value| console.keys.verify(value, Utc::now().timestamp()));
         let Some(session) = session else {
+            // A poll or an htmx form of an expired session sends the whole page to sign-in,
+            // rather than swapping the sign-in page into a table.
+            if parts.headers.contains_key("hx-request") {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    [("hx-redirect", "/console/login")],
+                )
+                    .into_response());
+            }
             return Err(if parts.method == axum::http::Method::GET {
                 Redirect::to("/console/login").into_response()
             } else {
