@@ -251,6 +251,21 @@ async fn an_operator_redrives_a_failed_delivery_and_sees_it_delivered() {
         })
         .await;
 
+    // The request it sends, rendered again from its event, its signature redacted.
+    browser
+        .press("button", |t| t == "Show the request it sends")
+        .await;
+    let request = browser
+        .wait_for("#request-result", |t| t.contains("/webhook/academyflow"))
+        .await;
+    let request = browser.text(&request).await;
+    assert!(request.contains("POST"), "{request}");
+    assert!(request.contains("nina@academyflow.io"), "{request}");
+    assert!(
+        request.contains("webhook-signature: [redacted]"),
+        "{request}"
+    );
+
     // Redrive the connection: first the count, then the confirmed run.
     browser
         .press("button", |t| t.starts_with("Redrive academy-backend"))
@@ -258,6 +273,7 @@ async fn an_operator_redrives_a_failed_delivery_and_sees_it_delivered() {
     let count = browser.find("#redrive-count").await;
     assert_eq!(browser.text(&count).await, "1");
     assert!(browser.source().await.contains(&failed));
+    browser.scroll_to("#live").await;
     shoot(&browser, "delivery").await;
     browser.press("button", |t| t == "Confirm: redrive 1").await;
     let redriven = browser.find("#redriven").await;
@@ -269,6 +285,7 @@ async fn an_operator_redrives_a_failed_delivery_and_sees_it_delivered() {
     assert_eq!(browser.current_url().await, url);
     let attempts = browser.all("#live tbody tr").await;
     assert_eq!(attempts.len(), 2, "the failed attempt and the redriven one");
+    browser.scroll_to("#live").await;
     shoot(&browser, "delivered").await;
 
     // A rule's test event: the rendered request, credentials redacted, and sent once.

@@ -66,7 +66,8 @@ pub async fn redrive(
             @if !dry_run {
                 p.ok role="status" {
                     "Redrive enqueued " strong #redriven { (answer.count) } " of "
-                    (connection) "'s deliveries. Their status follows on the deliveries page."
+                    (connection) "'s deliveries. Each one's status follows on its page and in \
+                    the deliveries table."
                 }
             } @else if answer.count == 0 {
                 p role="status" { "No failed or dead delivery of " (connection) " to redrive." }
@@ -225,7 +226,8 @@ fn test_event_form(
     }
 }
 
-fn answer_view(answer: &TestEventAnswer) -> Markup {
+/// What a test event rendered (and, when sent, came to).
+pub fn answer_view(answer: &TestEventAnswer) -> Markup {
     html! {
         @if answer.deliveries.is_empty() { p { "No rule matched this event." } }
         @for d in &answer.deliveries {

@@ -6,18 +6,22 @@
 //! from the history store, and a closed tab stops asking; nothing is held open per viewer.
 
 use axum::Form;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, NaiveDateTime};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::Console;
 use super::layout::{self, ConsoleError};
 use super::session::Session;
 use crate::api::deliveries::{self as api_deliveries, DeliveryList};
+use crate::api::test_event::{self, TestEventQuery};
 use crate::model::records::{DeliveryRecord, DeliveryStatus};
+use crate::ops::replay_delivery::find_event;
 
 /// How often an open page asks for changes, in seconds.
 pub const POLL_SECONDS: u32 = 2;
@@ -324,6 +328,16 @@ pub async fn one(
                 }
             }
         }
+        h2 { "Request" }
+        p.note { "The request this delivery sends, rendered again from its event with the \
+                  rule as it is now (credentials and signatures redacted). Finding the event \
+                  reads the events topic around the delivery's time; it takes a moment." }
+        form method="post" action={ (url) "/request" } hx-post={ (url) "/request" }
+            hx-target="#request-result" {
+            (layout::csrf_field(&session))
+            button type="submit" { "Show the request it sends" }
+        }
+        div #request-result aria-live="polite" {}
     };
     Ok(layout::page(&format!("Delivery {delivery_id}"), Some(&session), body).into_response())
 }
@@ -415,6 +429,69 @@ pub async fn replay(
         }
     };
     Ok(layout::respond(&headers, "Replay", &session, fragment))
+}
+
+/// How long finding a delivery's event may take before the answer says to try again.
+const FIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub async fn request(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+    Path((workspace, delivery_id)): Path<(String, String)>,
+    Form(form): Form<Plain>,
+) -> Result<Response, ConsoleError> {
+    let shown = async {
+        session.check_post(form.csrf.as_deref(), false)?;
+        let d = record(&console, &session, &workspace, &delivery_id).await?;
+        let api = &console.api;
+        // Finding the event scans a topic: one such scan at a time, as for bulk actions.
+        let _running = api.bulk.try_enter()?;
+        let found = tokio::time::timeout(FIND_TIMEOUT, find_event(&api.settings, &d))
+            .await
+            .map_err(|_| {
+                ConsoleError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Finding the event took too long; try again.",
+                )
+            })?
+            .map_err(|e| {
+                tracing::warn!(error = %crate::model::error_chain(&e), "event lookup failed");
+                ConsoleError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Kafka could not be read to find the event; try again.",
+                )
+            })?;
+        let Some((_, event)) = found else {
+            return Ok(html! {
+                p.note role="status" {
+                    "The event " code { (d.event_id) } " is no longer in the events topic \
+                     (retention), so its request cannot be shown."
+                }
+            });
+        };
+        let body = json!({
+            "event": event.event,
+            "event_id": event.event_id,
+            "resource": event.resource,
+            "resource_id": event.resource_id,
+            "payload": event.payload,
+            "occurred_at": event.occurred_at,
+            "rule": d.rule_id,
+        });
+        let answer = test_event::post(
+            session.admin(),
+            State(api.clone()),
+            Path(workspace.clone()),
+            Ok(Query(TestEventQuery { send: false })),
+            Ok(Bytes::from(body.to_string())),
+        )
+        .await?;
+        Ok::<_, ConsoleError>(super::actions::answer_view(&answer.0))
+    }
+    .await
+    .map_err(|e| e.within(&headers))?;
+    Ok(layout::respond(&headers, "Request", &session, shown))
 }
 
 fn text_field(id: &str, name: &str, label: &str, value: Option<&str>) -> Markup {

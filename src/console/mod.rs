@@ -93,6 +93,10 @@ pub fn router(api: ApiState) -> Router {
             "/console/workspaces/{id}/deliveries/{delivery_id}/replay",
             post(deliveries::replay),
         )
+        .route(
+            "/console/workspaces/{id}/deliveries/{delivery_id}/request",
+            post(deliveries::request),
+        )
         .route("/console/workspaces/{id}/redrive", post(actions::redrive))
         .route(
             "/console/workspaces/{id}/test-event",
