@@ -416,6 +416,10 @@ async fn read_only_sessions_and_forged_posts_cannot_write() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(
+        refused.headers().contains_key("x-request-id"),
+        "console answers carry a request id, as the API's do"
+    );
 
     // A write session's post without the CSRF token, or with another session's, is refused.
     let (client, write_cookie) = plain_session(&dev, &dev.write_token).await;

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
@@ -53,6 +54,7 @@ pub fn is_loopback(listen: &str) -> bool {
 
 /// The console's routes, all under `/console`, to merge beside the API's.
 pub fn router(api: ApiState) -> Router {
+    let body_limit = api.settings.api.max_body_bytes;
     let console = Console {
         keys: Arc::new(session::Keys::new(&api.settings.api.admin_tokens)),
         secure: !is_loopback(&api.settings.http.listen),
@@ -102,6 +104,7 @@ pub fn router(api: ApiState) -> Router {
             "/console/workspaces/{id}/test-event",
             get(actions::test_event_page).post(actions::test_event),
         )
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(console)
 }
 
