@@ -380,12 +380,37 @@ async fn read_only_sessions_and_forged_posts_cannot_write() {
         dev.console
     );
 
+    // The webhook receiver then refuses the signature (401): the connection is marked broken.
+    let fault = reqwest::Client::new()
+        .post(format!("{}/_sandbox/faults", dev.http))
+        .json(&json!({"path": "/webhook/academyflow", "count": 1, "status": 401}))
+        .send()
+        .await
+        .unwrap();
+    assert!(fault.status().is_success());
+    dev.post_lesson("evt_console_broken").await;
+    dev.deliveries_of("evt_console_broken", |all| {
+        all.iter().any(|d| {
+            d["rule_id"] == "halfway-to-backend"
+                && d["attempts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["outcome"] == "connection_broken"))
+        })
+    })
+    .await;
+
     // A read-only token sees the pages, and no button that writes.
     let driver = Driver::start().await;
     let browser = driver.browser(1280, 1100).await;
     sign_in(&browser, &dev, &dev.read_token).await;
     let who = browser.text(&browser.find("header .who").await).await;
     assert!(who.contains("(read-only)"), "{who}");
+    // The broken connection is called out on the workspaces page.
+    let row = browser
+        .wait_for("tr.attention", |t| t.starts_with("ws_academyflow"))
+        .await;
+    let row = browser.text(&row).await;
+    assert!(row.contains("academy-backend: broken"), "{row}");
     browser
         .goto(&format!("{}/workspaces/ws_academyflow", dev.console))
         .await;
@@ -479,8 +504,9 @@ async fn read_only_sessions_and_forged_posts_cannot_write() {
         .unwrap();
     assert_eq!(accepted.status(), StatusCode::OK);
     let page = accepted.text().await.unwrap();
+    assert!(page.contains(r#"<strong id="redrive-count">"#), "{page}");
     assert!(
-        page.contains(r#"<strong id="redrive-count">1</strong>"#),
-        "{page}"
+        page.contains(&failed),
+        "the failed delivery is in the dry run: {page}"
     );
 }
