@@ -509,4 +509,43 @@ async fn read_only_sessions_and_forged_posts_cannot_write() {
         page.contains(&failed),
         "the failed delivery is in the dry run: {page}"
     );
+
+    // Pages of 50, newest first: with more deliveries than that, "Older" leads to the rest.
+    for i in 0..10 {
+        dev.post_lesson(&format!("evt_console_page_{i}")).await;
+    }
+    dev.deliveries_of("evt_console_page_9", |all| all.len() == 5)
+        .await;
+    let list = format!("{}/workspaces/ws_academyflow/deliveries", dev.console);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next = Some(list.clone());
+    let mut pages = 0;
+    while let Some(url) = next {
+        let page = client
+            .get(&url)
+            .header("cookie", &write_cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page
+            .split("/deliveries/dl_")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(ids.len() <= 50, "{} on one page", ids.len());
+        for id in ids {
+            assert!(seen.insert(id.to_owned()), "dl_{id} on two pages");
+        }
+        pages += 1;
+        next = page.split(">Older</a>").next().and_then(|before| {
+            let href = before.rsplit("href=\"").next()?.split('"').next()?;
+            (before.len() < page.len())
+                .then(|| format!("{}{}", dev.http, href.replace("&amp;", "&")))
+        });
+    }
+    assert!(pages >= 2, "more than one page");
+    assert!(seen.len() > 50, "the second page goes on: {}", seen.len());
 }
