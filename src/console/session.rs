@@ -372,6 +372,22 @@ mod tests {
     }
 
     #[test]
+    fn the_cookie_is_http_only_strict_and_secure_off_loopback_only() {
+        for (secure, expected) in [(true, "; Secure"), (false, "")] {
+            let mut response = Response::new(axum::body::Body::empty());
+            set_cookie(&mut response, "write.1.00.ff", 60, secure);
+            let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+            assert_eq!(
+                cookie,
+                format!(
+                    "herald_console=write.1.00.ff; Path=/console; HttpOnly; SameSite=Strict; \
+                     Max-Age=60{expected}"
+                )
+            );
+        }
+    }
+
+    #[test]
     fn the_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
         headers.insert(

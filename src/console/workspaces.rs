@@ -282,3 +282,43 @@ fn rules(base: &str, config: &WorkspaceConfig) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::breaker::CircuitView;
+
+    fn health(broken: Option<&str>, circuit: &'static str) -> ConnectionHealth {
+        ConnectionHealth {
+            id: "crm".into(),
+            kind: "hubspot".into(),
+            broken: broken.is_some(),
+            broken_reason: broken.map(str::to_owned),
+            circuit: CircuitView {
+                state: circuit,
+                failures: 0,
+                last_error: None,
+                last_error_at: None,
+                open_until: None,
+            },
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn broken_and_open_circuits_need_attention_and_say_why() {
+        assert_eq!(trouble(&health(None, "closed")), None);
+        assert_eq!(
+            trouble(&health(Some("HTTP 401"), "closed")).as_deref(),
+            Some("broken: HTTP 401")
+        );
+        assert_eq!(
+            trouble(&health(None, "open")).as_deref(),
+            Some("circuit open")
+        );
+        assert_eq!(
+            trouble(&health(None, "half_open")).as_deref(),
+            Some("circuit half-open")
+        );
+    }
+}
