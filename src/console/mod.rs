@@ -6,8 +6,8 @@
 //!   every form; read-only sessions, which see no write buttons and whose writes are refused;
 //! - [`workspaces`]: every workspace with its last 24 hours of deliveries counted, and one
 //!   workspace's connections (health), rules (as written) and recent deliveries;
-//! - [`deliveries`]: the filtered, paged, live-updating delivery table; one delivery with its
-//!   attempts; replaying it;
+//! - [`deliveries`]: the filtered, paged, live-updating delivery table;
+//! - [`delivery`]: one delivery with its attempts and the request it sends; replaying it;
 //! - [`actions`]: redriving a connection after a dry run, and a rule's test event;
 //! - [`layout`]: the page shell, status badges, errors as HTML.
 //!
@@ -19,6 +19,7 @@
 
 pub mod actions;
 pub mod deliveries;
+pub mod delivery;
 pub mod layout;
 pub mod session;
 pub mod workspaces;
@@ -85,19 +86,19 @@ pub fn router(api: ApiState) -> Router {
         )
         .route(
             "/console/workspaces/{id}/deliveries/{delivery_id}",
-            get(deliveries::one),
+            get(delivery::one),
         )
         .route(
             "/console/workspaces/{id}/deliveries/{delivery_id}/live",
-            get(deliveries::live),
+            get(delivery::live),
         )
         .route(
             "/console/workspaces/{id}/deliveries/{delivery_id}/replay",
-            post(deliveries::replay),
+            post(delivery::replay),
         )
         .route(
             "/console/workspaces/{id}/deliveries/{delivery_id}/request",
-            post(deliveries::request),
+            post(delivery::request),
         )
         .route("/console/workspaces/{id}/redrive", post(actions::redrive))
         .route(
