@@ -163,9 +163,10 @@ impl App {
         })
     }
 
-    /// The HTTP routes: health, metrics, ingest and the management API.
+    /// The HTTP routes: health, metrics, ingest, the management API and the web console.
     pub fn http_routes(&self) -> axum::Router {
-        crate::api::router(self.api.clone())
+        let routes = crate::api::routes(self.api.clone());
+        crate::api::layered(routes.merge(crate::console::router(self.api.clone())))
     }
 
     /// Runs the event processor and the retry-tier consumer until `shutdown`, or until an

@@ -26,6 +26,7 @@
 //! ```text
 //! cli                      the `herald` commands
 //! app                      wires a processor: consumers, producer, HTTP server
+//! console                  the web console at /console: pages over the API's handlers
 //! api                      HTTP: ingest, the management API
 //! ops                      operator commands (group and workspace replay, redrive, replay of
 //!                          one delivery), run by the CLI and the API
@@ -48,6 +49,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod console;
 pub mod credentials;
 pub mod deliver;
 pub mod destinations;

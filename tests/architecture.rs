@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["deliver"],
     &["ops"],
     &["api"],
+    &["console"],
     &["app"],
     &["cli"],
 ];

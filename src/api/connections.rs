@@ -144,10 +144,7 @@ pub async fn test(
 }
 
 /// The compiled workspace `id`; 404 when this replica has none that compiles.
-pub(super) fn ready(
-    api: &ApiState,
-    id: &str,
-) -> Result<std::sync::Arc<CompiledWorkspace>, ApiError> {
+pub fn ready(api: &ApiState, id: &str) -> Result<std::sync::Arc<CompiledWorkspace>, ApiError> {
     match api.table.get(id) {
         Some(WorkspaceEntry::Ready(ws)) => Ok(ws),
         Some(WorkspaceEntry::Invalid(_)) => Err(ApiError::not_found(

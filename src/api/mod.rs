@@ -123,6 +123,12 @@ impl ApiState {
 
 /// Every route, to serve alone or merged with the sandbox's.
 pub fn router(state: ApiState) -> Router {
+    layered(routes(state))
+}
+
+/// The API's routes without the request-id and tracing layers, to merge others (the web
+/// console's) under the same layers with [`layered`].
+pub fn routes(state: ApiState) -> Router {
     let body_limit = state.settings.api.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
@@ -167,6 +173,11 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// `routes` with a request id on every request and answer, and a tracing span carrying it.
+pub fn layered(routes: Router) -> Router {
+    routes
         // The last layer runs first: set the id, open the span with it, copy it to the answer.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

@@ -46,6 +46,10 @@ const SEED_PAGE: &str = r#"{"user_id":"usr_5012","email":"alex@northstar.io","pa
 /// unless `api.admin_tokens` sets one.
 pub const DEV_ADMIN_TOKEN: &str = "herald_dev_admin_token_not_for_production";
 
+/// The read-only admin token `herald dev` accepts, to see the console and the API as a
+/// read-scope caller does. Dev-only, like [`DEV_ADMIN_TOKEN`].
+pub const DEV_READ_TOKEN: &str = "herald_dev_read_token_not_for_production";
+
 /// The `event_id` of the seed event the tour posts over HTTP: fixed, so that its deliveries'
 /// ids (derived from it) are known in advance and the README's curl lines can name one.
 pub const TOUR_EVENT_ID: &str = "evt_tour_lesson";
@@ -185,6 +189,11 @@ pub fn dev(
         token: Secret::new(DEV_ADMIN_TOKEN),
         scope: AdminScope::Write,
     });
+    settings.api.admin_tokens.push(AdminToken {
+        name: "dev-read".into(),
+        token: Secret::new(DEV_READ_TOKEN),
+        scope: AdminScope::Read,
+    });
     // One member, one broker: short timeouts make the first assignment quick.
     settings.kafka.session_timeout_ms = settings.kafka.session_timeout_ms.min(6000);
     // A history query store of this run's own, so the API lists deliveries; the broker is new
@@ -214,6 +223,8 @@ pub fn dev(
         super::workspace::publish(&settings, &configs).await?;
 
         let mut settings = settings;
+        // The console leaves `Secure` off its cookie only on a loopback listener.
+        settings.http.listen = listener.local_addr()?.to_string();
         let dev_keys = connect_hubspot_at_sandbox(&mut settings, &http)?;
         let app = App::start(settings, vars)?;
         let sandbox = Sandbox::new(example_webhook_secret())
@@ -260,6 +271,9 @@ pub fn dev(
             .context("examples/academy.yaml lists a publishable key")?;
         println!("publishable key (ws_academyflow): {key}");
         println!("admin token: {DEV_ADMIN_TOKEN}");
+        println!("read-only admin token: {DEV_READ_TOKEN}");
+        println!("# the web console; sign in with either admin token (docs/console.md):");
+        println!("console: {http}/console");
         println!("# the lesson.completed event again, over HTTP (docs/api.md):");
         println!(
             "curl -s {http}/v1/events -H 'Authorization: Bearer {key}' \

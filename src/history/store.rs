@@ -269,6 +269,31 @@ impl HistoryStore {
         });
         Ok(Page { deliveries, next })
     }
+
+    /// How many deliveries of `workspace_id` last updated at or after `since` have each
+    /// status (statuses with none are left out).
+    pub fn counts(
+        &self,
+        workspace_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DeliveryStatus, u64)>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT status, COUNT(*) FROM deliveries WHERE workspace_id = ?1 AND updated_at >= ?2
+             GROUP BY status",
+        )?;
+        let rows = stmt.query_map(params![workspace_id, since.timestamp_millis()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row?;
+            if let Some(status) = DeliveryStatus::ALL.iter().find(|s| s.as_str() == status) {
+                counts.push((*status, n.max(0) as u64));
+            }
+        }
+        Ok(counts)
+    }
 }
 
 /// A cursor is `<milliseconds>_<delivery id>`: 1 to 16 digits, an underscore, anything.
@@ -418,6 +443,37 @@ mod tests {
             .iter()
             .map(|d| d.delivery_id.as_str())
             .collect()
+    }
+
+    #[test]
+    fn counts_are_per_status_of_one_workspace_since_a_time() {
+        let (_dir, s) = store();
+        let rows: Vec<Read> = [
+            ("a", "ws", DeliveryStatus::Delivered, 10),
+            ("b", "ws", DeliveryStatus::Delivered, 11),
+            ("c", "ws", DeliveryStatus::Failed, 12),
+            ("d", "ws", DeliveryStatus::Dead, 1),
+            ("e", "other", DeliveryStatus::Failed, 13),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, ws, status, at))| {
+            (
+                0,
+                i as i64,
+                Some(record(id, ws, status, at)),
+                id.as_bytes().to_vec(),
+            )
+        })
+        .collect();
+        s.apply(&rows).unwrap();
+        let since = DateTime::from_timestamp(1_800_000_005, 0).unwrap();
+        let mut counts = s.counts("ws", since).unwrap();
+        counts.sort_by_key(|(status, _)| status.as_str());
+        assert_eq!(
+            counts,
+            [(DeliveryStatus::Delivered, 2), (DeliveryStatus::Failed, 1)]
+        );
     }
 
     #[test]

@@ -212,8 +212,9 @@ fn rendered(
 }
 
 /// The delivery's event and its partition, searched in `herald.events` around the delivery's
-/// first attempt.
-async fn find_event(
+/// first attempt (`None` when retention removed it). The console shows the request a delivery
+/// sends with it.
+pub async fn find_event(
     settings: &Settings,
     record: &DeliveryRecord,
 ) -> Result<Option<(i32, EventEnvelope)>, ReplayOneError> {
