@@ -291,15 +291,6 @@ mod tests {
     use super::*;
     use crate::model::records::{Attempt, DeliveryStatus};
 
-    async fn registry_url() -> (herald_sandbox::Sandbox, String) {
-        let sandbox = herald_sandbox::Sandbox::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/registry", listener.local_addr().unwrap());
-        let router = sandbox.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        (sandbox, url)
-    }
-
     fn settings(url: &str, format: HistoryFormat) -> Settings {
         let mut s = Settings::defaults();
         s.ingest.schema_registry.url = url.to_owned();
@@ -336,7 +327,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn json_and_confluent_avro_are_both_read_whatever_the_format_written() {
-        let (_sandbox, url) = registry_url().await;
+        let (_sandbox, url) = crate::kafka::registry::tests::sandbox().await;
         let avro = HistoryCodec::new(&settings(&url, HistoryFormat::Avro));
         let json = HistoryCodec::new(&settings(&url, HistoryFormat::Json));
         assert!(json.is_ready() && !avro.is_ready());
@@ -356,7 +347,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_avro_record_that_cannot_be_read_names_its_schema_id() {
-        let (sandbox, url) = registry_url().await;
+        let (sandbox, url) = crate::kafka::registry::tests::sandbox().await;
         let codec = HistoryCodec::new(&settings(&url, HistoryFormat::Avro));
         let mut bytes = codec.encode_record(&record()).await;
         let read = |codec: &HistoryCodec, bytes: &[u8]| {

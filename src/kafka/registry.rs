@@ -163,15 +163,13 @@ impl Registry {
             subject: subject.to_owned(),
             reason,
         };
-        let mut request = self
+        let request = self
             .http
             .post(format!("{}/subjects/{subject}/versions", self.base))
             .header("content-type", "application/vnd.schemaregistry.v1+json")
             .json(&serde_json::json!({ "schema": schema }));
-        if !self.username.is_empty() {
-            request = request.basic_auth(&self.username, Some(self.password.expose()));
-        }
-        let response = request
+        let response = self
+            .authorised(request)
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -207,14 +205,12 @@ impl Registry {
 
     async fn get(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         let unavailable = |reason: String| RegistryError::Unavailable { id, reason };
-        let mut request = self
+        let request = self
             .http
             .get(format!("{}/schemas/ids/{id}", self.base))
             .header("accept", "application/vnd.schemaregistry.v1+json");
-        if !self.username.is_empty() {
-            request = request.basic_auth(&self.username, Some(self.password.expose()));
-        }
-        let response = request
+        let response = self
+            .authorised(request)
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -252,18 +248,28 @@ impl Registry {
             })
     }
 
+    /// `request` with the registry's basic auth, when one is configured.
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.username.is_empty() {
+            request
+        } else {
+            request.basic_auth(&self.username, Some(self.password.expose()))
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
 
-    async fn sandbox() -> (herald_sandbox::Sandbox, String) {
+    /// A registry simulator (the sandbox's) on a free port, and its URL.
+    pub(crate) async fn sandbox() -> (herald_sandbox::Sandbox, String) {
         let sandbox = herald_sandbox::Sandbox::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/registry", listener.local_addr().unwrap());
