@@ -61,6 +61,10 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
         )
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
+            "fetch.wait.max.ms",
+            settings.kafka.fetch_wait_max_ms.to_string(),
+        )
+        .set(
             "max.poll.interval.ms",
             settings.kafka.max_poll_interval_ms.to_string(),
         )
