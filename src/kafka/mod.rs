@@ -64,6 +64,11 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
             "fetch.wait.max.ms",
             settings.kafka.fetch_wait_max_ms.to_string(),
         )
+        // librdkafka prefetches up to 100,000 records per partition and 64 MiB in all, so a
+        // backlog filled memory far ahead of the in-flight window (`herald bench`: RSS grew
+        // with the backlog). These keep a few seconds of records queued, 16 MiB at most.
+        .set("queued.min.messages", "2000")
+        .set("queued.max.messages.kbytes", "16384")
         .set(
             "max.poll.interval.ms",
             settings.kafka.max_poll_interval_ms.to_string(),
