@@ -316,3 +316,25 @@ pub fn read_to_end(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumers_wait_briefly_for_records_and_prefetch_little_unless_overridden() {
+        let mut settings = Settings::defaults();
+        let c = consumer_config(&settings);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(c.get("queued.min.messages"), Some("2000"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        settings.kafka.fetch_wait_max_ms = 100;
+        settings
+            .kafka
+            .client
+            .insert("queued.max.messages.kbytes".into(), "65536".into());
+        let c = consumer_config_for(&settings, "herald-retry");
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
+    }
+}

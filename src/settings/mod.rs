@@ -757,6 +757,9 @@ mod tests {
         assert!(err.to_string().contains("destinations.timeout_ms"), "{err}");
         let ok = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60000")]));
         assert!(ok.is_ok(), "{ok:?}");
+        let err = Settings::load_from(None, env(&[("HERALD__KAFKA__FETCH_WAIT_MAX_MS", "300001")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("kafka.fetch_wait_max_ms"), "{err}");
     }
 
     #[test]

@@ -323,12 +323,17 @@ async fn throughput(
         ))
     };
     let delivered = || herald.delivered(target.kind(), target.action());
+    // How full the in-flight window was while routing: full means the processor's own work
+    // bounds the rate, far from full that its input does.
+    let (mut samples, mut in_flight_sum) = (0u64, 0i64);
     phase::wait_until(
         "routing",
         stall,
         || herald.routed(),
         || {
             say(herald.routed(), delivered());
+            samples += 1;
+            in_flight_sum += herald.in_flight();
             herald.routed() >= events
         },
     )
@@ -347,6 +352,7 @@ async fn throughput(
         events: args.events,
         deliveries: expected,
         events_per_s: events as f64 / routed_after,
+        mean_in_flight_events: in_flight_sum as f64 / samples.max(1) as f64,
         deliveries_per_s: expected as f64 / total,
         cpu_s_per_1000_deliveries: cpu,
         rss_before_mib,

@@ -63,6 +63,9 @@ pub struct Throughput {
     pub deliveries: u64,
     /// From the first routed event to the last (the group join is not counted).
     pub events_per_s: f64,
+    /// The in-flight window's mean occupancy while routing (`processor.max_in_flight_events`
+    /// is its size).
+    pub mean_in_flight_events: f64,
     /// From the first routed event until every delivery was made and its history record
     /// acknowledged.
     pub deliveries_per_s: f64,
@@ -180,8 +183,9 @@ impl BenchResult {
             println!();
             println!("herald, webhooks");
             println!(
-                "  events/s                     {:>12}",
-                num(Some(w.events_per_s), 0)
+                "  events/s                     {:>12}   (mean in flight {:.0})",
+                num(Some(w.events_per_s), 0),
+                w.mean_in_flight_events
             );
             println!(
                 "  deliveries/s                 {:>12}   ÷ raw HTTP {} (target ≥ 0.70)",
@@ -208,8 +212,9 @@ impl BenchResult {
                 num(r.noop_events_vs_raw_consume, 2)
             );
             println!(
-                "  deliveries/s                 {:>12}",
-                num(Some(n.deliveries_per_s), 0)
+                "  deliveries/s                 {:>12}   (mean in flight {:.0} events)",
+                num(Some(n.deliveries_per_s), 0),
+                n.mean_in_flight_events
             );
             println!(
                 "  CPU s / 1000 deliveries      {:>12}",
