@@ -1000,3 +1000,81 @@ fn history_with_a_url_asks_for_an_admin_token_before_calling() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a URL"));
 }
+
+#[test]
+fn bench_runs_every_phase_on_an_embedded_broker_and_writes_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = dir.path().join("bench.json");
+    let out = herald()
+        .args([
+            "bench",
+            "--embedded",
+            "--events",
+            "2000",
+            "--workspaces",
+            "10",
+            "--fan-out",
+            "2",
+            "--seconds",
+            "1",
+            "--noisy",
+            "200",
+            "--result",
+        ])
+        .arg(&result)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("deliveries/s"), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(json["load"]["events"], 2000);
+    assert_eq!(json["webhook"]["deliveries"], 4000);
+    assert_eq!(json["noop"]["deliveries"], 4000);
+    for (phase, figure) in [
+        ("raw", "consume_records_per_s"),
+        ("raw", "http_requests_per_s"),
+        ("webhook", "events_per_s"),
+        ("webhook", "deliveries_per_s"),
+        ("noop", "events_per_s"),
+        ("latency", "p99_ms"),
+        ("noisy", "p99_ms"),
+        ("ratios", "deliveries_vs_raw_http"),
+        ("ratios", "noop_events_vs_raw_consume"),
+        ("ratios", "noisy_p99_vs_alone"),
+    ] {
+        let value = &json[phase][figure];
+        assert!(
+            value.as_f64().is_some_and(|v| v > 0.0),
+            "{phase}.{figure}: {value}"
+        );
+    }
+    // Every event of the well-behaved workspaces reached the receiver, hanging neighbour or not.
+    for phase in ["latency", "noisy"] {
+        assert_eq!(
+            json[phase]["measured_deliveries"], json[phase]["expected_deliveries"],
+            "{phase}"
+        );
+    }
+}
+
+#[test]
+fn bench_requires_a_broker_and_a_workspace_cannot_name_its_noop_destination() {
+    let out = herald().args(["bench", "--events", "10"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--embedded"), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "ws.yaml",
+        "workspace: ws_noop\nconnections:\n  - { id: c, type: noop, credentials: { token: x } }\nrules:\n  - { id: r, event: e, connection: c, action: deliver }\n",
+    );
+    let out = herald()
+        .args(["workspace", "apply", "--dry-run", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("`noop` is not a destination type"), "{all}");
+}

@@ -8,6 +8,7 @@
 //! `redrive`, `replay`) accept `--dry-run`, which prints what would change and changes nothing;
 //! progress shows on stderr only when it is a terminal.
 
+mod bench;
 mod completions;
 mod credentials;
 pub mod dev;
@@ -70,6 +71,8 @@ enum Command {
     Redrive(redrive::RedriveArgs),
     /// Replay by consumer-group offset reset to a time (dry run unless --execute).
     Replay(replay::ReplayArgs),
+    /// Measure throughput, latency and cost on this machine beside its raw limits.
+    Bench(bench::BenchArgs),
     /// Exit 0 when a running processor answers its health check (for containers).
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Print shell completions (bash, zsh, fish, powershell, elvish).
@@ -144,6 +147,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Bench(_) = cli.command {
+        // The benchmark starts processors over and over; their start-up lines would bury its
+        // progress and result.
+        settings.log.filter = "error".into();
+    }
     crate::telemetry::init_logging(&settings.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -228,6 +236,7 @@ pub fn main() -> ExitCode {
             args.kafka.apply(&mut settings);
             runtime.block_on(redrive::run(&settings, &args, output))
         }
+        Command::Bench(args) => bench::run(settings, args, &runtime, output),
         Command::Healthcheck(args) => runtime.block_on(healthcheck::check(&settings, &args)),
         // Handled before the configuration is loaded.
         Command::Completions(_) | Command::Man(_) => Ok(()),

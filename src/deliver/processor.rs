@@ -501,9 +501,15 @@ async fn process(
                             panic_message(&*panic)
                         );
                         tracing::error!(rule = %rule_id, %reason, "panic");
-                        router
-                            .fail(workspace, &rule_id, envelope, options.partition, reason)
-                            .await;
+                        // Boxed so that the rare panic path reserves no room in every delivery.
+                        Box::pin(router.fail(
+                            workspace,
+                            &rule_id,
+                            envelope,
+                            options.partition,
+                            reason,
+                        ))
+                        .await;
                     }
                 }
             });

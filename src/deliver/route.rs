@@ -274,16 +274,17 @@ impl Router {
                         "not called: {queued} deliveries already wait for this connection \
                          (processor.max_queued_per_connection); sent to a retry tier instead"
                     );
-                    self.record(rule, delivery, not_called(reason, None)).await;
+                    Box::pin(self.record(rule, delivery, not_called(reason, None))).await;
                 }
+                // Boxed: a delivery waits in its line with the state of the attempt (the HTTP
+                // call, the history produce), kilobytes, not yet allocated. Inline, every
+                // queued delivery of the in-flight window reserved it from the start.
                 Lane::Turn(mut turn) => {
                     turn.wait().await;
-                    self.attempt_and_record(workspace, rule, delivery, rendered)
-                        .await;
+                    Box::pin(self.attempt_and_record(workspace, rule, delivery, rendered)).await;
                 }
                 Lane::Unordered => {
-                    self.attempt_and_record(workspace, rule, delivery, rendered)
-                        .await;
+                    Box::pin(self.attempt_and_record(workspace, rule, delivery, rendered)).await;
                 }
             }
             true

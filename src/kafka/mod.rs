@@ -63,6 +63,15 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
         )
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
+            "fetch.wait.max.ms",
+            settings.kafka.fetch_wait_max_ms.to_string(),
+        )
+        // librdkafka prefetches up to 100,000 records per partition and 64 MiB in all, so a
+        // backlog filled memory far ahead of the in-flight window (`herald bench`: RSS grew
+        // with the backlog). These keep a few seconds of records queued, 16 MiB at most.
+        .set("queued.min.messages", "2000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set(
             "max.poll.interval.ms",
             settings.kafka.max_poll_interval_ms.to_string(),
         )
@@ -311,4 +320,26 @@ pub fn read_to_end(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumers_wait_briefly_for_records_and_prefetch_little_unless_overridden() {
+        let mut settings = Settings::defaults();
+        let c = consumer_config(&settings);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(c.get("queued.min.messages"), Some("2000"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        settings.kafka.fetch_wait_max_ms = 100;
+        settings
+            .kafka
+            .client
+            .insert("queued.max.messages.kbytes".into(), "65536".into());
+        let c = consumer_config_for(&settings, "herald-retry");
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
+    }
 }

@@ -66,6 +66,8 @@ pub struct KafkaSettings {
     pub commit_interval_ms: u64,
     pub message_timeout_ms: u64,
     pub linger_ms: u64,
+    /// The consumers' `fetch.wait.max.ms`.
+    pub fetch_wait_max_ms: u64,
     pub statistics_interval_ms: u64,
     pub max_poll_interval_ms: u64,
     /// The largest record Herald writes (key, value and headers); larger ones are written as
@@ -357,6 +359,13 @@ impl Settings {
         positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
         // The consumer is polled at least every second; a shorter interval than a session
         // would only cause needless rebalances.
+        // librdkafka's own bound.
+        if self.kafka.fetch_wait_max_ms > 300_000 {
+            return Err(SettingsError::Invalid {
+                key: "kafka.fetch_wait_max_ms",
+                problem: "must be at most 300000".into(),
+            });
+        }
         if self.kafka.max_poll_interval_ms < self.kafka.session_timeout_ms {
             return Err(SettingsError::Invalid {
                 key: "kafka.max_poll_interval_ms",
@@ -767,6 +776,9 @@ mod tests {
         assert!(err.to_string().contains("destinations.timeout_ms"), "{err}");
         let ok = Settings::load_from(None, env(&[("HERALD__DESTINATIONS__TIMEOUT_MS", "60000")]));
         assert!(ok.is_ok(), "{ok:?}");
+        let err = Settings::load_from(None, env(&[("HERALD__KAFKA__FETCH_WAIT_MAX_MS", "300001")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("kafka.fetch_wait_max_ms"), "{err}");
     }
 
     #[test]
