@@ -70,7 +70,7 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
         // backlog filled memory far ahead of the in-flight window (`herald bench`: RSS grew
         // with the backlog). These keep a few seconds of records queued, 16 MiB at most.
         .set("queued.min.messages", "2000")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
         .set(
             "max.poll.interval.ms",
             settings.kafka.max_poll_interval_ms.to_string(),
@@ -106,6 +106,10 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// The most a consumer or reader keeps prefetched, in KiB (librdkafka's default is 64 MiB):
+/// what it holds beyond that is read when it is needed, not held in memory ahead of it.
+const PREFETCH_KBYTES: &str = "16384";
+
 /// A consumer outside any group, for reading whole topics (workspaces, history).
 pub fn reader_config(settings: &Settings) -> ClientConfig {
     let mut c = base(settings);
@@ -115,7 +119,7 @@ pub fn reader_config(settings: &Settings) -> ClientConfig {
         .set("group.id", "herald-reader")
         // Readers apply or scan what they read before reading on; a prefetch of 16 MiB keeps
         // them fed without librdkafka's default of 64 MiB held in memory per reader.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
     extra(&mut c, settings);
     c
 }
