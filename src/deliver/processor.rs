@@ -324,16 +324,33 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits for a place in the in-flight window with fetching paused, polling all the while so
-/// the consumer stays in its group however long the wait (`max.poll.interval.ms`). Records
-/// already on their way when fetching paused are kept in `overflow`, not lost. `None` on
-/// shutdown.
+/// How long a full in-flight window is waited for before fetching is paused. Under load the
+/// window fills and frees many times a second; pausing each time would cost more than it saves:
+/// librdkafka drops what it prefetched for a paused partition, and notices a resume only when
+/// its fetcher next wakes, up to a second later (measured with `herald bench`: a stall of about
+/// one second after every resume). Meanwhile the consumer is not polled, which delays a
+/// rebalance by at most this long, and librdkafka's prefetch stays within its own bounds
+/// (`queued.min.messages`, `queued.max.messages.kbytes`).
+const PAUSE_AFTER: Duration = Duration::from_millis(200);
+
+/// Waits for a place in the in-flight window: first for [`PAUSE_AFTER`] without polling, then
+/// with fetching paused, polling all the while so the consumer stays in its group however long
+/// the wait (`max.poll.interval.ms`). Records already on their way when fetching paused are
+/// kept in `overflow`, not lost. `None` on shutdown.
 async fn wait_for_room(
     consumer: &EventConsumer,
     permits: &Arc<Semaphore>,
     overflow: &mut Vec<OwnedMessage>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        p = tokio::time::timeout(PAUSE_AFTER, permits.clone().acquire_owned()) => {
+            if let Ok(p) = p {
+                return p.ok();
+            }
+        }
+        _ = stopped(shutdown) => return None,
+    }
     let pause = |consumer: &EventConsumer| {
         if let Ok(assigned) = consumer.assignment() {
             let _ = consumer.pause(&assigned);

@@ -71,6 +71,10 @@ pub fn consumer_config_for(settings: &Settings, group_id: &str) -> ClientConfig 
         // with the backlog). These keep a few seconds of records queued, 16 MiB at most.
         .set("queued.min.messages", "2000")
         .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
+        // With a prefetch that small, librdkafka's default wait of one second before it looks
+        // again at a full queue starved the processor: it emptied the queue in a fraction of
+        // that second and then waited for the rest (`herald bench`).
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .set(
             "max.poll.interval.ms",
             settings.kafka.max_poll_interval_ms.to_string(),
@@ -109,6 +113,9 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
 /// The most a consumer or reader keeps prefetched, in KiB (librdkafka's default is 64 MiB):
 /// what it holds beyond that is read when it is needed, not held in memory ahead of it.
 const PREFETCH_KBYTES: &str = "16384";
+
+/// How long a consumer's fetcher waits before it looks again at a full prefetch queue.
+const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
 /// A consumer outside any group, for reading whole topics (workspaces, history).
 pub fn reader_config(settings: &Settings) -> ClientConfig {
@@ -336,6 +343,7 @@ mod tests {
         let c = consumer_config(&settings);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
         assert_eq!(c.get("queued.min.messages"), Some("2000"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("20"));
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
         settings.kafka.fetch_wait_max_ms = 100;
         settings
