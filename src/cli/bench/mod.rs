@@ -11,9 +11,11 @@
 //!    the receiver;
 //! 5. with `--noisy`, phase 4 again while one more workspace's webhook hangs with a backlog.
 //!
-//! The processor, the receiver, the load and (with `--embedded`) the broker share this
-//! process, so CPU and memory figures are the whole process's.
+//! The processor, the receiver and the load share this process, so CPU and memory figures are
+//! the whole process's; with `--embedded` the broker runs in a child process ([`broker`]) and
+//! is not counted.
 
+mod broker;
 mod load;
 mod phase;
 mod process;
@@ -26,7 +28,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 
 use self::load::Target;
 use self::phase::{Cluster, Running};
@@ -36,11 +37,18 @@ use super::output::{Output, Progress};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("broker").required(true).args(["embedded", "brokers"])))]
+#[command(group(
+    clap::ArgGroup::new("broker")
+        .required(true)
+        .args(["embedded", "brokers", "serve_mock_broker"])
+))]
 pub struct BenchArgs {
-    /// Run against an in-process broker (librdkafka's MockCluster).
+    /// Run against an embedded broker (librdkafka's MockCluster, in a child process).
     #[arg(long)]
     embedded: bool,
+    /// The embedded broker's own process (started by `--embedded`).
+    #[arg(long, hide = true)]
+    serve_mock_broker: bool,
     /// Run against these bootstrap servers; topics named `herald-bench.<run>.…` are created.
     #[arg(long, value_name = "HOST:PORT")]
     brokers: Option<String>,
@@ -82,6 +90,9 @@ pub fn run(
     runtime: &tokio::runtime::Runtime,
     output: Output,
 ) -> anyhow::Result<()> {
+    if args.serve_mock_broker {
+        return broker::serve();
+    }
     if args.events == 0 || args.workspaces == 0 || args.fan_out == 0 {
         bail!("--events, --workspaces and --fan-out must be at least 1");
     }
@@ -97,8 +108,8 @@ pub fn run(
             Cluster::Brokers
         }
         None => {
-            mock = MockCluster::new(1).context("cannot start the embedded broker")?;
-            settings.kafka.brokers = mock.bootstrap_servers();
+            mock = broker::EmbeddedBroker::start()?;
+            settings.kafka.brokers = mock.bootstrap_servers().to_owned();
             settings.kafka.session_timeout_ms = 6000;
             Cluster::Embedded(&mock)
         }

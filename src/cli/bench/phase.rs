@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::broker::EmbeddedBroker;
 use crate::app::App;
 use crate::deliver::processor::ProcessorError;
 use crate::kafka::topic_plan;
@@ -18,8 +17,8 @@ use crate::settings::interpolate::Vars;
 
 /// Where the topics live.
 pub enum Cluster<'a> {
-    /// librdkafka's in-process mock broker.
-    Embedded(&'a MockCluster<'static, DefaultProducerContext>),
+    /// librdkafka's mock broker, in a process of its own.
+    Embedded(&'a EmbeddedBroker),
     /// The brokers of `kafka.brokers` (or `--brokers`).
     Brokers,
 }
@@ -29,7 +28,7 @@ impl Cluster<'_> {
         match self {
             Self::Embedded(mock) => {
                 for t in topic_plan(settings) {
-                    mock.create_topic(&t.name, t.partitions, 1)?;
+                    mock.create_topic(&t.name, t.partitions)?;
                 }
             }
             Self::Brokers => {
