@@ -13,8 +13,9 @@
 //! from Kafka, which is the source of truth.
 //!
 //! **Bounds.** A delivery leaves the set when its delivered record is older than the window
-//! (default 7 days) or when its partition holds more than `processor.dedupe_max_entries`
-//! (oldest first): about 80 bytes per entry. Past those bounds, and for deliveries whose
+//! (default 7 days) or when its partition holds more than its share of
+//! `processor.dedupe_max_entries` (the process's bound, split evenly by the partitions it owns;
+//! oldest first): about 100 bytes per entry. Past those bounds, and for deliveries whose
 //! partition is not co-partitioned (topics created with different partition counts, where
 //! dedupe is off and says so at start), Herald is at-least-once without dedupe. Retry-tier
 //! attempts are not checked (a retry task exists only for a delivery that was not delivered).
@@ -210,14 +211,18 @@ impl Dedupe {
     /// Notes a history record this process wrote, ahead of reading it back.
     pub fn note(&self, partition: i32, delivery_id: &str, status: DeliveryStatus, at: i64) {
         let oldest = self.oldest_ms();
-        if let Some(p) = self.lock().get_mut(&partition) {
+        let mut partitions = self.lock();
+        // The bound is the process's, shared evenly by the partitions it owns, so memory does
+        // not grow with the assignment (a replica taking over a failed one's partitions).
+        let per_partition = self.max_entries / partitions.len().max(1);
+        if let Some(p) = partitions.get_mut(&partition) {
             apply(
                 &mut p.set,
                 key(delivery_id),
                 status,
                 at,
                 oldest,
-                self.max_entries,
+                per_partition,
             );
         }
     }
@@ -333,5 +338,22 @@ mod tests {
             !dedupe.is_delivered(7, "dl_a").await,
             "a partition not owned"
         );
+    }
+
+    #[test]
+    fn the_bound_is_the_process_s_shared_by_its_partitions() {
+        let dedupe = dedupe(); // max_entries: 100
+        dedupe.assign(&[0, 1, 2, 3]);
+        let now = Utc::now().timestamp_millis();
+        for p in 0..4 {
+            for i in 0..1000 {
+                dedupe.note(p, &format!("dl_{p}_{i}"), DeliveryStatus::Delivered, now);
+            }
+        }
+        let sizes: Vec<usize> = (0..4).map(|p| dedupe.lock()[&p].set.len()).collect();
+        assert_eq!(sizes, [25, 25, 25, 25], "each partition keeps its share");
+        let set = &dedupe.lock()[&3].set;
+        assert!(set.contains(key("dl_3_999")), "the newest stay");
+        assert!(!set.contains(key("dl_3_0")), "the oldest go first");
     }
 }
