@@ -419,7 +419,7 @@ async fn measure_latency(
     )
     .await?;
     let warm_up_s = warm.elapsed().as_secs_f64();
-    receiver.reset();
+    receiver.record();
     let sampler = process::RssSampler::start();
     let cpu = process::cpu_seconds();
     let total = ((rate * args.seconds as f64) as usize).max(1);

@@ -1,7 +1,8 @@
-//! The local receiver every webhook of the benchmark posts to: it answers 200 at once and records
-//! produce → arrival latency against the `sent_at_us` the event carried into the body.
+//! The local receiver every webhook of the benchmark posts to: it answers 200 at once, counts
+//! arrivals, and while a latency phase records, notes produce → arrival latency against the
+//! `sent_at_us` the event carried into the body.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use axum::routing::post;
 #[derive(Default)]
 struct Arrivals {
     count: AtomicU64,
+    /// Whether latencies are noted: only in latency phases, so that a throughput phase of a
+    /// million events does not grow the benchmark's own memory by eight bytes per delivery.
+    recording: AtomicBool,
     /// Latencies in microseconds.
     latencies: Mutex<Vec<u64>>,
 }
@@ -54,15 +58,22 @@ impl Receiver {
         self.arrivals.count.load(Ordering::Relaxed)
     }
 
-    /// Forgets what arrived so far.
+    /// Forgets what arrived so far, and stops noting latencies.
     pub fn reset(&self) {
+        self.arrivals.recording.store(false, Ordering::Relaxed);
         let mut latencies = self
             .arrivals
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        latencies.clear();
+        *latencies = Vec::new();
         self.arrivals.count.store(0, Ordering::Relaxed);
+    }
+
+    /// Forgets what arrived so far, and notes latencies from now on.
+    pub fn record(&self) {
+        self.reset();
+        self.arrivals.recording.store(true, Ordering::Relaxed);
     }
 
     /// The latencies recorded since the last reset, in microseconds, sorted.
@@ -80,6 +91,10 @@ impl Receiver {
 
 async fn hook(State(arrivals): State<Arc<Arrivals>>, body: Bytes) -> &'static str {
     let now = now_us();
+    if !arrivals.recording.load(Ordering::Relaxed) {
+        arrivals.count.fetch_add(1, Ordering::Relaxed);
+        return "ok";
+    }
     // Rendered templates carry the timestamp as a string; the raw client sends a number.
     let sent = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -94,6 +109,7 @@ async fn hook(State(arrivals): State<Arc<Arrivals>>, body: Bytes) -> &'static st
             .unwrap_or_else(|e| e.into_inner())
             .push(now.saturating_sub(sent));
     }
+    // Counted after its latency is noted: whoever waits for a count reads them all.
     arrivals.count.fetch_add(1, Ordering::Relaxed);
     "ok"
 }
