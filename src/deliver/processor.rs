@@ -28,10 +28,12 @@ use chrono::Utc;
 use futures::FutureExt;
 use futures::future::join_all;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -108,6 +110,48 @@ impl ClientContext for ProcessorContext {
 }
 
 impl ConsumerContext for ProcessorContext {
+    /// rdkafka's own rebalance handling, unless the consumer group has already ended: librdkafka
+    /// then drops a commit or (un)assign call without ever answering it, and the call would wait
+    /// for ever. That happens when a revocation is still queued as the consumer closes.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        if consumer.closed() {
+            tracing::debug!(
+                partitions = tpl.count(),
+                "rebalance after the group ended; ignored"
+            );
+            return;
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => {
+                let code = RDKafkaErrorCode::from(other);
+                tracing::warn!(error = %code, "rebalance failed");
+                Rebalance::Error(KafkaError::Rebalance(code))
+            }
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (&rebalance, cooperative) {
+            (Rebalance::Assign(tpl), true) => consumer.incremental_assign(tpl),
+            (Rebalance::Assign(tpl), false) => consumer.assign(tpl),
+            (_, true) => consumer.incremental_unassign(tpl),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "applying a rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             // Commit what finished before the partitions move; after an involuntary loss the
@@ -320,6 +364,8 @@ pub async fn run(
     );
     let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
     drain_and_commit(&mut tasks, &*consumer, timeout).await;
+    let leave = Duration::from_millis(settings.kafka.session_timeout_ms);
+    leave_group(&consumer, leave).await;
     tracing::info!("processor stopped");
     Ok(())
 }
@@ -578,6 +624,31 @@ pub async fn drain_and_commit<C: Consumer<ProcessorContext>>(
         tasks.shutdown().await;
     }
     commit_stored(consumer, "final commit failed");
+}
+
+/// Leaves the consumer group before the consumer is dropped: unsubscribes, then polls until the
+/// revocation has gone through this replica's callbacks while the group still answers, for at
+/// most `timeout`. Records read meanwhile are neither processed nor committed; the partitions'
+/// next owners read them. Closing with the assignment still held (as dropping does) can leave a
+/// revocation queued after the group has ended, and librdkafka never answers the unassign
+/// call it needs.
+pub async fn leave_group<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    timeout: Duration,
+) {
+    consumer.unsubscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match consumer.assignment() {
+            Ok(assigned) if assigned.count() > 0 => {}
+            _ => return,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("left the consumer group with partitions still assigned");
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await;
+    }
 }
 
 /// Marks `claim` finished and stores the partition's new position when it moved.

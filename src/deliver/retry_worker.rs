@@ -46,7 +46,8 @@ use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
 use super::processor::{
-    LagGauges, ProcessorContext, ProcessorError, drain_and_commit, stopped, store_finished,
+    LagGauges, ProcessorContext, ProcessorError, drain_and_commit, leave_group, stopped,
+    store_finished,
 };
 use super::retry::Head;
 use super::route::Router;
@@ -167,6 +168,11 @@ pub async fn run(
 
     let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
     drain_and_commit(&mut w.tasks, &*consumer, timeout).await;
+    leave_group(
+        &consumer,
+        Duration::from_millis(settings.kafka.session_timeout_ms),
+    )
+    .await;
     Ok(())
 }
 

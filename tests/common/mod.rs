@@ -26,6 +26,8 @@ pub const WEBHOOK_SECRET: &str = "whsec_aGVyYWxkLWRldi1zYW5kYm94LXNlY3JldA==";
 
 /// How long a test waits for something that should happen in well under a second.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a graceful stop may take: the drain, the final commit and leaving the group.
+pub const STOP_PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct Harness {
     pub mock: MockCluster<'static, DefaultProducerContext>,
@@ -308,10 +310,13 @@ impl Running {
         Self { app, stop, task }
     }
 
-    /// Graceful stop: drain, commit, return.
+    /// Graceful stop: drain, commit, leave the group, return; a stop that hangs fails the test.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        self.task.await.expect("processor task");
+        tokio::time::timeout(STOP_PATIENCE, self.task)
+            .await
+            .expect("the replica stopped in time")
+            .expect("processor task");
     }
 
     /// Abrupt stop: the processor and its in-flight work are dropped mid-stream.
