@@ -82,27 +82,9 @@ impl Drop for RssSampler {
     }
 }
 
-/// The value below which `p` of the sorted values lie (nearest rank), in milliseconds.
-pub fn percentile_ms(sorted_us: &[u64], p: f64) -> Option<f64> {
-    if sorted_us.is_empty() {
-        return None;
-    }
-    let rank = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len());
-    Some(sorted_us[rank - 1] as f64 / 1000.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let us: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
-        assert_eq!(percentile_ms(&us, 0.5), Some(500.0));
-        assert_eq!(percentile_ms(&us, 0.99), Some(990.0));
-        assert_eq!(percentile_ms(&us, 0.999), Some(999.0));
-        assert_eq!(percentile_ms(&[], 0.5), None);
-    }
 
     #[test]
     fn this_process_has_cpu_time_and_memory() {

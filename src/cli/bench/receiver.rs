@@ -1,6 +1,7 @@
 //! The local receiver every webhook of the benchmark posts to: it answers 200 at once, counts
 //! arrivals, and while a latency phase records, notes produce → arrival latency against the
-//! `sent_at_us` the event carried into the body.
+//! `sent_at_us` the event carried into the body, in a histogram of fixed size: a run of any
+//! length adds nothing to the benchmark's own memory.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,16 +10,40 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use hdrhistogram::Histogram;
 
 /// What arrived since the last [`Receiver::reset`].
-#[derive(Default)]
 struct Arrivals {
     count: AtomicU64,
-    /// Whether latencies are noted: only in latency phases, so that a throughput phase of a
-    /// million events does not grow the benchmark's own memory by eight bytes per delivery.
+    /// Whether latencies are noted: only in latency phases, so that throughput phases do not
+    /// spend the receiver's CPU reading bodies.
     recording: AtomicBool,
     /// Latencies in microseconds.
-    latencies: Mutex<Vec<u64>>,
+    latencies: Mutex<Histogram<u64>>,
+}
+
+/// Latencies from 1 µs to an hour (longer ones count as an hour), to three significant digits:
+/// about 200 KB whatever the count.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The latencies recorded in a latency phase.
+pub struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    pub fn len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    /// The latency below which `q` of those recorded lie, in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    pub fn max_ms(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.max() as f64 / 1000.0)
+    }
 }
 
 /// A running receiver: `{url}/hook/{n}` records, `{url}/hang` holds each request for ten
@@ -36,7 +61,11 @@ pub fn now_us() -> u64 {
 impl Receiver {
     /// Serves on an ephemeral port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<Self> {
-        let arrivals = Arc::new(Arrivals::default());
+        let arrivals = Arc::new(Arrivals {
+            count: AtomicU64::new(0),
+            recording: AtomicBool::new(false),
+            latencies: Mutex::new(histogram()),
+        });
         let app = axum::Router::new()
             .route("/hook/{n}", post(hook))
             .route(
@@ -66,7 +95,7 @@ impl Receiver {
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        *latencies = Vec::new();
+        latencies.reset();
         self.arrivals.count.store(0, Ordering::Relaxed);
     }
 
@@ -76,16 +105,14 @@ impl Receiver {
         self.arrivals.recording.store(true, Ordering::Relaxed);
     }
 
-    /// The latencies recorded since the last reset, in microseconds, sorted.
-    pub fn latencies(&self) -> Vec<u64> {
-        let mut l = self
+    /// The latencies recorded since the last reset.
+    pub fn latencies(&self) -> Latencies {
+        let latencies = self
             .arrivals
             .latencies
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        l.sort_unstable();
-        l
+            .unwrap_or_else(|e| e.into_inner());
+        Latencies(latencies.clone())
     }
 }
 
@@ -107,9 +134,36 @@ async fn hook(State(arrivals): State<Arc<Arrivals>>, body: Bytes) -> &'static st
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(now.saturating_sub(sent));
+            .saturating_record(now.saturating_sub(sent).max(1));
     }
     // Counted after its latency is noted: whoever waits for a count reads them all.
     arrivals.count.fetch_add(1, Ordering::Relaxed);
     "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_hold_to_three_digits_and_absurd_latencies_count_as_an_hour() {
+        let mut h = histogram();
+        for ms in 1..=1000u64 {
+            h.record(ms * 1000).unwrap();
+        }
+        let l = Latencies(h.clone());
+        let near = |got: Option<f64>, want: f64| {
+            let got = got.unwrap();
+            assert!((got - want).abs() <= want * 0.001, "{got} against {want}");
+        };
+        near(l.quantile_ms(0.50), 500.0);
+        near(l.quantile_ms(0.99), 990.0);
+        near(l.quantile_ms(0.999), 999.0);
+        near(l.max_ms(), 1000.0);
+        assert_eq!(l.len(), 1000);
+
+        h.saturating_record(u64::MAX);
+        near(Latencies(h).max_ms(), 3_600_000.0);
+        assert_eq!(Latencies(histogram()).quantile_ms(0.5), None);
+    }
 }
