@@ -225,6 +225,22 @@ async fn bad_input_is_answered_in_the_error_shape_with_field_paths() {
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
     );
 
+    for key in ["order 7", "order\t7", &"k".repeat(257)] {
+        let (status, _, body) = error_code(
+            s.post("/v1/events", ACADEMY_KEY, &seed())
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{key:?}");
+        assert_eq!(
+            body["error"]["fields"][0]["path"], "headers.Idempotency-Key",
+            "{body}"
+        );
+    }
+
     let r = s
         .http
         .get(format!("{}/v1/nothing-here", s.base))

@@ -148,8 +148,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    // Visible ASCII only: a header value may also carry spaces and tabs, which a key may not.
+    let visible = |key: &str| key.bytes().all(|b| b.is_ascii_graphic());
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= MAX_NAME_BYTES => Ok(Some(key.to_owned())),
+        Ok(key) if !key.is_empty() && key.len() <= MAX_NAME_BYTES && visible(key) => {
+            Ok(Some(key.to_owned()))
+        }
         _ => Err(ApiError::invalid(vec![FieldError::new(
             "headers.Idempotency-Key",
             format!("must be 1 to {MAX_NAME_BYTES} visible ASCII characters"),
