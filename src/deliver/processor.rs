@@ -362,10 +362,7 @@ pub async fn run(
         in_flight = shared.tracker.in_flight(),
         "shutting down: waiting for in-flight events"
     );
-    let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
-    drain_and_commit(&mut tasks, &*consumer, timeout).await;
-    let leave = Duration::from_millis(settings.kafka.session_timeout_ms);
-    leave_group(&consumer, leave).await;
+    finish(&mut tasks, &consumer, settings).await;
     tracing::info!("processor stopped");
     Ok(())
 }
@@ -601,14 +598,15 @@ fn commit_stored<C: ConsumerContext, K: Consumer<C>>(consumer: &K, failure: &str
     }
 }
 
-/// The end of a consumer loop: stop fetching, let in-flight work finish for up to `timeout`,
-/// abandon the rest (its offsets stay uncommitted and it is read again by the next owner), and
-/// commit what finished.
-pub async fn drain_and_commit<C: Consumer<ProcessorContext>>(
+/// The end of a consumer loop: stop fetching, let in-flight work finish for up to
+/// `processor.shutdown_timeout_ms`, abandon the rest (its offsets stay uncommitted and it is
+/// read again by the next owner), commit what finished, and leave the group.
+pub async fn finish(
     tasks: &mut JoinSet<()>,
-    consumer: &C,
-    timeout: Duration,
+    consumer: &StreamConsumer<ProcessorContext>,
+    settings: &Settings,
 ) {
+    let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
     if let Ok(assigned) = consumer.assignment() {
         let _ = consumer.pause(&assigned);
     }
@@ -624,6 +622,11 @@ pub async fn drain_and_commit<C: Consumer<ProcessorContext>>(
         tasks.shutdown().await;
     }
     commit_stored(consumer, "final commit failed");
+    leave_group(
+        consumer,
+        Duration::from_millis(settings.kafka.session_timeout_ms),
+    )
+    .await;
 }
 
 /// Leaves the consumer group before the consumer is dropped: unsubscribes, then polls until the
@@ -632,10 +635,7 @@ pub async fn drain_and_commit<C: Consumer<ProcessorContext>>(
 /// next owners read them. Closing with the assignment still held (as dropping does) can leave a
 /// revocation queued after the group has ended, and librdkafka never answers the unassign
 /// call it needs.
-pub async fn leave_group<C: ConsumerContext + 'static>(
-    consumer: &StreamConsumer<C>,
-    timeout: Duration,
-) {
+async fn leave_group(consumer: &StreamConsumer<ProcessorContext>, timeout: Duration) {
     consumer.unsubscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

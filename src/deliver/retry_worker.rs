@@ -46,8 +46,7 @@ use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
 use super::processor::{
-    LagGauges, ProcessorContext, ProcessorError, drain_and_commit, leave_group, stopped,
-    store_finished,
+    LagGauges, ProcessorContext, ProcessorError, finish, stopped, store_finished,
 };
 use super::retry::Head;
 use super::route::Router;
@@ -166,13 +165,7 @@ pub async fn run(
         }
     }
 
-    let timeout = Duration::from_millis(settings.processor.shutdown_timeout_ms);
-    drain_and_commit(&mut w.tasks, &*consumer, timeout).await;
-    leave_group(
-        &consumer,
-        Duration::from_millis(settings.kafka.session_timeout_ms),
-    )
-    .await;
+    finish(&mut w.tasks, &consumer, settings).await;
     Ok(())
 }
 
