@@ -169,6 +169,56 @@ async fn a_failing_endpoint_opens_its_circuit_and_is_then_spared_the_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_an_open_circuit_turns_away_wait_their_tier_not_just_the_cool_down() {
+    const EVENTS: usize = 20;
+    // A cool-down much shorter than the first tier: were the turned-away deliveries due when
+    // the circuit reopens, each would come back within a second, be turned away again, and
+    // use the tiers up in seconds instead of the schedule's half hour.
+    let h = Harness::new_with(|s| {
+        s.destinations.breaker_failures = 2;
+        s.destinations.breaker_cooldown_ms = 1_000;
+        s.retry.tiers = ["10m", "20m"].map(String::from).to_vec();
+    })
+    .await;
+    h.apply(&[("down.yaml", &webhook_workspace("ws_down", "down", 2_000))])
+        .await;
+    h.sandbox.inject(Fault {
+        path: "/webhook/down".into(),
+        count: 10_000,
+        status: 503,
+        body: "upstream unavailable".into(),
+        retry_after: None,
+        delay_ms: 0,
+        rate: None,
+    });
+    for i in 0..EVENTS {
+        h.emit("ws_down", "e", &format!("evt_{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    let history = h
+        .wait_for_history("ws_down", "every delivery recorded", |r| {
+            r.len() == EVENTS && r.iter().all(|d| d.status == DeliveryStatus::Retrying)
+        })
+        .await;
+    let turned_away: Vec<_> = history
+        .iter()
+        .filter(|d| d.attempts.is_empty())
+        .collect();
+    assert_eq!(turned_away.len(), EVENTS - 2, "two calls opened the circuit");
+    for d in &turned_away {
+        let wait = d.next_attempt_at.expect("a next attempt") - d.updated_at;
+        // The first tier's 10 minutes, less the 20% jitter.
+        assert!(
+            wait >= chrono::Duration::minutes(8),
+            "{} is due again in {wait}, before its tier's delay",
+            d.delivery_id
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_keeps_its_group_membership_while_the_window_is_full() {
     // A window of two, filled by two events whose calls take longer than the poll interval:
     // fetching pauses but polling goes on, so the group does not evict the member and the

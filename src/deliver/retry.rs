@@ -12,6 +12,11 @@
 //! - Without it, the tier's delay is spread by ±`jitter` so one outage's retries do not return
 //!   all at once.
 //! - Past `max_age` since the first attempt, the delivery is dead.
+//! - A delivery not called because its connection's circuit is open uses its next tier like a
+//!   failed call, and waits for that tier's spread delay or, if longer, until the circuit lets
+//!   a call through again, spread forward by the jitter ([`RetryPolicy::at_least`]). So the
+//!   tiers last as long during an outage as the schedule says, and the deliveries an open
+//!   circuit turned away do not all return at the instant it closes.
 //!
 //! [`RetryPolicy::head`] is the other half of the schedule: what the retry consumer does with
 //! a tier partition's head record that is not due yet (hold it, or forward it to a later tier so
@@ -106,6 +111,60 @@ impl RetryPolicy {
                 (base_tier, delay)
             }
         };
+        let retries = if uses_a_tier { retries + 1 } else { retries };
+        self.wait(tier, wait, retries, &reason, first_attempt_at, now)
+    }
+
+    /// `next` for a delivery that must not be attempted before `least` from now (its
+    /// connection's circuit is open that long): a [`Next::Wait`] due earlier is due at `least`
+    /// spread forward by up to the jitter instead, in the first tier from its own whose delay
+    /// covers that; its count of tiers used stays as `next` set it. `reason` is the last error,
+    /// for a delivery that becomes too old.
+    pub fn at_least(
+        &self,
+        next: Next,
+        least: Duration,
+        reason: &str,
+        first_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        draw: f64,
+    ) -> Next {
+        let Next::Wait {
+            tier,
+            due_at,
+            retries,
+        } = next
+        else {
+            return next;
+        };
+        let floor = chrono::Duration::from_std(least)
+            .ok()
+            .and_then(|least| now.checked_add_signed(least));
+        if floor.is_some_and(|floor| due_at >= floor) {
+            return Next::Wait {
+                tier,
+                due_at,
+                retries,
+            };
+        }
+        let wait = least.mul_f64(1.0 + self.jitter * draw.clamp(0.0, 1.0));
+        let tier = self.tiers[tier..]
+            .iter()
+            .position(|t| t.delay >= least)
+            .map_or(self.tiers.len() - 1, |i| tier + i);
+        self.wait(tier, wait, retries, reason, first_attempt_at, now)
+    }
+
+    /// Waiting `wait` in `tier` from `now`, or dead when that is past the maximum age.
+    fn wait(
+        &self,
+        tier: usize,
+        wait: Duration,
+        retries: u32,
+        reason: &str,
+        first_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Next {
         // A server may ask for any wait (`Retry-After: 99999999999999`): one that no clock can
         // reach is past the maximum age too, never an overflow.
         let due_at = chrono::Duration::from_std(wait)
@@ -125,7 +184,7 @@ impl RetryPolicy {
         Next::Wait {
             tier,
             due_at,
-            retries: if uses_a_tier { retries + 1 } else { retries },
+            retries,
         }
     }
 
@@ -302,6 +361,57 @@ mod tests {
             p.next(&limited, 3, 4, at(0), at(0), 0.0),
             Next::Wait { tier: 2, .. }
         ));
+    }
+
+    #[test]
+    fn an_open_circuit_delays_a_delivery_to_its_reopening_spread_forward_never_earlier() {
+        let p = policy(); // 5s, 1m, 10m; jitter 20%; max age 1 h
+        let least = Duration::from_secs(30);
+        let refused = |retries: u32, least: Duration, draw: f64| {
+            let next = p.next(&retry(None), retries, retries + 1, at(0), at(0), draw);
+            p.at_least(next, least, "HTTP 503", at(0), at(0), draw)
+        };
+        // Its tier (5 s) is earlier than the circuit reopens: the first tier that covers 30 s,
+        // due from 30 s up to 20% later, one tier used as for a failed call.
+        assert_eq!(
+            refused(0, least, 0.0),
+            Next::Wait {
+                tier: 1,
+                due_at: at(30),
+                retries: 1
+            }
+        );
+        assert_eq!(
+            refused(0, least, 0.5),
+            Next::Wait {
+                tier: 1,
+                due_at: at(33),
+                retries: 1
+            }
+        );
+        // Its tier (10 min) is later anyway: the schedule stands, jitter and all.
+        assert_eq!(
+            refused(2, least, 0.5),
+            Next::Wait {
+                tier: 2,
+                due_at: at(600),
+                retries: 3
+            }
+        );
+        // Longer than every tier: the last one.
+        assert!(matches!(
+            refused(0, Duration::from_secs(1800), 0.0),
+            Next::Wait { tier: 2, .. }
+        ));
+        // Past the maximum age, or a dead delivery: dead.
+        let Next::Dead { reason } = refused(0, Duration::from_secs(4000), 0.0) else {
+            panic!("4000 s is past the hour")
+        };
+        assert!(
+            reason.contains("max_age") && reason.contains("HTTP 503"),
+            "{reason}"
+        );
+        assert!(matches!(refused(3, least, 0.0), Next::Dead { .. }));
     }
 
     #[test]

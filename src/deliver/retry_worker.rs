@@ -467,10 +467,7 @@ async fn retry(router: &Router, task: DeliveryTask) {
 async fn give_up(router: &Router, task: DeliveryTask, reason: String) {
     let partition = task.partition;
     let delivery = Delivery::from_task(task, String::new(), String::new());
-    let result = AttemptResult {
-        outcome: Outcome::Permanent { reason },
-        call: None,
-    };
+    let result = AttemptResult::not_called(Outcome::Permanent { reason });
     let settled = settle(delivery, result, &router.policy, Utc::now(), 0.5);
     let dead = async {
         if let Some(task) = &settled.dead_letter {

@@ -39,12 +39,15 @@ pub struct Router {
     pub last_writes: LastWrites,
 }
 
-/// The result of a delivery that was not called: it goes to a retry tier (after `after` when
-/// given) with `reason`.
-fn not_called(reason: String, after: Option<std::time::Duration>) -> AttemptResult {
+/// The result of a delivery that was not called: it goes to a retry tier with `reason`, not
+/// before `not_before` when given.
+fn not_called(reason: String, not_before: Option<std::time::Duration>) -> AttemptResult {
     AttemptResult {
-        outcome: Outcome::Retry { after, reason },
-        call: None,
+        not_before,
+        ..AttemptResult::not_called(Outcome::Retry {
+            after: None,
+            reason,
+        })
     }
 }
 
@@ -306,19 +309,13 @@ impl Router {
         let destination = rule.connection.kind.as_str();
         let connection = rule.connection.id.as_str();
         let result = if let Err(e) = rendered {
-            AttemptResult {
-                outcome: Outcome::Permanent {
-                    reason: format!("template error in {e}"),
-                },
-                call: None,
-            }
+            AttemptResult::not_called(Outcome::Permanent {
+                reason: format!("template error in {e}"),
+            })
         } else if let Some(reason) = workspace.broken_reason(connection) {
-            AttemptResult {
-                outcome: Outcome::ConnectionBroken {
-                    reason: format!("{reason} (connection marked broken earlier; not called)"),
-                },
-                call: None,
-            }
+            AttemptResult::not_called(Outcome::ConnectionBroken {
+                reason: format!("{reason} (connection marked broken earlier; not called)"),
+            })
         } else if let Admission::Refused { retry_in, reason } =
             self.breakers
                 .admit(&workspace.id, connection, Instant::now())
@@ -360,6 +357,7 @@ impl Router {
                     latency_ms: latency.as_millis() as u64,
                 }),
                 outcome: attempted.outcome,
+                not_before: None,
             }
         };
         self.metrics.open_circuits.set(self.breakers.open() as i64);
@@ -464,10 +462,7 @@ impl Router {
             offset: None,
             redriven_at: None,
         };
-        let result = AttemptResult {
-            outcome: Outcome::Permanent { reason },
-            call: None,
-        };
+        let result = AttemptResult::not_called(Outcome::Permanent { reason });
         self.record(rule, delivery, result).await;
     }
 

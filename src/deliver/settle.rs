@@ -70,6 +70,20 @@ pub struct AttemptResult {
     pub outcome: Outcome,
     /// `None` when no call was made (template error, connection known broken).
     pub call: Option<Attempt>,
+    /// For a delivery not called because its circuit is open: how long until the circuit lets
+    /// a call through. Its next attempt is no earlier (see [`RetryPolicy::at_least`]).
+    pub not_before: Option<std::time::Duration>,
+}
+
+impl AttemptResult {
+    /// The result of `outcome` when no call was made.
+    pub fn not_called(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            call: None,
+            not_before: None,
+        }
+    }
 }
 
 /// What to write for a settled attempt.
@@ -149,15 +163,16 @@ pub fn settle(
             Some(format!("connection_broken: {reason}")),
         ),
         Outcome::Retry { .. } | Outcome::RateLimited { .. } => {
-            match policy.next(
-                &result.outcome,
-                delivery.retries,
-                delivery.attempt,
-                // A redriven delivery's age counts from the redrive.
-                delivery.redriven_at.unwrap_or(delivery.first_attempt_at),
-                now,
-                draw,
-            ) {
+            // A redriven delivery's age counts from the redrive.
+            let since = delivery.redriven_at.unwrap_or(delivery.first_attempt_at);
+            let attempt = delivery.attempt;
+            let mut next =
+                policy.next(&result.outcome, delivery.retries, attempt, since, now, draw);
+            if let Some(least) = result.not_before {
+                let last_error = reason.as_deref().unwrap_or_default();
+                next = policy.at_least(next, least, last_error, since, now, draw);
+            }
+            match next {
                 Next::Wait {
                     tier,
                     due_at,
@@ -243,6 +258,7 @@ mod tests {
                 error: outcome.reason(),
                 latency_ms: 3,
             }),
+            not_before: None,
         }
     }
 
@@ -379,10 +395,7 @@ mod tests {
         };
         let s = settle(
             delivery(0),
-            AttemptResult {
-                outcome,
-                call: None,
-            },
+            AttemptResult::not_called(outcome),
             &policy,
             Utc::now(),
             0.5,
