@@ -101,6 +101,74 @@ async fn a_hanging_webhook_with_thousands_queued_does_not_delay_another_workspac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_connections_due_retries_take_a_few_places_and_other_retries_go_on() {
+    const QUEUED: usize = 100;
+    const OTHER: usize = 10;
+    let h = Harness::new_with(|s| {
+        // The hanging connection's lane in the retry consumer: 2 calls and 5 waiting, of 20.
+        s.retry.max_in_flight = 20;
+        s.retry.max_in_flight_per_connection = 2;
+        s.processor.max_queued_per_connection = 5;
+        s.retry.tiers = ["1s", "10m"].map(String::from).to_vec();
+    })
+    .await;
+    h.apply(&[
+        // Held 60 s, given up after 20 s: no call to it ends while the test runs.
+        (
+            "hang.yaml",
+            &webhook_workspace("ws_hang", "hang?delay_ms=60000", 20_000),
+        ),
+        ("flaky.yaml", &webhook_workspace("ws_flaky", "flaky", 2_000)),
+    ])
+    .await;
+    // The other workspace's first four calls fail (one fewer than open its circuit), so four
+    // of its deliveries are retries.
+    h.sandbox.inject(Fault {
+        path: "/webhook/flaky".into(),
+        count: 4,
+        status: 503,
+        body: "try again".into(),
+        retry_after: None,
+        delay_ms: 0,
+        rate: None,
+    });
+    for i in 0..QUEUED {
+        h.emit("ws_hang", "e", &format!("evt_hang_{i}"), None, json!({}))
+            .await;
+    }
+    for i in 0..OTHER {
+        h.emit("ws_flaky", "e", &format!("evt_flaky_{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    h.wait_for_history("ws_flaky", "the other workspace's retries delivered", |r| {
+        r.len() == OTHER
+            && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+            && r.iter().filter(|d| d.attempts.len() == 2).count() == 4
+    })
+    .await;
+    // Had the hanging connection's due retries filled the retry consumer, the other retries
+    // would have waited for those calls to time out; none has.
+    let hang = h.history("ws_hang").await;
+    assert!(
+        hang.iter().all(|d| d.attempts.is_empty()),
+        "a call to the hanging connection ended before the other retries were made"
+    );
+    // Its due retries beyond its lane went on to their next tier without a call.
+    h.wait_for_history("ws_hang", "retries beyond the lane deferred", |r| {
+        r.iter().any(|d| {
+            d.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("retry.max_in_flight_per_connection"))
+                && d.next_attempt_at
+                    .is_some_and(|at| at - d.updated_at > chrono::Duration::minutes(5))
+        })
+    })
+    .await;
+    running.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_opens_its_circuit_and_is_then_spared_the_calls() {
     const EVENTS: usize = 40;
     let h = Harness::new_with(|s| {
@@ -201,11 +269,12 @@ async fn deliveries_an_open_circuit_turns_away_wait_their_tier_not_just_the_cool
             r.len() == EVENTS && r.iter().all(|d| d.status == DeliveryStatus::Retrying)
         })
         .await;
-    let turned_away: Vec<_> = history
-        .iter()
-        .filter(|d| d.attempts.is_empty())
-        .collect();
-    assert_eq!(turned_away.len(), EVENTS - 2, "two calls opened the circuit");
+    let turned_away: Vec<_> = history.iter().filter(|d| d.attempts.is_empty()).collect();
+    assert_eq!(
+        turned_away.len(),
+        EVENTS - 2,
+        "two calls opened the circuit"
+    );
     for d in &turned_away {
         let wait = d.next_attempt_at.expect("a next attempt") - d.updated_at;
         // The first tier's 10 minutes, less the 20% jitter.

@@ -155,6 +155,20 @@ impl Breakers {
         }
     }
 
+    /// Whether [`admit`](Self::admit) would refuse a delivery to `connection` now (open, or
+    /// half-open with its probe under way), without taking the probe.
+    pub fn turns_away(&self, workspace: &str, connection: &str, now: Instant) -> bool {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if states.is_empty() {
+            return false;
+        }
+        match states.get(&(workspace.to_owned(), connection.to_owned())) {
+            Some(State::Open { until, .. }) => now < *until,
+            Some(State::HalfOpen { since, .. }) => now.duration_since(*since) <= PROBE_TIMEOUT,
+            Some(State::Closed { .. }) | None => false,
+        }
+    }
+
     /// Records how a call to `connection` went.
     pub fn record(&self, workspace: &str, connection: &str, outcome: &Outcome, now: Instant) {
         if self.settings.failures == 0 {
@@ -348,6 +362,29 @@ mod tests {
         let later = now + Duration::from_secs(11);
         assert_eq!(b.view("ws", "c", later).state, "half_open");
         assert_eq!(b.view("ws", "other", now).state, "closed");
+    }
+
+    #[test]
+    fn turns_away_agrees_with_admit_without_taking_the_probe() {
+        let b = breakers(10);
+        let t0 = Instant::now();
+        assert!(!b.turns_away("ws", "c", t0));
+        for _ in 0..3 {
+            b.record("ws", "c", &timeout(), t0);
+        }
+        assert!(b.turns_away("ws", "c", t0));
+        assert!(!b.turns_away("ws", "other", t0));
+        let later = t0 + Duration::from_secs(11);
+        assert!(
+            !b.turns_away("ws", "c", later),
+            "cooled down: a probe may go"
+        );
+        assert_eq!(
+            b.admit("ws", "c", later),
+            Admission::Call { probe: true },
+            "asking did not take the probe"
+        );
+        assert!(b.turns_away("ws", "c", later), "its probe is under way");
     }
 
     #[test]

@@ -28,19 +28,26 @@
 //! the committed offset), and a partition newly assigned is resumed, as librdkafka keeps a
 //! partition paused across revoke and re-assignment.
 //!
+//! Retries of one connection call it at most `retry.max_in_flight_per_connection` at a time;
+//! further due ones wait their turn, at most `processor.max_queued_per_connection` of them, and
+//! beyond that go to their next tier without a call. So when a hanging connection's backlog
+//! comes due it holds a few of the consumer's places, and every other connection's retries
+//! keep moving. A retry whose connection's circuit is open does not wait its turn: it is turned
+//! away at once.
+//!
 //! The consumer is polled all the time: with `retry.max_in_flight` attempts and forwards under
 //! way, the assigned partitions are paused until one finishes instead of the loop waiting, so a
 //! destination that hangs never keeps the consumer from polling past `max.poll.interval.ms`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, TopicPartitionList};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -71,12 +78,19 @@ struct Held {
     message: OwnedMessage,
 }
 
-/// The running state of the retry consumer.
-struct Worker {
+/// What every attempt and forward of the retry consumer shares.
+struct Shared {
     router: Arc<Router>,
     consumer: Arc<RetryConsumer>,
     tracker: Arc<OffsetTracker>,
-    permits: Arc<Semaphore>,
+    /// `retry.max_in_flight`: attempts and forwards under way at once.
+    permits: Semaphore,
+    lanes: Lanes,
+}
+
+/// The running state of the retry consumer.
+struct Worker {
+    shared: Arc<Shared>,
     max_in_flight: usize,
     tasks: JoinSet<()>,
     held: HashMap<Key, Held>,
@@ -130,11 +144,18 @@ pub async fn run(
     tracing::info!(?topics, group = %settings.retry.group_id, "consuming retry tiers");
 
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(Key, u64)>();
-    let mut w = Worker {
+    let shared = Arc::new(Shared {
         router: router.clone(),
         consumer: consumer.clone(),
         tracker: tracker.clone(),
-        permits: Arc::new(Semaphore::new(settings.retry.max_in_flight)),
+        permits: Semaphore::new(settings.retry.max_in_flight),
+        lanes: Lanes::new(
+            settings.retry.max_in_flight_per_connection,
+            settings.processor.max_queued_per_connection,
+        ),
+    });
+    let mut w = Worker {
+        shared,
         max_in_flight: settings.retry.max_in_flight,
         tasks: JoinSet::new(),
         held: HashMap::new(),
@@ -172,7 +193,7 @@ pub async fn run(
 impl Worker {
     /// Attempts, holds or forwards a claimed record, as its due time and tier say.
     fn dispatch(&mut self, claim: Claim, m: OwnedMessage) {
-        let policy = &self.router.policy;
+        let policy = &self.shared.router.policy;
         let now = Utc::now();
         // An unreadable record is "due": its attempt sends it to the dead-letter topic.
         let wait = due_at(&m).map_or(Duration::ZERO, |due| {
@@ -190,27 +211,11 @@ impl Worker {
             .unwrap_or(policy.tiers.len() - 1);
         match policy.head(tier, wait, in_tier) {
             Head::Attempt => {
-                let job = attempt(
-                    self.router.clone(),
-                    self.consumer.clone(),
-                    self.tracker.clone(),
-                    m,
-                    claim,
-                    self.permits.clone(),
-                );
-                self.tasks.spawn(job);
+                self.tasks.spawn(attempt(self.shared.clone(), m, claim));
             }
             Head::Forward(to) => {
                 let topic = policy.tiers[to].topic.clone();
-                let job = forward(
-                    self.router.clone(),
-                    self.consumer.clone(),
-                    self.tracker.clone(),
-                    m,
-                    claim,
-                    (to, topic),
-                    self.permits.clone(),
-                );
+                let job = forward(self.shared.clone(), m, claim, (to, topic));
                 self.tasks.spawn(job);
             }
             Head::Hold(wait) => {
@@ -242,7 +247,7 @@ impl Worker {
         let Some(h) = self.held.remove(&key) else {
             return;
         };
-        if !self.tracker.is_current(&h.claim) {
+        if !self.shared.tracker.is_current(&h.claim) {
             return; // revoked meanwhile; whoever owns it now re-reads it
         }
         self.dispatch(h.claim, h.message);
@@ -265,7 +270,7 @@ impl Worker {
     /// the assigned partitions consume again — librdkafka keeps a partition this replica paused
     /// paused across revoke and re-assignment, with nothing held here any more to resume it.
     fn rebalanced(&mut self) {
-        let tracker = &self.tracker;
+        let tracker = &self.shared.tracker;
         self.held.retain(|_, h| tracker.is_current(&h.claim));
         self.apply_pauses();
     }
@@ -275,7 +280,7 @@ impl Worker {
     /// resumed: librdkafka restarts a resumed partition from its last pause or assignment
     /// position, which for a partition that was never paused would read records again.
     fn apply_pauses(&mut self) {
-        let Ok(assigned) = self.consumer.assignment() else {
+        let Ok(assigned) = self.shared.consumer.assignment() else {
             return;
         };
         let assigned: Vec<Key> = assigned
@@ -299,7 +304,7 @@ impl Worker {
         if keys.is_empty() {
             return;
         }
-        if let Err(e) = self.consumer.pause(&partition_list(&keys)) {
+        if let Err(e) = self.shared.consumer.pause(&partition_list(&keys)) {
             tracing::warn!(error = %e, partitions = ?keys, "pausing retry partitions failed");
         }
         self.paused.extend(keys);
@@ -314,7 +319,7 @@ impl Worker {
         if keys.is_empty() {
             return;
         }
-        if let Err(e) = self.consumer.resume(&partition_list(&keys)) {
+        if let Err(e) = self.shared.consumer.resume(&partition_list(&keys)) {
             tracing::warn!(error = %e, partitions = ?keys, "resuming retry partitions failed");
             return;
         }
@@ -364,16 +369,10 @@ fn due_at(m: &OwnedMessage) -> Option<chrono::DateTime<Utc>> {
 }
 
 /// Attempts a due record (or dead-letters an unreadable one), then stores its offset.
-async fn attempt(
-    router: Arc<Router>,
-    consumer: Arc<RetryConsumer>,
-    tracker: Arc<OffsetTracker>,
-    m: OwnedMessage,
-    claim: Claim,
-    permits: Arc<Semaphore>,
-) {
+async fn attempt(shared: Arc<Shared>, m: OwnedMessage, claim: Claim) {
     // The loop bounds the tasks it starts; this bounds the calls even across a rebalance.
-    let _permit = permits.acquire_owned().await;
+    let _permit = shared.permits.acquire().await;
+    let router = &shared.router;
     let bytes = m.payload().unwrap_or_default();
     match serde_json::from_slice::<DeliveryTask>(bytes) {
         Err(e) => {
@@ -391,28 +390,21 @@ async fn attempt(
         }
         Ok(task) => {
             let span = tracing::info_span!("retry", delivery_id = %task.delivery_id, attempt = task.attempt);
-            retry(&router, task).instrument(span).await
+            retry(router, &shared.lanes, task).instrument(span).await
         }
     }
-    store_finished(&tracker, &claim, &*consumer);
+    store_finished(&shared.tracker, &claim, &*shared.consumer);
 }
 
 /// Writes a record due later than its tier allows to the tail of tier `to`, due time unchanged,
 /// then stores its offset: until Kafka acknowledged the copy, the original stays uncommitted.
-async fn forward(
-    router: Arc<Router>,
-    consumer: Arc<RetryConsumer>,
-    tracker: Arc<OffsetTracker>,
-    m: OwnedMessage,
-    claim: Claim,
-    (to, topic): (usize, String),
-    permits: Arc<Semaphore>,
-) {
+async fn forward(shared: Arc<Shared>, m: OwnedMessage, claim: Claim, (to, topic): (usize, String)) {
     let Ok(mut task) = serde_json::from_slice::<DeliveryTask>(m.payload().unwrap_or_default())
     else {
         // Only its due time could be read: the attempt path dead-letters it.
-        return attempt(router, consumer, tracker, m, claim, permits).await;
+        return attempt(shared, m, claim).await;
     };
+    let router = &shared.router;
     tracing::debug!(delivery_id = %task.delivery_id, from = m.topic(), to = %topic,
         due_at = %task.due_at, "retry task due later than its tier allows; forwarded");
     task.tier = to as u32;
@@ -421,13 +413,14 @@ async fn forward(
         // Attempting it early beats losing it or holding the partition.
         tracing::warn!(delivery_id = %task.delivery_id, %too_large,
             "retry task no longer fits to be forwarded; attempted now instead");
-        return attempt(router, consumer, tracker, m, claim, permits).await;
+        return attempt(shared, m, claim).await;
     }
-    store_finished(&tracker, &claim, &*consumer);
+    store_finished(&shared.tracker, &claim, &*shared.consumer);
 }
 
-/// Attempts a due task again with the workspace's current rule and connection.
-async fn retry(router: &Router, task: DeliveryTask) {
+/// Attempts a due task again with the workspace's current rule and connection, when its turn
+/// on the connection comes.
+async fn retry(router: &Router, lanes: &Lanes, task: DeliveryTask) {
     let workspace = match router.table.get(&task.envelope.workspace_id) {
         Some(WorkspaceEntry::Ready(ws)) => ws,
         Some(WorkspaceEntry::Invalid(reason)) => {
@@ -458,9 +451,111 @@ async fn retry(router: &Router, task: DeliveryTask) {
     if supersede::skip_if_superseded(router, rule, &delivery).await {
         return;
     }
+    let connection = rule.connection.id.as_str();
+    let lane = match lanes.enter(&workspace.id, connection) {
+        Ok(lane) => lane,
+        Err(waiting) => {
+            let reason = format!(
+                "not called: {waiting} retries of this connection are already under way or \
+                 waiting (retry.max_in_flight_per_connection, processor.max_queued_per_connection); \
+                 sent to its next retry tier instead"
+            );
+            return router.defer(rule, delivery, reason).await;
+        }
+    };
+    // Turned away by an open circuit: no need to wait for a turn to be told so.
+    let _turn = if router
+        .breakers
+        .turns_away(&workspace.id, connection, Instant::now())
+    {
+        None
+    } else {
+        Some(lane.turn().await)
+    };
     router
         .attempt_and_record(&workspace, rule, delivery, Ok(()))
         .await;
+}
+
+/// The retries of each connection in the consumer: at most `calls` of them call it at once, and
+/// at most `calls + queued` are in the consumer at all. A connection has an entry only while it
+/// has retries in the consumer, so the map is no larger than `retry.max_in_flight`.
+struct Lanes {
+    calls: usize,
+    queued: usize,
+    lanes: Mutex<HashMap<(String, String), Lane>>,
+}
+
+struct Lane {
+    turns: Arc<Semaphore>,
+    /// Retries of the connection in the consumer, calling or waiting.
+    retries: usize,
+}
+
+/// A retry's place in its connection's lane, given up when dropped.
+struct InLane<'a> {
+    lanes: &'a Lanes,
+    key: (String, String),
+    turns: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn new(calls: usize, queued: usize) -> Self {
+        Self {
+            calls,
+            queued,
+            lanes: Mutex::default(),
+        }
+    }
+
+    /// A place in the lane of `workspace`'s `connection`, or, when the lane is full, how many
+    /// retries it holds.
+    fn enter(&self, workspace: &str, connection: &str) -> Result<InLane<'_>, usize> {
+        let key = (workspace.to_owned(), connection.to_owned());
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.entry(key.clone()).or_insert_with(|| Lane {
+            turns: Arc::new(Semaphore::new(self.calls)),
+            retries: 0,
+        });
+        if lane.retries >= self.calls + self.queued {
+            return Err(lane.retries);
+        }
+        lane.retries += 1;
+        Ok(InLane {
+            lanes: self,
+            key,
+            turns: lane.turns.clone(),
+        })
+    }
+
+    /// Connections with retries in the consumer.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl InLane<'_> {
+    /// Waits until fewer than `calls` retries of the connection are calling it; the turn lasts
+    /// as long as the permit.
+    async fn turn(&self) -> SemaphorePermit<'_> {
+        self.turns
+            .acquire()
+            .await
+            .expect("a lane's semaphore is never closed")
+    }
+}
+
+impl Drop for InLane<'_> {
+    fn drop(&mut self) {
+        let mut lanes = self.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lane) = lanes.get_mut(&self.key) {
+            lane.retries -= 1;
+            if lane.retries == 0 {
+                lanes.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Ends a task whose rule or workspace is gone: `failed`, with the reason, to the DLQ.
@@ -475,4 +570,39 @@ async fn give_up(router: &Router, task: DeliveryTask, reason: String) {
         }
     };
     futures::join!(router.writer.history(&settled.record, partition), dead);
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_holds_at_most_its_calls_and_queue_and_leaves_no_entry_behind() {
+        let lanes = Lanes::new(2, 3);
+        let full: Vec<InLane> = (0..5).map(|_| lanes.enter("ws", "c").unwrap()).collect();
+        assert_eq!(lanes.enter("ws", "c").err(), Some(5), "the lane is full");
+        let other = lanes
+            .enter("ws", "d")
+            .expect("another connection has a lane of its own");
+        let first = full[0].turn().await;
+        let second = full[1].turn().await;
+        assert!(
+            full[2].turn().now_or_never().is_none(),
+            "a third call waits for a turn"
+        );
+        assert!(other.turn().now_or_never().is_some());
+        drop(first);
+        assert!(full[2].turn().now_or_never().is_some(), "a turn freed");
+        drop(second);
+        drop(full);
+        assert_eq!(lanes.len(), 1);
+        drop(other);
+        assert_eq!(
+            lanes.len(),
+            0,
+            "no connection is remembered once its retries left"
+        );
+    }
 }

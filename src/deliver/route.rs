@@ -269,15 +269,11 @@ impl Router {
             let rendered = planned.rendered.map(|_| ());
             match lane {
                 Lane::Full(Full(queued)) => {
-                    self.metrics
-                        .deferred
-                        .with_label_values(&["connection_backlog_full"])
-                        .inc();
                     let reason = format!(
                         "not called: {queued} deliveries already wait for this connection \
                          (processor.max_queued_per_connection); sent to a retry tier instead"
                     );
-                    Box::pin(self.record(rule, delivery, not_called(reason, None))).await;
+                    Box::pin(self.defer(rule, delivery, reason)).await;
                 }
                 // Boxed: a delivery waits in its line with the state of the attempt (the HTTP
                 // call, the history produce), kilobytes, not yet allocated. Inline, every
@@ -362,6 +358,16 @@ impl Router {
         };
         self.metrics.open_circuits.set(self.breakers.open() as i64);
         self.record(rule, delivery, result).await;
+    }
+
+    /// Records `delivery` as not called because too many deliveries already wait for its
+    /// connection (`reason` names the bound): it goes to its next retry tier.
+    pub async fn defer(&self, rule: &CompiledRule, delivery: Delivery, reason: String) {
+        self.metrics
+            .deferred
+            .with_label_values(&["connection_backlog_full"])
+            .inc();
+        self.record(rule, delivery, not_called(reason, None)).await;
     }
 
     /// Counts and logs `result`, then writes the history record and the retry task or dead

@@ -171,6 +171,7 @@ pub struct RetrySettings {
     pub max_age_ms: u64,
     pub group_id: String,
     pub max_in_flight: usize,
+    pub max_in_flight_per_connection: usize,
     pub supersede_max_subjects: usize,
 }
 
@@ -540,6 +541,10 @@ impl Settings {
         nonempty("retry.group_id", &self.retry.group_id)?;
         positive("retry.max_age_ms", self.retry.max_age_ms)?;
         positive("retry.max_in_flight", self.retry.max_in_flight as u64)?;
+        positive(
+            "retry.max_in_flight_per_connection",
+            self.retry.max_in_flight_per_connection as u64,
+        )?;
         positive(
             "retry.supersede_max_subjects",
             self.retry.supersede_max_subjects as u64,
