@@ -374,7 +374,7 @@ pub async fn run(
 /// one second after every resume). Meanwhile the consumer is not polled, which delays a
 /// rebalance by at most this long, and librdkafka's prefetch stays within its own bounds
 /// (`queued.min.messages`, `queued.max.messages.kbytes`).
-const PAUSE_AFTER: Duration = Duration::from_millis(200);
+pub(super) const PAUSE_AFTER: Duration = Duration::from_millis(200);
 
 /// Waits for a place in the in-flight window: first for [`PAUSE_AFTER`] without polling, then
 /// with fetching paused, polling all the while so the consumer stays in its group however long

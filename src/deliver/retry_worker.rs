@@ -36,8 +36,9 @@
 //! away at once.
 //!
 //! The consumer is polled all the time: with `retry.max_in_flight` attempts and forwards under
-//! way, the assigned partitions are paused until one finishes instead of the loop waiting, so a
-//! destination that hangs never keeps the consumer from polling past `max.poll.interval.ms`.
+//! way, the loop waits up to [`PAUSE_AFTER`] for one to finish, then pauses the assigned
+//! partitions until one does and polls meanwhile, so a destination that hangs never keeps the
+//! consumer from polling past `max.poll.interval.ms`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,7 @@ use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
 use super::processor::{
-    LagGauges, ProcessorContext, ProcessorError, finish, stopped, store_finished,
+    LagGauges, PAUSE_AFTER, ProcessorContext, ProcessorError, finish, stopped, store_finished,
 };
 use super::retry::Head;
 use super::route::Router;
@@ -168,6 +169,15 @@ pub async fn run(
 
     loop {
         while w.tasks.try_join_next().is_some() {}
+        if !w.saturated && w.tasks.len() >= w.max_in_flight {
+            // Under load places free many times a second: wait a moment for one before pausing,
+            // as the event processor does, since a resumed partition may restart a second late.
+            tokio::select! {
+                _ = tokio::time::timeout(PAUSE_AFTER, w.tasks.join_next()) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+            while w.tasks.try_join_next().is_some() {}
+        }
         w.pace();
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
