@@ -24,6 +24,19 @@ rules:
     )
 }
 
+/// The sandbox answers the first `count` requests to `path` with 503 and `body`.
+fn unavailable(path: &str, count: u32, body: &str) -> Fault {
+    Fault {
+        path: path.into(),
+        count,
+        status: 503,
+        body: body.into(),
+        retry_after: None,
+        delay_ms: 0,
+        rate: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_webhook_with_thousands_queued_does_not_delay_another_workspace() {
     const QUEUED: usize = 1_500;
@@ -123,15 +136,8 @@ async fn a_hanging_connections_due_retries_take_a_few_places_and_other_retries_g
     .await;
     // The other workspace's first four calls fail (one fewer than open its circuit), so four
     // of its deliveries are retries.
-    h.sandbox.inject(Fault {
-        path: "/webhook/flaky".into(),
-        count: 4,
-        status: 503,
-        body: "try again".into(),
-        retry_after: None,
-        delay_ms: 0,
-        rate: None,
-    });
+    h.sandbox
+        .inject(unavailable("/webhook/flaky", 4, "try again"));
     for i in 0..QUEUED {
         h.emit("ws_hang", "e", &format!("evt_hang_{i}"), None, json!({}))
             .await;
@@ -182,15 +188,8 @@ async fn a_failing_endpoint_opens_its_circuit_and_is_then_spared_the_calls() {
         ("up.yaml", &webhook_workspace("ws_up", "up", 2_000)),
     ])
     .await;
-    h.sandbox.inject(Fault {
-        path: "/webhook/down".into(),
-        count: 10_000,
-        status: 503,
-        body: "upstream unavailable".into(),
-        retry_after: None,
-        delay_ms: 0,
-        rate: None,
-    });
+    h.sandbox
+        .inject(unavailable("/webhook/down", 10_000, "upstream unavailable"));
     for i in 0..EVENTS {
         h.emit("ws_down", "e", &format!("evt_d{i}"), None, json!({}))
             .await;
@@ -250,15 +249,8 @@ async fn deliveries_an_open_circuit_turns_away_wait_their_tier_not_just_the_cool
     .await;
     h.apply(&[("down.yaml", &webhook_workspace("ws_down", "down", 2_000))])
         .await;
-    h.sandbox.inject(Fault {
-        path: "/webhook/down".into(),
-        count: 10_000,
-        status: 503,
-        body: "upstream unavailable".into(),
-        retry_after: None,
-        delay_ms: 0,
-        rate: None,
-    });
+    h.sandbox
+        .inject(unavailable("/webhook/down", 10_000, "upstream unavailable"));
     for i in 0..EVENTS {
         h.emit("ws_down", "e", &format!("evt_{i}"), None, json!({}))
             .await;
