@@ -12,6 +12,9 @@
 //! - Without it, the tier's delay is spread by ±`jitter` so one outage's retries do not return
 //!   all at once.
 //! - Past `max_age` since the first attempt, the delivery is dead.
+//! - A delivery not called because too many deliveries already wait for its connection (which
+//!   is busy, not failing) is scheduled like a rate limit without a time: it uses no tier
+//!   ([`RetryPolicy::next_busy`]).
 //! - A delivery not called because its connection's circuit is open uses its next tier like a
 //!   failed call, and waits for that tier's spread delay or, if longer, until the circuit lets
 //!   a call through again, spread forward by the jitter ([`RetryPolicy::at_least`]). So the
@@ -81,6 +84,38 @@ impl RetryPolicy {
                 };
             }
         };
+        let progress = (retries, attempt, first_attempt_at);
+        self.schedule((after, uses_a_tier, reason), progress, now, draw)
+    }
+
+    /// `next` for a delivery not called because too many deliveries already wait for its
+    /// connection (`reason` says so): like a rate limit without a time, it uses no tier and
+    /// waits in the tier numbered by the attempts made so far, each deferral counted. A busy
+    /// connection's overflow thus comes back less and less often, and is dead only past
+    /// `max_age`.
+    pub fn next_busy(
+        &self,
+        reason: &str,
+        retries: u32,
+        attempt: u32,
+        first_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        draw: f64,
+    ) -> Next {
+        let progress = (retries, attempt, first_attempt_at);
+        self.schedule((None, false, reason.to_owned()), progress, now, draw)
+    }
+
+    /// The schedule after a retryable outcome: `after` (a time the answer named), whether it
+    /// uses a tier, and its reason; the tiers used so far, the attempt just made and the first
+    /// attempt's time.
+    fn schedule(
+        &self,
+        (after, uses_a_tier, reason): (Option<Duration>, bool, String),
+        (retries, attempt, first_attempt_at): (u32, u32, DateTime<Utc>),
+        now: DateTime<Utc>,
+        draw: f64,
+    ) -> Next {
         let next_tier = retries as usize;
         let last = self.tiers.len() - 1;
         if uses_a_tier && next_tier > last {
@@ -412,6 +447,37 @@ mod tests {
             "{reason}"
         );
         assert!(matches!(refused(3, least, 0.0), Next::Dead { .. }));
+    }
+
+    #[test]
+    fn a_busy_connections_overflow_backs_off_without_using_a_tier() {
+        let p = policy(); // 5s, 1m, 10m
+        // (tiers used, attempt just made) → (tier, seconds to wait at the middle draw)
+        let cases = [
+            ((0, 1), (0, 5)),
+            ((0, 2), (1, 60)),
+            ((1, 3), (2, 600)),
+            // Every tier used: still waiting, not dead.
+            ((3, 9), (2, 600)),
+        ];
+        for ((retries, attempt), (tier, secs)) in cases {
+            assert_eq!(
+                p.next_busy("busy", retries, attempt, at(0), at(0), 0.5),
+                Next::Wait {
+                    tier,
+                    due_at: at(secs),
+                    retries
+                },
+                "deferred at attempt {attempt} with {retries} tiers used"
+            );
+        }
+        let Next::Dead { reason } = p.next_busy("busy", 0, 3, at(0), at(3500), 0.5) else {
+            panic!("past the hour")
+        };
+        assert!(
+            reason.contains("max_age") && reason.contains("busy"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::breaker::{Admission, Breakers};
 use super::dedupe::Dedupe;
 use super::order::{Full, Turn};
 use super::retry::RetryPolicy;
-use super::settle::{AttemptResult, Delivery, settle};
+use super::settle::{AttemptResult, Deferral, Delivery, settle};
 use super::supersede::{self, LastWrites};
 use crate::destinations::{Call, Outcome};
 use crate::history::OutcomeWriter;
@@ -39,11 +39,10 @@ pub struct Router {
     pub last_writes: LastWrites,
 }
 
-/// The result of a delivery that was not called: it goes to a retry tier with `reason`, not
-/// before `not_before` when given.
-fn not_called(reason: String, not_before: Option<std::time::Duration>) -> AttemptResult {
+/// The result of a delivery put off without a call: it goes to a retry tier with `reason`.
+fn not_called(reason: String, why: Deferral) -> AttemptResult {
     AttemptResult {
-        not_before,
+        deferred: Some(why),
         ..AttemptResult::not_called(Outcome::Retry {
             after: None,
             reason,
@@ -320,7 +319,7 @@ impl Router {
                 .deferred
                 .with_label_values(&["circuit_open"])
                 .inc();
-            not_called(reason, Some(retry_in))
+            not_called(reason, Deferral::CircuitOpen(retry_in))
         } else {
             let at = Utc::now();
             let started = Instant::now();
@@ -353,7 +352,7 @@ impl Router {
                     latency_ms: latency.as_millis() as u64,
                 }),
                 outcome: attempted.outcome,
-                not_before: None,
+                deferred: None,
             }
         };
         self.metrics.open_circuits.set(self.breakers.open() as i64);
@@ -367,7 +366,8 @@ impl Router {
             .deferred
             .with_label_values(&["connection_backlog_full"])
             .inc();
-        self.record(rule, delivery, not_called(reason, None)).await;
+        self.record(rule, delivery, not_called(reason, Deferral::Busy))
+            .await;
     }
 
     /// Counts and logs `result`, then writes the history record and the retry task or dead

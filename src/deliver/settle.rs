@@ -70,9 +70,20 @@ pub struct AttemptResult {
     pub outcome: Outcome,
     /// `None` when no call was made (template error, connection known broken).
     pub call: Option<Attempt>,
-    /// For a delivery not called because its circuit is open: how long until the circuit lets
-    /// a call through. Its next attempt is no earlier (see [`RetryPolicy::at_least`]).
-    pub not_before: Option<std::time::Duration>,
+    /// Why a retryable delivery was put off without a call, when it was.
+    pub deferred: Option<Deferral>,
+}
+
+/// Why a delivery was sent to a retry tier without a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Its connection's circuit is open for this long yet. It uses a tier as a failed call
+    /// would, and is due no earlier (see [`RetryPolicy::at_least`]).
+    CircuitOpen(std::time::Duration),
+    /// Too many deliveries already wait for its connection, which is busy, not failing: like a
+    /// rate limit without a time, it uses no tier and backs off by the attempts made so far
+    /// (see [`RetryPolicy::next_busy`]).
+    Busy,
 }
 
 impl AttemptResult {
@@ -81,7 +92,7 @@ impl AttemptResult {
         Self {
             outcome,
             call: None,
-            not_before: None,
+            deferred: None,
         }
     }
 }
@@ -166,12 +177,18 @@ pub fn settle(
             // A redriven delivery's age counts from the redrive.
             let since = delivery.redriven_at.unwrap_or(delivery.first_attempt_at);
             let attempt = delivery.attempt;
-            let mut next =
-                policy.next(&result.outcome, delivery.retries, attempt, since, now, draw);
-            if let Some(least) = result.not_before {
-                let last_error = reason.as_deref().unwrap_or_default();
-                next = policy.at_least(next, least, last_error, since, now, draw);
-            }
+            let retries = delivery.retries;
+            let last_error = reason.as_deref().unwrap_or_default();
+            let next = match result.deferred {
+                None => policy.next(&result.outcome, retries, attempt, since, now, draw),
+                Some(Deferral::CircuitOpen(least)) => {
+                    let next = policy.next(&result.outcome, retries, attempt, since, now, draw);
+                    policy.at_least(next, least, last_error, since, now, draw)
+                }
+                Some(Deferral::Busy) => {
+                    policy.next_busy(last_error, retries, attempt, since, now, draw)
+                }
+            };
             match next {
                 Next::Wait {
                     tier,
@@ -258,7 +275,7 @@ mod tests {
                 error: outcome.reason(),
                 latency_ms: 3,
             }),
-            not_before: None,
+            deferred: None,
         }
     }
 
