@@ -30,7 +30,7 @@
 //!
 //! Retries of one connection call it at most `retry.max_in_flight_per_connection` at a time;
 //! further due ones wait their turn, at most `processor.max_queued_per_connection` of them, and
-//! beyond that go to their next tier without a call. So when a hanging connection's backlog
+//! beyond that go back to a retry tier without a call, using none of their tiers. So when a hanging connection's backlog
 //! comes due it holds a few of the consumer's places, and every other connection's retries
 //! keep moving. A retry whose connection's circuit is open does not wait its turn: it is turned
 //! away at once.
@@ -468,7 +468,7 @@ async fn retry(router: &Router, lanes: &Lanes, task: DeliveryTask) {
             let reason = format!(
                 "not called: {waiting} retries of this connection are already under way or \
                  waiting (retry.max_in_flight_per_connection, processor.max_queued_per_connection); \
-                 sent to its next retry tier instead"
+                 sent back to a retry tier instead"
             );
             return router.defer(rule, delivery, reason).await;
         }

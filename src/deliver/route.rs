@@ -360,7 +360,7 @@ impl Router {
     }
 
     /// Records `delivery` as not called because too many deliveries already wait for its
-    /// connection (`reason` names the bound): it goes to its next retry tier.
+    /// connection (`reason` names the bound): it goes back to a retry tier, using none of its tiers.
     pub async fn defer(&self, rule: &CompiledRule, delivery: Delivery, reason: String) {
         self.metrics
             .deferred
