@@ -224,6 +224,7 @@ CONFIG_SCHEMA_REFINEMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("processor", "max_event_bytes"): {"minimum": 1},
     ("retry", "max_in_flight"): {"minimum": 1},
     ("retry", "max_in_flight_per_connection"): {"minimum": 1},
+    ("retry", "max_deferrals_per_second"): {"minimum": 1},
     ("http", "listen"): {"pattern": "^.+:[0-9]{1,5}$"},
     ("log", "format"): {"enum": ["text", "json"]},
 }

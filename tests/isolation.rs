@@ -177,6 +177,57 @@ async fn a_hanging_connections_due_retries_take_a_few_places_and_other_retries_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_retries_sent_back_without_a_call_go_at_the_deferral_pace() {
+    const QUEUED: usize = 100;
+    const PER_SECOND: u32 = 20;
+    let h = Harness::new_with(|s| {
+        // A lane of 2 calls and 5 waiting; the rest of the backlog is sent back, 20 a second.
+        s.retry.max_in_flight_per_connection = 2;
+        s.processor.max_queued_per_connection = 5;
+        s.retry.max_deferrals_per_second = PER_SECOND;
+        s.retry.tiers = ["2s", "10m"].map(String::from).to_vec();
+    })
+    .await;
+    h.apply(&[(
+        "hang.yaml",
+        &webhook_workspace("ws_hang", "hang?delay_ms=60000", 20_000),
+    )])
+    .await;
+    for i in 0..QUEUED {
+        h.emit("ws_hang", "e", &format!("evt_hang_{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    // Nearly all of the backlog goes to the 2 s tier unattempted, comes due within 0.8 s of
+    // itself, and but for the 7 places of its lane is sent back again.
+    let lane_full = |d: &herald::model::records::DeliveryRecord| {
+        d.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("retry.max_in_flight_per_connection"))
+    };
+    let sent_back = h
+        .wait_for_history("ws_hang", "the due backlog sent back", |r| {
+            r.iter().filter(|d| lane_full(d)).count() >= QUEUED - 20
+        })
+        .await;
+    let times: Vec<_> = sent_back
+        .iter()
+        .filter(|d| lane_full(d))
+        .map(|d| d.updated_at)
+        .collect();
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    // At 20 a second after a burst of 2, 80 take 3.9 s at least; unpaced, under a second.
+    let paced = (times.len() as u32 - 2) as f64 / f64::from(PER_SECOND);
+    let took = (*last - *first).as_seconds_f64();
+    assert!(
+        took >= paced - 0.2,
+        "{} sent back in {took:.2} s, faster than {PER_SECOND} a second",
+        times.len()
+    );
+    running.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_opens_its_circuit_and_is_then_spared_the_calls() {
     const EVENTS: usize = 40;
     let h = Harness::new_with(|s| {

@@ -35,16 +35,24 @@
 //! keep moving. A retry whose connection's circuit is open does not wait its turn: it is turned
 //! away at once.
 //!
+//! Retries sent back without a call (their connection's lane is full or its circuit open) are
+//! paced to `retry.max_deferrals_per_second`: each costs two acknowledged writes, and a broken
+//! connection's backlog of thousands coming due at once would otherwise take the replica's
+//! Kafka writes from every other tenant's deliveries for a moment. While they wait for their
+//! turn they hold places, so other retries may wait behind such a backlog.
+//!
 //! The consumer is polled all the time: with `retry.max_in_flight` attempts and forwards under
 //! way, the loop waits up to [`PAUSE_AFTER`] for one to finish, then pauses the assigned
 //! partitions until one does and polls meanwhile, so a destination that hangs never keeps the
 //! consumer from polling past `max.poll.interval.ms`.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, TopicPartitionList};
@@ -87,6 +95,7 @@ struct Shared {
     /// `retry.max_in_flight`: attempts and forwards under way at once.
     permits: Semaphore,
     lanes: Lanes,
+    deferrals: Pace,
 }
 
 /// The running state of the retry consumer.
@@ -154,6 +163,7 @@ pub async fn run(
             settings.retry.max_in_flight_per_connection,
             settings.processor.max_queued_per_connection,
         ),
+        deferrals: Pace::new(settings.retry.max_deferrals_per_second),
     });
     let mut w = Worker {
         shared,
@@ -400,7 +410,7 @@ async fn attempt(shared: Arc<Shared>, m: OwnedMessage, claim: Claim) {
         }
         Ok(task) => {
             let span = tracing::info_span!("retry", delivery_id = %task.delivery_id, attempt = task.attempt);
-            retry(router, &shared.lanes, task).instrument(span).await
+            retry(&shared, task).instrument(span).await
         }
     }
     store_finished(&shared.tracker, &claim, &*shared.consumer);
@@ -430,7 +440,8 @@ async fn forward(shared: Arc<Shared>, m: OwnedMessage, claim: Claim, (to, topic)
 
 /// Attempts a due task again with the workspace's current rule and connection, when its turn
 /// on the connection comes.
-async fn retry(router: &Router, lanes: &Lanes, task: DeliveryTask) {
+async fn retry(shared: &Shared, task: DeliveryTask) {
+    let router = &shared.router;
     let workspace = match router.table.get(&task.envelope.workspace_id) {
         Some(WorkspaceEntry::Ready(ws)) => ws,
         Some(WorkspaceEntry::Invalid(reason)) => {
@@ -462,9 +473,10 @@ async fn retry(router: &Router, lanes: &Lanes, task: DeliveryTask) {
         return;
     }
     let connection = rule.connection.id.as_str();
-    let lane = match lanes.enter(&workspace.id, connection) {
+    let lane = match shared.lanes.enter(&workspace.id, connection) {
         Ok(lane) => lane,
         Err(waiting) => {
+            shared.deferrals.turn().await;
             let reason = format!(
                 "not called: {waiting} retries of this connection are already under way or \
                  waiting (retry.max_in_flight_per_connection, processor.max_queued_per_connection); \
@@ -473,11 +485,16 @@ async fn retry(router: &Router, lanes: &Lanes, task: DeliveryTask) {
             return router.defer(rule, delivery, reason).await;
         }
     };
-    // Turned away by an open circuit: no need to wait for a turn to be told so.
-    let _turn = if router
-        .breakers
-        .turns_away(&workspace.id, connection, Instant::now())
-    {
+    // Turned away by an open circuit: no need to wait for a turn in the lane to be told so.
+    let turns_away = || {
+        router
+            .breakers
+            .turns_away(&workspace.id, connection, Instant::now())
+    };
+    if turns_away() {
+        shared.deferrals.turn().await;
+    }
+    let _turn = if turns_away() {
         None
     } else {
         Some(lane.turn().await)
@@ -565,6 +582,31 @@ impl Drop for InLane<'_> {
                 lanes.remove(&self.key);
             }
         }
+    }
+}
+
+/// The pace of retries sent back without a call (`retry.max_deferrals_per_second`): a burst of
+/// a tenth of a second's worth, then one every `1 / per_second`, in the order they asked.
+struct Pace {
+    limiter: DefaultDirectRateLimiter,
+    /// Only the first in line watches the limiter, so hundreds waiting do not all wake for
+    /// every turn; tokio's mutex is fair, so turns go in order.
+    line: tokio::sync::Mutex<()>,
+}
+
+impl Pace {
+    fn new(per_second: u32) -> Self {
+        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(per_second.get() / 10).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            line: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn turn(&self) {
+        let _first = self.line.lock().await;
+        self.limiter.until_ready().await;
     }
 }
 

@@ -172,6 +172,7 @@ pub struct RetrySettings {
     pub group_id: String,
     pub max_in_flight: usize,
     pub max_in_flight_per_connection: usize,
+    pub max_deferrals_per_second: u32,
     pub supersede_max_subjects: usize,
 }
 
@@ -544,6 +545,10 @@ impl Settings {
         positive(
             "retry.max_in_flight_per_connection",
             self.retry.max_in_flight_per_connection as u64,
+        )?;
+        positive(
+            "retry.max_deferrals_per_second",
+            u64::from(self.retry.max_deferrals_per_second),
         )?;
         positive(
             "retry.supersede_max_subjects",
