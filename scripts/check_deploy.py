@@ -222,6 +222,8 @@ CONFIG_SCHEMA_REFINEMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("topics", "replication_factor"): {"minimum": 1},
     ("processor", "max_in_flight_events"): {"minimum": 1},
     ("processor", "max_event_bytes"): {"minimum": 1},
+    ("processor", "max_queued_per_connection"): {"minimum": 1},
+    ("processor", "max_queued_per_workspace"): {"minimum": 1},
     ("retry", "max_in_flight"): {"minimum": 1},
     ("retry", "max_in_flight_per_connection"): {"minimum": 1},
     ("retry", "max_deferrals_per_second"): {"minimum": 1},

@@ -177,6 +177,71 @@ async fn a_hanging_connections_due_retries_take_a_few_places_and_other_retries_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_with_many_hanging_connections_holds_only_its_share_of_the_window() {
+    const CONNECTIONS: usize = 4;
+    const PER_CONNECTION: usize = 15;
+    const OTHER: usize = 6;
+    let h = Harness::new_with(|s| {
+        // Four lines of 10 would fill the window of 40; the workspace may hold 15 of it.
+        s.topics.partitions = 1;
+        s.processor.max_in_flight_events = 40;
+        s.processor.max_queued_per_connection = 10;
+        s.processor.max_queued_per_workspace = 15;
+        s.retry.tiers = ["10m", "20m"].map(String::from).to_vec();
+    })
+    .await;
+    // Each event of the busy workspace goes to one of its four hanging connections.
+    let mut many = String::from("workspace: ws_many\nconnections:\n");
+    for c in 0..CONNECTIONS {
+        many += &format!(
+            "  - {{ id: hook{c}, type: webhook, url: \"http://127.0.0.1:7780/webhook/hang{c}?delay_ms=60000\", timeout_ms: 20000, credentials: {{ secret: \"{WEBHOOK_SECRET}\" }} }}\n"
+        );
+    }
+    many += "rules:\n";
+    for c in 0..CONNECTIONS {
+        many += &format!("  - {{ id: r{c}, event: e{c}, connection: hook{c}, action: post }}\n");
+    }
+    h.apply(&[
+        ("many.yaml", &many),
+        ("ok.yaml", &webhook_workspace("ws_ok", "ok", 2_000)),
+    ])
+    .await;
+    for i in 0..CONNECTIONS * PER_CONNECTION {
+        let event = format!("e{}", i % CONNECTIONS);
+        h.emit("ws_many", &event, &format!("evt_many_{i}"), None, json!({}))
+            .await;
+    }
+    for i in 0..OTHER {
+        h.emit("ws_ok", "e", &format!("evt_ok_{i}"), None, json!({}))
+            .await;
+    }
+    let running = h.start();
+    h.wait_for_history("ws_ok", "the other workspace delivered", |r| {
+        r.len() == OTHER && r.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    // Had the busy workspace's lines filled the window, the other workspace would have waited
+    // for those calls to time out; none has.
+    let many = h.history("ws_many").await;
+    assert!(
+        many.iter().all(|d| d.attempts.is_empty()),
+        "a call to a hanging connection ended before the other workspace was delivered"
+    );
+    h.wait_for_history("ws_many", "the workspace's overflow deferred", |r| {
+        r.iter()
+            .filter(|d| {
+                d.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("processor.max_queued_per_workspace"))
+            })
+            .count()
+            >= CONNECTIONS * PER_CONNECTION - 15 - 4
+    })
+    .await;
+    running.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_retries_sent_back_without_a_call_go_at_the_deferral_pace() {
     const QUEUED: usize = 100;
     const PER_SECOND: u32 = 20;

@@ -275,7 +275,10 @@ pub async fn run(
         tracker,
         router: router.clone(),
         health: health.clone(),
-        lines: Lines::new(settings.processor.max_queued_per_connection),
+        lines: Lines::new(
+            settings.processor.max_queued_per_connection,
+            settings.processor.max_queued_per_workspace,
+        ),
         decoder,
         events_topic: settings.topics.events.clone(),
     });
@@ -476,13 +479,10 @@ fn prepare(shared: &Shared, raw: &RawRecord) -> Work {
             let deliveries = deliveries
                 .into_iter()
                 .map(|planned| {
-                    let line = [
-                        envelope.workspace_id.as_bytes(),
-                        b"\0",
-                        planned.connection_id.as_bytes(),
-                    ]
-                    .concat();
-                    let lane = match shared.lines.join(&line) {
+                    let joined = shared
+                        .lines
+                        .join(&envelope.workspace_id, &planned.connection_id);
+                    let lane = match joined {
                         Ok(turn) => Lane::Turn(turn),
                         Err(full) => Lane::Full(full),
                     };

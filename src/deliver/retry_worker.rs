@@ -30,9 +30,11 @@
 //!
 //! Retries of one connection call it at most `retry.max_in_flight_per_connection` at a time;
 //! further due ones wait their turn, at most `processor.max_queued_per_connection` of them, and
-//! beyond that go back to a retry tier without a call, using none of their tiers. So when a hanging connection's backlog
-//! comes due it holds a few of the consumer's places, and every other connection's retries
-//! keep moving. A retry whose connection's circuit is open does not wait its turn: it is turned
+//! at most `processor.max_queued_per_workspace` of one workspace's retries are in the consumer
+//! at all; beyond that they go back to a retry tier without a call, using none of their tiers.
+//! So when a hanging connection's backlog comes due it holds a few of the consumer's places, a
+//! workspace with many such connections at most a bounded share, and every other workspace's
+//! retries keep moving. A retry whose connection's circuit is open does not wait its turn: it is turned
 //! away at once.
 //!
 //! Retries sent back without a call (their connection's lane is full or its circuit open) are
@@ -61,6 +63,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
+use super::order::Full;
 use super::processor::{
     LagGauges, PAUSE_AFTER, ProcessorContext, ProcessorError, finish, stopped, store_finished,
 };
@@ -162,6 +165,7 @@ pub async fn run(
         lanes: Lanes::new(
             settings.retry.max_in_flight_per_connection,
             settings.processor.max_queued_per_connection,
+            settings.processor.max_queued_per_workspace,
         ),
         deferrals: Pace::new(settings.retry.max_deferrals_per_second),
     });
@@ -475,13 +479,20 @@ async fn retry(shared: &Shared, task: DeliveryTask) {
     let connection = rule.connection.id.as_str();
     let lane = match shared.lanes.enter(&workspace.id, connection) {
         Ok(lane) => lane,
-        Err(waiting) => {
+        Err(full) => {
             shared.deferrals.turn().await;
-            let reason = format!(
-                "not called: {waiting} retries of this connection are already under way or \
-                 waiting (retry.max_in_flight_per_connection, processor.max_queued_per_connection); \
-                 sent back to a retry tier instead"
-            );
+            let reason = match full {
+                Full::Connection(held) => format!(
+                    "not called: {held} retries of this connection are already under way or \
+                     waiting (retry.max_in_flight_per_connection, \
+                     processor.max_queued_per_connection); sent back to a retry tier instead"
+                ),
+                Full::Workspace(held) => format!(
+                    "not called: {held} retries of this workspace are already under way or \
+                     waiting (processor.max_queued_per_workspace); sent back to a retry tier \
+                     instead"
+                ),
+            };
             return router.defer(rule, delivery, reason).await;
         }
     };
@@ -504,13 +515,22 @@ async fn retry(shared: &Shared, task: DeliveryTask) {
         .await;
 }
 
-/// The retries of each connection in the consumer: at most `calls` of them call it at once, and
-/// at most `calls + queued` are in the consumer at all. A connection has an entry only while it
-/// has retries in the consumer, so the map is no larger than `retry.max_in_flight`.
+/// The retries of each connection in the consumer: at most `calls` of them call it at once,
+/// at most `calls + queued` are in the consumer at all, and at most `per_workspace` of one
+/// workspace's. A connection or workspace has an entry only while it has retries in the
+/// consumer, so the maps are no larger than `retry.max_in_flight`.
 struct Lanes {
     calls: usize,
     queued: usize,
-    lanes: Mutex<HashMap<(String, String), Lane>>,
+    per_workspace: usize,
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    lanes: HashMap<(String, String), Lane>,
+    /// Retries of each workspace in the consumer.
+    workspaces: HashMap<String, usize>,
 }
 
 struct Lane {
@@ -527,27 +547,35 @@ struct InLane<'a> {
 }
 
 impl Lanes {
-    fn new(calls: usize, queued: usize) -> Self {
+    fn new(calls: usize, queued: usize, per_workspace: usize) -> Self {
         Self {
             calls,
             queued,
-            lanes: Mutex::default(),
+            per_workspace: per_workspace.max(1),
+            state: Mutex::default(),
         }
     }
 
-    /// A place in the lane of `workspace`'s `connection`, or, when the lane is full, how many
-    /// retries it holds.
-    fn enter(&self, workspace: &str, connection: &str) -> Result<InLane<'_>, usize> {
+    /// A place in the lane of `workspace`'s `connection`, or, when the lane or the workspace's
+    /// share is full, which and how many retries it holds.
+    fn enter(&self, workspace: &str, connection: &str) -> Result<InLane<'_>, Full> {
         let key = (workspace.to_owned(), connection.to_owned());
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let LaneState { lanes, workspaces } = &mut *state;
+        let held = workspaces.get(workspace).copied().unwrap_or(0);
+        let in_lane = lanes.get(&key).map_or(0, |l| l.retries);
+        if in_lane >= self.calls + self.queued {
+            return Err(Full::Connection(in_lane));
+        }
+        if held >= self.per_workspace {
+            return Err(Full::Workspace(held));
+        }
         let lane = lanes.entry(key.clone()).or_insert_with(|| Lane {
             turns: Arc::new(Semaphore::new(self.calls)),
             retries: 0,
         });
-        if lane.retries >= self.calls + self.queued {
-            return Err(lane.retries);
-        }
         lane.retries += 1;
+        *workspaces.entry(workspace.to_owned()).or_default() += 1;
         Ok(InLane {
             lanes: self,
             key,
@@ -555,10 +583,11 @@ impl Lanes {
         })
     }
 
-    /// Connections with retries in the consumer.
+    /// Connections and workspaces with retries in the consumer.
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn len(&self) -> (usize, usize) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.lanes.len(), state.workspaces.len())
     }
 }
 
@@ -575,11 +604,18 @@ impl InLane<'_> {
 
 impl Drop for InLane<'_> {
     fn drop(&mut self) {
-        let mut lanes = self.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(lane) = lanes.get_mut(&self.key) {
+        let mut state = self.lanes.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lane) = state.lanes.get_mut(&self.key) {
             lane.retries -= 1;
             if lane.retries == 0 {
-                lanes.remove(&self.key);
+                state.lanes.remove(&self.key);
+            }
+        }
+        let workspace = &self.key.0;
+        if let Some(held) = state.workspaces.get_mut(workspace) {
+            *held -= 1;
+            if *held == 0 {
+                state.workspaces.remove(workspace);
             }
         }
     }
@@ -632,9 +668,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_holds_at_most_its_calls_and_queue_and_leaves_no_entry_behind() {
-        let lanes = Lanes::new(2, 3);
+        let lanes = Lanes::new(2, 3, 100);
         let full: Vec<InLane> = (0..5).map(|_| lanes.enter("ws", "c").unwrap()).collect();
-        assert_eq!(lanes.enter("ws", "c").err(), Some(5), "the lane is full");
+        assert_eq!(
+            lanes.enter("ws", "c").err(),
+            Some(Full::Connection(5)),
+            "the lane is full"
+        );
         let other = lanes
             .enter("ws", "d")
             .expect("another connection has a lane of its own");
@@ -649,12 +689,27 @@ mod tests {
         assert!(full[2].turn().now_or_never().is_some(), "a turn freed");
         drop(second);
         drop(full);
-        assert_eq!(lanes.len(), 1);
+        assert_eq!(lanes.len(), (1, 1));
         drop(other);
         assert_eq!(
             lanes.len(),
-            0,
-            "no connection is remembered once its retries left"
+            (0, 0),
+            "no connection or workspace is remembered once its retries left"
         );
+    }
+
+    #[test]
+    fn a_workspace_holds_at_most_its_share_across_its_connections() {
+        let lanes = Lanes::new(2, 3, 7);
+        let held: Vec<InLane> = ["a", "b"]
+            .iter()
+            .flat_map(|c| (0..5).filter_map(|_| lanes.enter("ws", c).ok()))
+            .collect();
+        assert_eq!(held.len(), 7, "five in one lane, two in the other");
+        assert_eq!(lanes.enter("ws", "c").err(), Some(Full::Workspace(7)));
+        let other = lanes.enter("other", "a");
+        assert!(other.is_ok(), "another workspace has a share of its own");
+        drop(held);
+        assert!(lanes.enter("ws", "c").is_ok(), "places free again");
     }
 }

@@ -267,11 +267,18 @@ impl Router {
             };
             let rendered = planned.rendered.map(|_| ());
             match lane {
-                Lane::Full(Full(queued)) => {
-                    let reason = format!(
-                        "not called: {queued} deliveries already wait for this connection \
-                         (processor.max_queued_per_connection); sent to a retry tier instead"
-                    );
+                Lane::Full(full) => {
+                    let reason = match full {
+                        Full::Connection(queued) => format!(
+                            "not called: {queued} deliveries already wait for this connection \
+                             (processor.max_queued_per_connection); sent to a retry tier instead"
+                        ),
+                        Full::Workspace(queued) => format!(
+                            "not called: {queued} deliveries of this workspace already wait for \
+                             its connections (processor.max_queued_per_workspace); sent to a \
+                             retry tier instead"
+                        ),
+                    };
                     Box::pin(self.defer(rule, delivery, reason)).await;
                 }
                 // Boxed: a delivery waits in its line with the state of the attempt (the HTTP

@@ -101,6 +101,7 @@ pub struct TopicSettings {
 pub struct ProcessorSettings {
     pub max_in_flight_events: usize,
     pub max_queued_per_connection: usize,
+    pub max_queued_per_workspace: usize,
     pub max_event_bytes: usize,
     pub skip_summary_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
@@ -402,6 +403,10 @@ impl Settings {
         positive(
             "processor.max_queued_per_connection",
             self.processor.max_queued_per_connection as u64,
+        )?;
+        positive(
+            "processor.max_queued_per_workspace",
+            self.processor.max_queued_per_workspace as u64,
         )?;
         positive(
             "processor.liveness_timeout_ms",
