@@ -462,6 +462,7 @@ async fn measure_latency(
         p99_ms: l.quantile_ms(0.99),
         p999_ms: l.quantile_ms(0.999),
         max_ms: l.max_ms(),
+        p99_ms_by_5s: l.p99_ms_by_window(),
         cpu_s_per_1000_deliveries: cpu,
         peak_rss_mib,
     })

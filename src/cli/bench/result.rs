@@ -89,6 +89,8 @@ pub struct Latency {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// The p99 of each 5 s of arrival time, in order: shows when a phase slowed.
+    pub p99_ms_by_5s: Vec<Option<f64>>,
     pub cpu_s_per_1000_deliveries: Option<f64>,
     pub peak_rss_mib: Option<f64>,
 }
@@ -254,6 +256,8 @@ impl BenchResult {
                     num(l.max_ms, 1)
                 )
             );
+            let by_5s: Vec<String> = l.p99_ms_by_5s.iter().map(|p| num(*p, 1)).collect();
+            println!("  p99 ms by 5 s                {}", by_5s.join(" "));
             println!(
                 "  CPU s / 1000 deliveries      {:>12}",
                 num(l.cpu_s_per_1000_deliveries, 3)
