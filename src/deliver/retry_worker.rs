@@ -712,4 +712,15 @@ mod tests {
         drop(held);
         assert!(lanes.enter("ws", "c").is_ok(), "places free again");
     }
+
+    #[tokio::test]
+    async fn turns_of_the_pace_come_no_faster_than_its_rate_after_a_tenth_of_a_second_burst() {
+        let pace = Pace::new(50); // a burst of 5, then one every 20 ms
+        let started = Instant::now();
+        for _ in 0..15 {
+            pace.turn().await;
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(190), "15 turns in {took:?}");
+    }
 }
