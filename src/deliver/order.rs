@@ -27,7 +27,37 @@ struct Line {
 #[derive(Debug, Default)]
 struct State {
     lines: HashMap<Vec<u8>, Line>,
-    workspaces: HashMap<String, usize>,
+    workspaces: Shares,
+}
+
+/// How many places each workspace holds (turns in lines, retries in lanes); a workspace has an
+/// entry only while it holds one, so the map is no larger than the places there are.
+#[derive(Debug, Default)]
+pub(super) struct Shares(HashMap<String, usize>);
+
+impl Shares {
+    pub(super) fn held(&self, workspace: &str) -> usize {
+        self.0.get(workspace).copied().unwrap_or(0)
+    }
+
+    pub(super) fn take(&mut self, workspace: &str) {
+        *self.0.entry(workspace.to_owned()).or_default() += 1;
+    }
+
+    pub(super) fn give_back(&mut self, workspace: &str) {
+        if let Some(held) = self.0.get_mut(workspace) {
+            *held -= 1;
+            if *held == 0 {
+                self.0.remove(workspace);
+            }
+        }
+    }
+
+    /// Workspaces holding a place.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Hands out turns per key (a workspace's connection), at most `max_len` waiting or running
@@ -78,7 +108,7 @@ impl Lines {
         let (done, tail) = oneshot::channel();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let State { lines, workspaces } = &mut *state;
-        let held = workspaces.get(workspace).copied().unwrap_or(0);
+        let held = workspaces.held(workspace);
         let line = lines.get_mut(&key);
         if let Some(line) = &line
             && line.len >= self.max_len
@@ -98,7 +128,7 @@ impl Lines {
                 None
             }
         };
-        *workspaces.entry(workspace.to_owned()).or_default() += 1;
+        workspaces.take(workspace);
         Ok(Turn {
             state: self.state.clone(),
             workspace: workspace.to_owned(),
@@ -149,12 +179,7 @@ impl Drop for Turn {
                 state.lines.remove(&self.key);
             }
         }
-        if let Some(held) = state.workspaces.get_mut(&self.workspace) {
-            *held -= 1;
-            if *held == 0 {
-                state.workspaces.remove(&self.workspace);
-            }
-        }
+        state.workspaces.give_back(&self.workspace);
         drop(state);
         // Wakes the next turn (also when this one never got to wait: a turn dropped early must
         // still not run before the ones ahead of it, so the next waits on this one's

@@ -63,7 +63,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::offsets::{Claim, OffsetTracker};
-use super::order::Full;
+use super::order::{Full, Shares};
 use super::processor::{
     LagGauges, PAUSE_AFTER, ProcessorContext, ProcessorError, finish, stopped, store_finished,
 };
@@ -505,6 +505,8 @@ async fn retry(shared: &Shared, task: DeliveryTask) {
     if turns_away() {
         shared.deferrals.turn().await;
     }
+    // Asked again after the pace: the circuit may have let a probe through meanwhile, and a
+    // call takes a turn in the lane.
     let _turn = if turns_away() {
         None
     } else {
@@ -530,7 +532,7 @@ struct Lanes {
 struct LaneState {
     lanes: HashMap<(String, String), Lane>,
     /// Retries of each workspace in the consumer.
-    workspaces: HashMap<String, usize>,
+    workspaces: Shares,
 }
 
 struct Lane {
@@ -562,7 +564,7 @@ impl Lanes {
         let key = (workspace.to_owned(), connection.to_owned());
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let LaneState { lanes, workspaces } = &mut *state;
-        let held = workspaces.get(workspace).copied().unwrap_or(0);
+        let held = workspaces.held(workspace);
         let in_lane = lanes.get(&key).map_or(0, |l| l.retries);
         if in_lane >= self.calls + self.queued {
             return Err(Full::Connection(in_lane));
@@ -575,7 +577,7 @@ impl Lanes {
             retries: 0,
         });
         lane.retries += 1;
-        *workspaces.entry(workspace.to_owned()).or_default() += 1;
+        workspaces.take(workspace);
         Ok(InLane {
             lanes: self,
             key,
@@ -611,13 +613,7 @@ impl Drop for InLane<'_> {
                 state.lanes.remove(&self.key);
             }
         }
-        let workspace = &self.key.0;
-        if let Some(held) = state.workspaces.get_mut(workspace) {
-            *held -= 1;
-            if *held == 0 {
-                state.workspaces.remove(workspace);
-            }
-        }
+        state.workspaces.give_back(&self.key.0);
     }
 }
 

@@ -115,13 +115,7 @@ impl Receiver {
     /// Forgets what arrived so far, and stops noting latencies.
     pub fn reset(&self) {
         self.arrivals.recording.store(false, Ordering::Relaxed);
-        let mut latencies = self
-            .arrivals
-            .latencies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        latencies.reset();
-        drop(latencies);
+        lock(&self.arrivals.latencies).reset();
         lock(&self.arrivals.windows).clear();
         self.arrivals.started_us.store(now_us(), Ordering::Relaxed);
         self.arrivals.count.store(0, Ordering::Relaxed);
